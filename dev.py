@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""The project's two commands, each doing its own set-up on a fresh machine.
+
+    python3 dev.py demo    # run the demo: the daemon on SQLite and a local Radicale
+    python3 dev.py test    # run the whole test suite
+
+Set-up: a virtual environment in .venv with tmcaldav and its test extras, rebuilt
+when pyproject.toml changes; for the tests, PostgreSQL's server programs (installed
+from Debian's packages when missing and running as root).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+STAMP = VENV / ".tmcaldav-installed"
+
+
+def run(argv: list[str], **kwargs: object) -> None:
+    """Run a command (an argv list, never a shell string); stop on failure."""
+    print("+", " ".join(argv), flush=True)
+    subprocess.run(argv, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def ensure_venv() -> None:
+    """Create .venv and install the project with its test extras, once per pyproject."""
+    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.exists() and STAMP.read_text() == digest and PYTHON.exists():
+        return
+    if not PYTHON.exists():
+        venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+    run([str(PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip"])
+    run([str(PYTHON), "-m", "pip", "install", "-q", "-e", f"{ROOT}[test]"])
+    STAMP.write_text(digest)
+
+
+def postgres_bin() -> Path | None:
+    """The folder holding PostgreSQL's initdb, if it is installed."""
+    found = shutil.which("initdb")
+    if found:
+        return Path(found).resolve().parent
+    versions = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+    return versions[-1].parent if versions else None
+
+
+def ensure_postgres() -> None:
+    """Install PostgreSQL's server from Debian's packages when missing and we may."""
+    if postgres_bin() is not None:
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(
+            "note: PostgreSQL is not installed and cannot be installed here; "
+            "the PostgreSQL store tests will be skipped (apt-get install postgresql)."
+        )
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env)
+    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"], env=env)
+
+
+def main() -> int:
+    """Dispatch `demo` or `test`."""
+    if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
+        print(__doc__)
+        return 2
+    command, extra = sys.argv[1], sys.argv[2:]
+    ensure_venv()
+    if command == "demo":
+        return subprocess.run([str(VENV / "bin" / "tmcaldav"), "demo", *extra]).returncode
+    ensure_postgres()
+    return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())

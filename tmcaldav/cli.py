@@ -1,0 +1,427 @@
+"""The `tmcaldav` command line: parse, call a service, render a table or `--json`.
+
+Exit codes: 0 success, 1 a failed operation, 2 bad usage, bad config or a store that
+cannot be opened. Every error is one message that says what to do next; no tracebacks.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import cached_property
+from typing import Any, NoReturn
+
+import click
+from sqlalchemy.orm import Session
+
+from tmcaldav import __version__
+from tmcaldav.config import Config, ConfigError, SecretError, config_path, load_config
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class App:
+    """What every command needs, loaded on first use so `--help` stays fast."""
+
+    def __init__(self, path: str):
+        self.path = path
+
+    @cached_property
+    def config(self) -> Config:
+        """The validated configuration (ConfigError when it is not usable)."""
+        return load_config(self.path)
+
+    @cached_property
+    def store(self) -> Any:
+        """The store, checked to be at the current schema."""
+        from tmcaldav.store import Store
+
+        store = Store(self.config.store.url)
+        store.check_schema()
+        return store
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """A store transaction."""
+        with self.store.transaction() as db:
+            yield db
+
+
+def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
+    """Print an error for the administrator and exit with `code`."""
+    click.echo(f"error: {message}", err=True)
+    raise click.exceptions.Exit(code)
+
+
+def _error_code(error: BaseException) -> int | None:
+    """The exit code for a domain error, or None when it is not one of ours."""
+    from tmcaldav.csv_import import CsvImportError
+    from tmcaldav.roster import RosterError
+    from tmcaldav.store import NotFoundError, StoreError
+
+    if isinstance(error, ConfigError | SecretError | StoreError):
+        return EXIT_USAGE
+    if isinstance(error, RosterError | NotFoundError | CsvImportError):
+        return EXIT_FAILED
+    try:
+        from tmcaldav.calendar import CalendarError
+    except ImportError:  # pragma: no cover - during the first build only
+        return None
+    if isinstance(error, CalendarError):
+        return EXIT_FAILED
+    return None
+
+
+class TmcaldavGroup(click.Group):
+    """A click group that turns domain errors into one clear line and an exit code."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as error:
+            code = _error_code(error)
+            if code is None:
+                raise
+            message = error.report() if isinstance(error, ConfigError) else str(error)
+            fail(message, code)
+
+
+def emit_json(data: Any) -> None:
+    """Print JSON for scripts (UTF-8, not ASCII-escaped)."""
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+
+@click.group(cls=TmcaldavGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "-c",
+    "--config",
+    "config_file",
+    metavar="PATH",
+    help="Config file (else $TMCALDAV_CONFIG, else ./daemon.toml).",
+)
+@click.option("-v", "--verbose", count=True, help="More log output (-vv for debug).")
+@click.version_option(__version__, prog_name="tmcaldav")
+@click.pass_context
+def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
+    """Keep enrollment records in step with students' calendars over CalDAV."""
+    from tmcaldav.logs import setup_logging
+
+    setup_logging(logging.WARNING - 10 * verbose)
+    ctx.obj = App(config_path(config_file))
+
+
+pass_app = click.make_pass_decorator(App)
+
+
+# ---- db, config --------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The enrollment store's schema."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create the store or upgrade it to the current schema."""
+    from tmcaldav.store import Store
+
+    store = Store(app.config.store.url)
+    head = store.upgrade()
+    click.echo(f"store {store.safe_url} is at revision {head}")
+
+
+@cli.command("check-config")
+@pass_app
+def check_config(app: App) -> None:
+    """Validate the config file (and that its password sources can be read)."""
+    config = app.config
+    for name in ("caldav", "smtp", "imap"):
+        section = getattr(config, name)
+        if section is not None and section.password.configured:
+            try:
+                section.password.read()
+            except SecretError as e:
+                raise ConfigError(config.path, [f"{name}: {e}"]) from e
+    click.echo(f"{config.path}: ok (scheduling mode {config.scheduling.mode})")
+
+
+# ---- people ---------------------------------------------------------------------------
+
+
+@cli.group()
+def person() -> None:
+    """Students."""
+
+
+@person.command("add")
+@click.argument("email")
+@click.option("--name", required=True, help="Full name as it appears in invitations.")
+@click.option("--phone", help="Phone number for follow-ups.")
+@pass_app
+def person_add(app: App, email: str, name: str, phone: str | None) -> None:
+    """Add a student."""
+    from tmcaldav.roster import add_person
+
+    with app.transaction() as db:
+        added = add_person(db, email, name, phone)
+        click.echo(f"added {added.email}")
+
+
+@person.command("list")
+@json_option
+@pass_app
+def person_list(app: App, as_json: bool) -> None:
+    """List students."""
+    from tmcaldav.page import person_row, table
+    from tmcaldav.store import list_people
+
+    with app.transaction() as db:
+        rows = [person_row(p) for p in list_people(db)]
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(
+            table(
+                [("EMAIL", "NAME", "PHONE")]
+                + [(r["email"], r["name"] or "", r["phone"] or "") for r in rows]
+            )
+        )
+
+
+# ---- sessions --------------------------------------------------------------------------
+
+
+def session_options(*, required: bool) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """The options `session add` and `session edit` share."""
+
+    def decorate(f: Callable[..., Any]) -> Callable[..., Any]:
+        for option in reversed(
+            [
+                click.option("--title", required=required, help="Title shown in calendars."),
+                click.option(
+                    "--start", required=required, help="ISO 8601 start, e.g. 2026-12-01T09:00."
+                ),
+                click.option("--end", required=required, help="ISO 8601 end."),
+                click.option(
+                    "--tz", help="IANA time zone (default: [scheduling] timezone).", metavar="ZONE"
+                ),
+                click.option("--location", help="Where it takes place."),
+                click.option("--capacity", type=int, help="Seats."),
+                click.option("--course", help="Course the session belongs to."),
+                click.option("--description", help="Description shown in calendars."),
+            ]
+        ):
+            f = option(f)
+        return f
+
+    return decorate
+
+
+@cli.group()
+def session() -> None:
+    """Training sessions."""
+
+
+@session.command("add")
+@click.argument("key")
+@session_options(required=True)
+@pass_app
+def session_add(app: App, key: str, **fields: Any) -> None:
+    """Add a session with a KEY chosen by the organisation."""
+    from tmcaldav.roster import SessionFields, add_session
+
+    with app.transaction() as db:
+        added = add_session(db, key, SessionFields(**fields), app.config.scheduling.timezone)
+        click.echo(f"added session {added.key}")
+
+
+@session.command("edit")
+@click.argument("key")
+@session_options(required=False)
+@pass_app
+def session_edit(app: App, key: str, **fields: Any) -> None:
+    """Change a session; a new time is a reschedule once it is published."""
+    from tmcaldav.roster import SessionFields, edit_session
+
+    with app.transaction() as db:
+        changed = edit_session(db, key, SessionFields(**fields))
+    click.echo(
+        f"session {key}: " + (f"changed {', '.join(sorted(changed))}" if changed else "no change")
+    )
+
+
+@session.command("list")
+@json_option
+@pass_app
+def session_list(app: App, as_json: bool) -> None:
+    """List sessions, soonest first."""
+    from tmcaldav.page import session_summary, table
+    from tmcaldav.store import list_sessions
+
+    with app.transaction() as db:
+        rows = [session_summary(s) for s in list_sessions(db)]
+    if as_json:
+        emit_json(rows)
+        return
+    header = ("KEY", "TITLE", "START", "TZ", "SEATS", "WAIT", "STATUS", "CALENDAR")
+    click.echo(
+        table(
+            [header]
+            + [
+                (
+                    r["key"],
+                    r["title"],
+                    r["start"],
+                    r["tz"],
+                    f"{r['seats_taken']}/{r['capacity'] if r['capacity'] is not None else '∞'}",
+                    str(r["waitlisted"]),
+                    r["status"],
+                    r["calendar_state"],
+                )
+                for r in rows
+            ]
+        )
+    )
+
+
+@session.command("show")
+@click.argument("key")
+@json_option
+@pass_app
+def session_show(app: App, key: str, as_json: bool) -> None:
+    """The session page: every student with the Calendar column."""
+    from tmcaldav.page import render_page, session_page
+    from tmcaldav.store import get_session
+
+    with app.transaction() as db:
+        page = session_page(get_session(db, key))
+    if as_json:
+        emit_json(page)
+    else:
+        click.echo(render_page(page))
+
+
+@session.command("history")
+@click.argument("key")
+@click.argument("email")
+@json_option
+@pass_app
+def session_history(app: App, key: str, email: str, as_json: bool) -> None:
+    """Every answer of one student, with its times and source."""
+    from tmcaldav.page import history_rows, table
+    from tmcaldav.store import get_enrollment, get_session, history
+
+    with app.transaction() as db:
+        enrollment = get_enrollment(db, get_session(db, key), email)
+        rows = history_rows(list(history(db, enrollment)))
+    if as_json:
+        emit_json(rows)
+        return
+    header = ("CAL", "ANSWERED", "OBSERVED", "SEQ", "SOURCE", "REASON")
+    click.echo(
+        table(
+            [header]
+            + [
+                (
+                    f"{r['icon']} {r['calendar']}",
+                    r["responded_at"],
+                    r["observed_at"],
+                    "" if r["sequence"] is None else str(r["sequence"]),
+                    r["source"],
+                    r["reason"] or "",
+                )
+                for r in rows
+            ]
+        )
+    )
+
+
+# ---- enrollments -------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("emails", nargs=-1, required=True, metavar="EMAIL...")
+@click.option("--waitlist", is_flag=True, help="Put them on the waitlist, in this order.")
+@pass_app
+def enroll(app: App, key: str, emails: tuple[str, ...], waitlist: bool) -> None:
+    """Enroll students in a session (all or none)."""
+    from tmcaldav.roster import enroll as enroll_people
+
+    with app.transaction() as db:
+        created = enroll_people(db, key, list(emails), waitlist=waitlist)
+    what = "waitlisted" if waitlist else "enrolled"
+    click.echo(f"{what} {len(created)} in {key}")
+
+
+@cli.command("set-status")
+@click.argument("key")
+@click.argument("email")
+@click.argument("status")
+@click.option("--note", help="A note to keep with the change.")
+@pass_app
+def set_status(app: App, key: str, email: str, status: str, note: str | None) -> None:
+    """Set a student's STATUS: enrolled, waitlisted, cancelled, attended, no_show."""
+    from tmcaldav.roster import set_status as set_enrollment_status
+
+    with app.transaction() as db:
+        enrollment, old = set_enrollment_status(db, key, email, status, note)
+    click.echo(f"{enrollment.person.email} in {key}: {old} → {status}")
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("email")
+@click.argument("text")
+@pass_app
+def note(app: App, key: str, email: str, text: str) -> None:
+    """Add a follow-up note to a student's enrollment."""
+    from tmcaldav.roster import note as add_note
+
+    with app.transaction() as db:
+        add_note(db, key, email, text)
+    click.echo(f"noted for {email} in {key}")
+
+
+@cli.command("import")
+@click.argument("file", metavar="FILE.csv")
+@click.option("--kind", required=True, type=click.Choice(["sessions", "people", "enrollments"]))
+@pass_app
+def import_file(app: App, file: str, kind: str) -> None:
+    """Import a CSV file; any bad row aborts the import and nothing is written."""
+    from tmcaldav.csv_import import import_csv
+
+    with app.transaction() as db:
+        result = import_csv(db, file, kind, app.config.scheduling.timezone)
+    click.echo(f"imported {result.rows} {kind}")
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Leave the demo's files for exploring.")
+def demo(keep: bool) -> None:
+    """Show tmcaldav working on an embedded store, in a temp folder."""
+    from tmcaldav.demo import main as run_demo
+
+    run_demo(keep)
+
+
+def main() -> None:
+    """Console entry point."""
+    cli(prog_name="tmcaldav")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
+    sys.exit(0)

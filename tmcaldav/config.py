@@ -1,0 +1,480 @@
+"""The daemon's TOML configuration, read into frozen dataclasses.
+
+Every problem in a file is reported at once, each with its key path, so an
+administrator fixes the whole file in one go. Secrets are read only when asked for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import stat
+import subprocess
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+DEFAULT_CONFIG = "daemon.toml"
+CONFIG_ENV = "TMCALDAV_CONFIG"
+
+
+class ConfigError(Exception):
+    """A configuration that cannot be used; `problems` lists every reason, one per line."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.path = path
+        self.problems = problems
+        super().__init__(f"{path}: " + "; ".join(problems))
+
+    def report(self) -> str:
+        """The problems as lines an administrator can act on."""
+        lines = [f"{self.path}: {len(self.problems)} problem(s) in the configuration:"]
+        lines += [f"  - {p}" for p in self.problems]
+        return "\n".join(lines)
+
+
+class SecretError(Exception):
+    """A password source that cannot be read (missing file, unsafe mode, failed command)."""
+
+
+@dataclass(frozen=True)
+class PasswordSource:
+    """Where a password comes from: exactly one of a file, a command (argv), an env var."""
+
+    password_file: str | None = None
+    password_command: tuple[str, ...] | None = None
+    password_env: str | None = None
+
+    @property
+    def configured(self) -> bool:
+        """True when any source is set."""
+        return any(
+            x is not None for x in (self.password_file, self.password_command, self.password_env)
+        )
+
+    def read(self) -> str:
+        """Read the password. Raises SecretError naming the source (never the secret)."""
+        if self.password_file is not None:
+            return read_password_file(self.password_file)
+        if self.password_command is not None:
+            try:
+                # An argv list, never a shell string: nothing in it is interpreted.
+                done = subprocess.run(
+                    list(self.password_command),
+                    capture_output=True,
+                    text=True,
+                    timeout=30,
+                    check=False,
+                )
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise SecretError(
+                    f"password_command {self.password_command[0]!r} failed: {e}"
+                ) from e
+            if done.returncode != 0:
+                raise SecretError(
+                    f"password_command {self.password_command[0]!r} exited {done.returncode}"
+                )
+            return done.stdout.rstrip("\r\n")
+        if self.password_env is not None:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise SecretError(
+                    f"password_env: environment variable {self.password_env} is not set"
+                )
+            return value
+        return ""
+
+
+def read_password_file(path: str) -> str:
+    """Read a password file, refusing one that group or others can read."""
+    # systemd's LoadCredential hands the file over in $CREDENTIALS_DIRECTORY.
+    p = Path(os.path.expandvars(path))
+    try:
+        mode = p.stat().st_mode
+    except OSError as e:
+        raise SecretError(f"password_file {p}: {e.strerror}") from e
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise SecretError(
+            f"password_file {p} is readable by group or others (mode {stat.filemode(mode)}); "
+            f"run: chmod 600 {p}"
+        )
+    return p.read_text(encoding="utf-8").rstrip("\r\n")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    """[store]: where the enrollment store lives."""
+
+    url: str = "sqlite:///tmcaldav.db"
+
+
+@dataclass(frozen=True)
+class CaldavConfig:
+    """[caldav]: the CalDAV server and the calendar the sessions are published in."""
+
+    url: str
+    username: str
+    password_file: str | None = None
+    password_command: tuple[str, ...] | None = None
+    password_env: str | None = None
+    calendar: str | None = None
+    tls_ca_file: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def password(self) -> PasswordSource:
+        """The password source of this section."""
+        return PasswordSource(self.password_file, self.password_command, self.password_env)
+
+
+@dataclass(frozen=True)
+class SchedulingConfig:
+    """[scheduling]: who organises, and who delivers invitations."""
+
+    organizer_email: str
+    mode: str = "server"
+    organizer_name: str | None = None
+    # The zone of sessions added without --tz (and of times given without an offset).
+    timezone: str = "UTC"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    """[daemon]: the loop."""
+
+    poll_interval: float = 60.0
+    backoff_max: float = 900.0
+    lock_file: str | None = None
+
+
+@dataclass(frozen=True)
+class PluginsConfig:
+    """[plugins]: which plugins load; `settings` holds the [plugins.NAME] tables."""
+
+    enable: tuple[str, ...] = ("waitlist", "followup", "noshow", "reschedule")
+    disable: tuple[str, ...] = ()
+    plugin_dirs: tuple[str, ...] = ()
+    settings: types.MappingProxyType[str, Any] = field(
+        default_factory=lambda: types.MappingProxyType({})
+    )
+
+
+@dataclass(frozen=True)
+class SuggestionsConfig:
+    """[suggestions]: which kinds are applied without a human."""
+
+    auto_apply: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    """[smtp]: outgoing iMIP mail."""
+
+    host: str
+    port: int = 587
+    security: str = "starttls"
+    username: str | None = None
+    password_file: str | None = None
+    password_command: tuple[str, ...] | None = None
+    password_env: str | None = None
+    timeout: float = 30.0
+    tls_ca_file: str | None = None
+
+    @property
+    def password(self) -> PasswordSource:
+        """The password source of this section."""
+        return PasswordSource(self.password_file, self.password_command, self.password_env)
+
+
+@dataclass(frozen=True)
+class ImapConfig:
+    """[imap]: the organizer mailbox that receives iMIP REPLYs."""
+
+    host: str
+    username: str
+    port: int = 993
+    security: str = "tls"
+    password_file: str | None = None
+    password_command: tuple[str, ...] | None = None
+    password_env: str | None = None
+    folder: str = "INBOX"
+    processed_folder: str = "tmcaldav-processed"
+    trust_sent_by: tuple[str, ...] = ()
+    timeout: float = 30.0
+    tls_ca_file: str | None = None
+
+    @property
+    def password(self) -> PasswordSource:
+        """The password source of this section."""
+        return PasswordSource(self.password_file, self.password_command, self.password_env)
+
+
+@dataclass(frozen=True)
+class MaildirConfig:
+    """[maildir]: a local Maildir that receives iMIP REPLYs."""
+
+    path: str
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole configuration. `path` is the file it came from."""
+
+    store: StoreConfig
+    scheduling: SchedulingConfig
+    daemon: DaemonConfig
+    plugins: PluginsConfig
+    suggestions: SuggestionsConfig
+    caldav: CaldavConfig | None = None
+    smtp: SmtpConfig | None = None
+    imap: ImapConfig | None = None
+    maildir: MaildirConfig | None = None
+    path: str = DEFAULT_CONFIG
+
+
+SUGGESTION_KINDS = (
+    "cancel_enrollment",
+    "invite_waitlisted",
+    "promote_waitlisted",
+    "contact_student",
+    "offer_other_session",
+    "mark_no_show",
+)
+SCHEDULING_MODES = ("server", "imip")
+SECURITY_MODES = ("starttls", "tls", "none")
+
+_SECTIONS: dict[str, type] = {
+    "store": StoreConfig,
+    "caldav": CaldavConfig,
+    "scheduling": SchedulingConfig,
+    "daemon": DaemonConfig,
+    "plugins": PluginsConfig,
+    "suggestions": SuggestionsConfig,
+    "smtp": SmtpConfig,
+    "imap": ImapConfig,
+    "maildir": MaildirConfig,
+}
+_REQUIRED_SECTIONS = ("store", "scheduling")
+
+
+def config_path(explicit: str | None) -> str:
+    """The config file to use: -c, else $TMCALDAV_CONFIG, else ./daemon.toml."""
+    return explicit or os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a config file; raises ConfigError listing every problem."""
+    path = str(path)
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise ConfigError(
+            path, [f"cannot read the file ({e.strerror}); pass -c PATH or set {CONFIG_ENV}"]
+        ) from e
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(path, [f"not valid TOML: {e}"]) from e
+    return parse_config(data, path)
+
+
+def parse_config(data: dict[str, Any], path: str = DEFAULT_CONFIG) -> Config:
+    """Validate a parsed TOML document; raises ConfigError listing every problem."""
+    problems: list[str] = []
+    for name in data:
+        if name not in _SECTIONS:
+            problems.append(f"[{name}]: unknown section (known: {', '.join(_SECTIONS)})")
+    for name in _REQUIRED_SECTIONS:
+        if name not in data:
+            problems.append(f"[{name}]: missing section")
+    sections: dict[str, Any] = {}
+    for name, cls in _SECTIONS.items():
+        if name not in data:
+            continue
+        table = data[name]
+        if not isinstance(table, dict):
+            problems.append(f"{name}: must be a table [{name}]")
+            continue
+        if cls is PluginsConfig:
+            table = dict(table)
+            settings = {k: table.pop(k) for k in list(table) if isinstance(table[k], dict)}
+            built = _build(cls, name, table, problems)
+            if built is not None:
+                built = dataclasses.replace(built, settings=types.MappingProxyType(settings))
+        else:
+            built = _build(cls, name, table, problems)
+        sections[name] = built
+    for name in ("store", "daemon", "plugins", "suggestions"):
+        if name not in data:
+            sections[name] = _SECTIONS[name]()
+    _check_values(sections, problems)
+    if problems:
+        raise ConfigError(path, problems)
+    return Config(**{k: v for k, v in sections.items() if v is not None}, path=path)
+
+
+def _build(cls: type, section: str, table: dict[str, Any], problems: list[str]) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "settings"}
+    values: dict[str, Any] = {}
+    before = len(problems)
+    for key, value in table.items():
+        if key not in fields:
+            problems.append(f"{section}.{key}: unknown key (known: {', '.join(fields)})")
+            continue
+        ok, converted = _convert(value, hints[key])
+        if not ok:
+            problems.append(f"{section}.{key}: expected {_describe(hints[key])}, got {value!r}")
+        else:
+            values[key] = converted
+    for name, f in fields.items():
+        required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        if required and name not in table:
+            problems.append(f"{section}.{name}: missing key")
+    if len(problems) != before:
+        return None
+    return cls(**values)
+
+
+def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        for arg in args:
+            if arg is type(None):
+                continue
+            ok, converted = _convert(value, arg)
+            if ok:
+                return True, converted
+        return False, None
+    if origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return False, None
+        return True, tuple(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return False, None
+        return True, float(value)
+    if hint is int:
+        return (isinstance(value, int) and not isinstance(value, bool)), value
+    if hint is str:
+        return isinstance(value, str), value
+    return False, None
+
+
+def _describe(hint: Any) -> str:
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if args:
+        hint = args[0]
+    if typing.get_origin(hint) is tuple:
+        return "a list of strings"
+    return {str: "a string", int: "an integer", float: "a number"}.get(hint, str(hint))
+
+
+def _check_values(s: dict[str, Any], problems: list[str]) -> None:
+    store: StoreConfig | None = s.get("store")
+    if store is not None:
+        try:
+            from sqlalchemy.engine import make_url
+
+            make_url(store.url)
+        except Exception:
+            problems.append(f"store.url: not a database URL: {store.url!r}")
+    caldav: CaldavConfig | None = s.get("caldav")
+    if caldav is not None:
+        _check_http_url("caldav.url", caldav.url, problems)
+        _check_password("caldav", caldav.password, problems, required=False)
+        if caldav.tls_ca_file is not None and not Path(caldav.tls_ca_file).is_file():
+            problems.append(f"caldav.tls_ca_file: no such file {caldav.tls_ca_file!r}")
+        if caldav.timeout <= 0:
+            problems.append("caldav.timeout: must be positive")
+    sched: SchedulingConfig | None = s.get("scheduling")
+    if sched is not None:
+        if sched.mode not in SCHEDULING_MODES:
+            problems.append(f"scheduling.mode: must be one of {', '.join(SCHEDULING_MODES)}")
+        if not _looks_like_email(sched.organizer_email):
+            problems.append(
+                f"scheduling.organizer_email: not an e-mail address: {sched.organizer_email!r}"
+            )
+        try:
+            check_timezone(sched.timezone)
+        except ValueError as e:
+            problems.append(f"scheduling.timezone: {e}")
+        if sched.mode == "imip" and s.get("smtp") is None:
+            problems.append('scheduling.mode = "imip" needs an [smtp] section to send invitations')
+    daemon: DaemonConfig | None = s.get("daemon")
+    if daemon is not None:
+        if daemon.poll_interval <= 0:
+            problems.append("daemon.poll_interval: must be positive (seconds)")
+        if daemon.backoff_max < daemon.poll_interval:
+            problems.append("daemon.backoff_max: must be at least daemon.poll_interval")
+    plugins: PluginsConfig | None = s.get("plugins")
+    if plugins is not None:
+        for d in plugins.plugin_dirs:
+            if not Path(d).is_dir():
+                problems.append(f"plugins.plugin_dirs: no such folder {d!r}")
+    sugg: SuggestionsConfig | None = s.get("suggestions")
+    if sugg is not None:
+        for kind in sugg.auto_apply:
+            if kind not in SUGGESTION_KINDS:
+                problems.append(
+                    f"suggestions.auto_apply: unknown kind {kind!r} "
+                    f"(known: {', '.join(SUGGESTION_KINDS)})"
+                )
+    for name in ("smtp", "imap"):
+        sec = s.get(name)
+        if sec is None:
+            continue
+        if sec.security not in SECURITY_MODES:
+            problems.append(f"{name}.security: must be one of {', '.join(SECURITY_MODES)}")
+        elif sec.security == "none" and sec.host not in ("127.0.0.1", "localhost", "::1"):
+            problems.append(f'{name}.security = "none" is allowed only for a loopback host')
+        if not 0 < sec.port < 65536:
+            problems.append(f"{name}.port: must be between 1 and 65535")
+        _check_password(name, sec.password, problems, required=False)
+    if s.get("imap") is not None and s.get("maildir") is not None:
+        problems.append("[imap] and [maildir]: choose one mailbox for incoming replies")
+
+
+def _check_http_url(key: str, url: str, problems: list[str]) -> None:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        problems.append(f"{key}: not an http(s) URL: {url!r}")
+
+
+def _check_password(
+    section: str, source: PasswordSource, problems: list[str], *, required: bool
+) -> None:
+    set_ = [
+        n
+        for n, v in (
+            ("password_file", source.password_file),
+            ("password_command", source.password_command),
+            ("password_env", source.password_env),
+        )
+        if v is not None
+    ]
+    if len(set_) > 1:
+        problems.append(f"{section}: set only one of {', '.join(set_)}")
+    elif required and not set_:
+        problems.append(f"{section}: set one of password_file, password_command, password_env")
+    if source.password_command is not None and not source.password_command:
+        problems.append(f"{section}.password_command: must not be empty")
+
+
+def _looks_like_email(value: str) -> bool:
+    local, _, domain = value.partition("@")
+    return bool(local) and "." in domain and not any(c.isspace() for c in value)
+
+
+def check_timezone(name: str) -> ZoneInfo:
+    """The ZoneInfo for an IANA name; ValueError with the name when it is unknown."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError) as e:
+        raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from e

@@ -1,0 +1,1 @@
+"""Alembic migrations of the enrollment store; run with `tmcaldav db upgrade`."""

@@ -1,0 +1,268 @@
+"""The enrollment store: engine, transactions, schema upgrades and the queries services use.
+
+Services open one transaction per unit of work with `Store.transaction()`; it commits
+at the end or rolls back on any error, so the store is never left half-written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from datetime import datetime
+from importlib.resources import files
+from pathlib import Path
+
+from sqlalchemy import Engine, create_engine, event, func, inspect, select
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from tmcaldav.model import Enrollment, Note, Person, Response, TrainingSession
+
+log = logging.getLogger(__name__)
+
+
+class StoreError(Exception):
+    """The store cannot be opened or used; the message says what to do."""
+
+
+class NotFoundError(LookupError):
+    """A session, person or enrollment named on the command line does not exist."""
+
+
+def make_engine(url: str) -> Engine:
+    """An engine for a store URL; SQLite gets foreign keys, WAL and a busy timeout."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as e:
+        raise StoreError(f"store.url is not a database URL: {url!r}") from e
+    is_sqlite = parsed.get_backend_name() == "sqlite"
+    if is_sqlite and parsed.database and parsed.database != ":memory:":
+        folder = Path(parsed.database).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise StoreError(
+                f"store.url: folder {folder} does not exist; create it or change [store] url"
+            )
+    try:
+        engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
+    except (NoSuchModuleError, ImportError) as e:
+        raise StoreError(
+            f"store.url: no driver for {parsed.drivername!r} ({e}); "
+            "for PostgreSQL install tmcaldav[postgres]"
+        ) from e
+    if is_sqlite:
+        event.listen(engine, "connect", _sqlite_pragmas)
+        # pysqlite's own transaction handling would delay BEGIN; issue it ourselves
+        # so a transaction holds its snapshot from the first read.
+        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    dbapi_connection.isolation_level = None  # type: ignore[attr-defined]
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _alembic_config(engine: Engine, connection: object) -> object:
+    from alembic.config import Config as AlembicConfig
+
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(files("tmcaldav") / "migrations"))
+    cfg.attributes["connection"] = connection
+    return cfg
+
+
+class Store:
+    """The enrollment store behind one SQLAlchemy URL."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.engine = make_engine(url)
+        self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+
+    def close(self) -> None:
+        """Release every connection."""
+        self.engine.dispose()
+
+    @property
+    def backend(self) -> str:
+        """The database backend's name: sqlite or postgresql."""
+        return self.engine.dialect.name
+
+    def upgrade(self) -> str:
+        """Create or upgrade the schema to the newest revision; returns that revision."""
+        from alembic import command
+        from alembic.script import ScriptDirectory
+
+        try:
+            with self.engine.begin() as connection:
+                cfg = _alembic_config(self.engine, connection)
+                command.upgrade(cfg, "head")  # type: ignore[arg-type]
+                head = ScriptDirectory.from_config(cfg).get_current_head()  # type: ignore[arg-type]
+        except OperationalError as e:
+            raise StoreError(f"cannot open the store {self.safe_url}: {e.orig}") from e
+        return head or ""
+
+    def check_schema(self) -> None:
+        """Raise StoreError when the schema is missing or behind the code."""
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+
+        try:
+            with self.engine.connect() as connection:
+                current = MigrationContext.configure(connection).get_current_revision()
+                cfg = _alembic_config(self.engine, connection)
+                head = ScriptDirectory.from_config(cfg).get_current_head()  # type: ignore[arg-type]
+        except OperationalError as e:
+            raise StoreError(f"cannot open the store {self.safe_url}: {e.orig}") from e
+        if current is None:
+            raise StoreError(f"the store {self.safe_url} has no schema; run: tmcaldav db upgrade")
+        if current != head:
+            raise StoreError(
+                f"the store {self.safe_url} is at revision {current}, the code needs {head}; "
+                "run: tmcaldav db upgrade"
+            )
+
+    @property
+    def safe_url(self) -> str:
+        """The URL with any password hidden, for messages and logs."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
+    def table_names(self) -> list[str]:
+        """The tables that exist (for tests and `doctor`)."""
+        return inspect(self.engine).get_table_names()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Session]:
+        """One unit of work: commit at the end, roll back on any exception."""
+        session = self._sessions()
+        try:
+            with session.begin():
+                yield session
+        except OperationalError as e:
+            raise StoreError(f"store {self.safe_url}: {e.orig}") from e
+        finally:
+            session.close()
+
+
+# ---- queries -------------------------------------------------------------------------
+
+
+def get_session(db: Session, key: str, *, lock: bool = False) -> TrainingSession:
+    """The session with this key, with its enrollments; NotFoundError if there is none."""
+    stmt = (
+        select(TrainingSession)
+        .where(TrainingSession.key == key)
+        .options(
+            selectinload(TrainingSession.enrollments).selectinload(Enrollment.notes),
+        )
+    )
+    if lock:
+        stmt = stmt.with_for_update()
+    found = db.scalars(stmt).one_or_none()
+    if found is None:
+        raise NotFoundError(f"no session with key {key!r}; see: tmcaldav session list")
+    return found
+
+
+def list_sessions(db: Session) -> Sequence[TrainingSession]:
+    """Every session, soonest first."""
+    return db.scalars(
+        select(TrainingSession)
+        .options(selectinload(TrainingSession.enrollments))
+        .order_by(TrainingSession.start_at, TrainingSession.key)
+    ).all()
+
+
+def find_person(db: Session, email: str) -> Person | None:
+    """The person with this address (any case), or None."""
+    return db.scalars(select(Person).where(Person.email == email.strip().lower())).one_or_none()
+
+
+def get_person(db: Session, email: str) -> Person:
+    """The person with this address; NotFoundError if unknown."""
+    person = find_person(db, email)
+    if person is None:
+        raise NotFoundError(f"no person with e-mail {email!r}; add them: tmcaldav person add EMAIL")
+    return person
+
+
+def list_people(db: Session) -> Sequence[Person]:
+    """Every person, by e-mail address."""
+    return db.scalars(select(Person).order_by(Person.email)).all()
+
+
+def get_enrollment(db: Session, session: TrainingSession, email: str) -> Enrollment:
+    """The enrollment of this address in this session; NotFoundError if there is none."""
+    address = email.strip().lower()
+    for enrollment in session.enrollments:
+        if enrollment.person.email == address:
+            return enrollment
+    raise NotFoundError(f"{email} is not enrolled in session {session.key}")
+
+
+def waitlist(session: TrainingSession) -> list[Enrollment]:
+    """The session's waitlisted enrollments in waitlist order (earliest first)."""
+    waiting = [e for e in session.enrollments if e.status == "waitlisted"]
+    return sorted(waiting, key=lambda e: (e.waitlisted_at or e.created_at, e.id))
+
+
+def waitlist_positions(session: TrainingSession) -> dict[int, int]:
+    """Enrollment id → 1-based waitlist position."""
+    return {e.id: i for i, e in enumerate(waitlist(session), start=1)}
+
+
+def history(db: Session, enrollment: Enrollment) -> Sequence[Response]:
+    """Every recorded answer of one enrollment, in the order they were observed."""
+    return db.scalars(
+        select(Response)
+        .where(Response.enrollment_id == enrollment.id)
+        .order_by(Response.observed_at, Response.id)
+    ).all()
+
+
+def add_note(
+    db: Session,
+    enrollment: Enrollment,
+    text: str,
+    *,
+    author: str | None = None,
+    at: datetime | None = None,
+) -> Note:
+    """Attach a note to an enrollment."""
+    note = Note(text=text, author=author)
+    if at is not None:
+        note.created_at = at
+    enrollment.notes.append(note)
+    db.flush()
+    return note
+
+
+def count_sessions(db: Session) -> int:
+    """How many sessions the store holds."""
+    return db.scalar(select(func.count()).select_from(TrainingSession)) or 0
+
+
+__all__ = [
+    "NotFoundError",
+    "SQLAlchemyError",
+    "Store",
+    "StoreError",
+    "add_note",
+    "count_sessions",
+    "find_person",
+    "get_enrollment",
+    "get_person",
+    "get_session",
+    "history",
+    "list_people",
+    "list_sessions",
+    "make_engine",
+    "waitlist",
+    "waitlist_positions",
+]
