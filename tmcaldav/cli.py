@@ -45,6 +45,13 @@ class App:
         store.check_schema()
         return store
 
+    @cached_property
+    def publisher(self) -> Any:
+        """The publisher for this store and the configured calendar (connected on use)."""
+        from tmcaldav.publish import Publisher
+
+        return Publisher(self.config, self.store)
+
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """A store transaction."""
@@ -67,6 +74,10 @@ def _error_code(error: BaseException) -> int | None:
     if isinstance(error, ConfigError | SecretError | StoreError):
         return EXIT_USAGE
     if isinstance(error, RosterError | NotFoundError | CsvImportError):
+        return EXIT_FAILED
+    from tmcaldav.publish import PublishError
+
+    if isinstance(error, PublishError):
         return EXIT_FAILED
     try:
         from tmcaldav.calendar import CalendarError
@@ -252,14 +263,23 @@ def session_add(app: App, key: str, **fields: Any) -> None:
 @session_options(required=False)
 @pass_app
 def session_edit(app: App, key: str, **fields: Any) -> None:
-    """Change a session; a new time is a reschedule once it is published."""
-    from tmcaldav.roster import SessionFields, edit_session
+    """Change a session. A published one is updated on the server (SEQUENCE+1); a new
+    start, end or zone is a reschedule: every student is asked again."""
+    from tmcaldav.roster import SessionFields
 
-    with app.transaction() as db:
-        changed = edit_session(db, key, SessionFields(**fields))
-    click.echo(
-        f"session {key}: " + (f"changed {', '.join(sorted(changed))}" if changed else "no change")
-    )
+    changed = app.publisher.edit(key, SessionFields(**fields))
+    names = {"start_at": "start", "end_at": "end"}
+    listed = ", ".join(sorted(names.get(c, c) for c in changed))
+    click.echo(f"session {key}: " + (f"changed {listed}" if changed else "no change"))
+
+
+@session.command("cancel")
+@click.argument("key")
+@pass_app
+def session_cancel(app: App, key: str) -> None:
+    """Cancel a session; its event stays on the server, marked cancelled."""
+    published = app.publisher.cancel(key)
+    click.echo(f"session {key} cancelled" + (" (event updated)" if published else ""))
 
 
 @session.command("list")
@@ -373,12 +393,11 @@ def enroll(app: App, key: str, emails: tuple[str, ...], waitlist: bool) -> None:
 @click.option("--note", help="A note to keep with the change.")
 @pass_app
 def set_status(app: App, key: str, email: str, status: str, note: str | None) -> None:
-    """Set a student's STATUS: enrolled, waitlisted, cancelled, attended, no_show."""
-    from tmcaldav.roster import set_status as set_enrollment_status
+    """Set a student's STATUS: enrolled, waitlisted, cancelled, attended, no_show.
 
-    with app.transaction() as db:
-        enrollment, old = set_enrollment_status(db, key, email, status, note)
-    click.echo(f"{enrollment.person.email} in {key}: {old} → {status}")
+    Cancelling an invited student removes them from the event."""
+    old = app.publisher.set_status(key, email, status, note)
+    click.echo(f"{email.lower()} in {key}: {old} → {status}")
 
 
 @cli.command()
@@ -393,6 +412,59 @@ def note(app: App, key: str, email: str, text: str) -> None:
     with app.transaction() as db:
         add_note(db, key, email, text)
     click.echo(f"noted for {email} in {key}")
+
+
+@cli.command()
+@click.argument("key")
+@click.argument("emails", nargs=-1, metavar="[EMAIL...]")
+@click.option("--all-enrolled", is_flag=True, help="Invite every enrolled student.")
+@click.option("--resend", is_flag=True, help="Send the invitation again to these students.")
+@pass_app
+def invite(app: App, key: str, emails: tuple[str, ...], all_enrolled: bool, resend: bool) -> None:
+    """Invite students: add them to the session's event (answers already given are kept)."""
+    newly = app.publisher.invite(key, emails, all_enrolled=all_enrolled, resend=resend)
+    click.echo(
+        f"session {key}: invited {len(newly)} new"
+        + (f" ({', '.join(newly)})" if newly else "")
+        + (", invitations sent again" if resend else "")
+    )
+
+
+@cli.command()
+@click.option("--all", "everything", is_flag=True, help="Republish every session.")
+@pass_app
+def publish(app: App, everything: bool) -> None:
+    """Publish sessions that are not on the server yet (or, with --all, every session)."""
+    from tmcaldav.publish import PublishError
+
+    keys = app.publisher.keys_to_publish(everything)
+    failed = []
+    with click.progressbar(
+        keys,
+        label="publishing",
+        file=sys.stderr,
+        show_pos=True,
+        item_show_func=lambda k: k or "",
+    ) as bar:
+        for key in bar:
+            try:
+                app.publisher.publish(key)
+            except PublishError as e:
+                failed.append(f"{key}: {e}")
+    click.echo(f"published {len(keys) - len(failed)} of {len(keys)} session(s)")
+    if failed:
+        fail("\n".join(failed))
+
+
+@cli.command()
+@pass_app
+def doctor(app: App) -> None:
+    """Check the server: reachable, sync-collection, scheduling, and the store."""
+    from tmcaldav.doctor import run_doctor
+
+    ok = run_doctor(app.config, click.echo)
+    if not ok:
+        raise click.exceptions.Exit(EXIT_FAILED)
 
 
 @cli.command("import")

@@ -104,8 +104,6 @@ class TrainingSession(Base):
     sequence: Mapped[int] = mapped_column(default=0)
     calendar_state: Mapped[str] = mapped_column(String(20), default="unpublished")
     published_at: Mapped[datetime | None]
-    # Set when the session's content changed since it was last published.
-    needs_publish: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     enrollments: Mapped[list[Enrollment]] = relationship(

@@ -149,6 +149,18 @@ class Store:
         finally:
             session.close()
 
+    @contextmanager
+    def scratch(self) -> Iterator[Session]:
+        """A transaction that is always rolled back: checks and snapshots before network I/O."""
+        session = self._sessions()
+        try:
+            yield session
+        except OperationalError as e:
+            raise StoreError(f"store {self.safe_url}: {e.orig}") from e
+        finally:
+            session.rollback()
+            session.close()
+
 
 # ---- queries -------------------------------------------------------------------------
 

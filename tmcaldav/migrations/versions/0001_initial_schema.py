@@ -65,7 +65,6 @@ def upgrade() -> None:
         sa.Column("sequence", sa.Integer(), nullable=False),
         sa.Column("calendar_state", sa.String(length=20), nullable=False),
         sa.Column("published_at", tmcaldav.model.UTCDateTime(), nullable=True),
-        sa.Column("needs_publish", sa.Boolean(), nullable=False),
         sa.Column("created_at", tmcaldav.model.UTCDateTime(), nullable=False),
         sa.CheckConstraint(
             "calendar_state IN ('unpublished', 'published', 'missing')",

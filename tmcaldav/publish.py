@@ -1,0 +1,499 @@
+"""Publish sessions as CalDAV events: invite, update, reschedule, remove, cancel.
+
+Every write reads the server copy first and merges it: attendees' PARTSTATs on the
+server win over the store's idea of them, and a 412 (someone wrote between our read
+and our PUT) re-reads, merges and retries. So an answer written by a student is
+never lost by a republish.
+
+Each operation runs in three steps so the store is never locked during network I/O
+and never half-written: (1) check and snapshot the store (rolled back), (2) read,
+merge and write the event, (3) record the outcome in one transaction.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from tmcaldav import ical
+from tmcaldav.calendar import (
+    CalendarService,
+    CalendarSettings,
+    NotFound,
+    PreconditionFailed,
+    StoredEvent,
+)
+from tmcaldav.config import Config, ConfigError
+from tmcaldav.model import Enrollment, Response, TrainingSession, utcnow
+from tmcaldav.roster import RosterError, SessionFields, check_email, edit_session
+from tmcaldav.store import Store, get_enrollment, get_session
+
+log = logging.getLogger(__name__)
+
+# How often a write is retried after a 412 caused by a concurrent change.
+MAX_ATTEMPTS = 5
+# Session fields whose change must reach the students, and those that make a reschedule.
+CONTENT_CHANGES = {"title", "location", "description"}
+TIME_CHANGES = {"start_at", "end_at", "tz"}
+
+
+class PublishError(Exception):
+    """A publish that could not be done; the store is unchanged."""
+
+
+def connect_calendar(config: Config) -> CalendarService:
+    """Connect to the configured CalDAV calendar (creating it if missing)."""
+    if config.caldav is None:
+        raise ConfigError(config.path, ["[caldav]: missing section; needed to publish and sync"])
+    c = config.caldav
+    settings = CalendarSettings(
+        url=c.url,
+        username=c.username,
+        password=c.password.read(),
+        calendar=c.calendar,
+        tls_ca_file=c.tls_ca_file,
+        timeout=c.timeout,
+    )
+    return CalendarService.connect(settings)
+
+
+@dataclass(frozen=True)
+class Student:
+    """An enrollment as the event needs it."""
+
+    email: str
+    name: str | None
+    calendar_status: str
+    status: str
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A session as the store holds it, detached from the database."""
+
+    key: str
+    title: str
+    description: str | None
+    location: str | None
+    start: datetime
+    end: datetime
+    tz: str
+    status: str
+    uid: str | None
+    href: str | None
+    etag: str | None
+    sequence: int
+    calendar_state: str
+    students: tuple[Student, ...]
+
+    def attendees(self) -> tuple[Student, ...]:
+        """Students who belong on the event: invited and not cancelled."""
+        return tuple(
+            s
+            for s in self.students
+            if s.calendar_status != "not_invited" and s.status != "cancelled"
+        )
+
+
+def snapshot(session: TrainingSession) -> Snapshot:
+    """Detach a session and its enrollments from the database."""
+    return Snapshot(
+        key=session.key,
+        title=session.title,
+        description=session.description,
+        location=session.location,
+        start=session.start_at,
+        end=session.end_at,
+        tz=session.tz,
+        status=session.status,
+        uid=session.uid,
+        href=session.href,
+        etag=session.etag,
+        sequence=session.sequence,
+        calendar_state=session.calendar_state,
+        students=tuple(
+            Student(e.person.email, e.person.name, e.calendar_status, e.status)
+            for e in session.enrollments
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What one publish should make of the event."""
+
+    attendees: tuple[Student, ...]
+    bump: bool = False  # SEQUENCE+1: a change the students' clients must apply
+    reschedule: bool = False  # every attendee back to NEEDS-ACTION
+    force_send: frozenset[str] = frozenset()
+
+
+@dataclass
+class Written:
+    """The outcome of a write: the event as stored, and what the merge found."""
+
+    event: StoredEvent
+    uid: str
+    sequence: int
+    recreated: bool
+    # Answers on the server the store did not know (the next poll records them).
+    unrecorded: dict[str, str] = field(default_factory=dict)
+
+
+def merge_attendees(
+    plan: Plan, server: ical.EventState | None
+) -> tuple[tuple[ical.Attendee, ...], dict[str, str]]:
+    """The attendees to write: the server's PARTSTAT wins, new invitees get NEEDS-ACTION.
+
+    Returns them and the answers found on the server that differ from the store.
+    """
+    on_server = server.attendees if server is not None else {}
+    attendees = []
+    unrecorded = {}
+    for s in plan.attendees:
+        there = on_server.get(s.email)
+        if plan.reschedule:
+            partstat = "NEEDS-ACTION"
+        elif there is not None:
+            partstat = there.partstat
+            if there.calendar_status != s.calendar_status:
+                unrecorded[s.email] = there.calendar_status
+        else:
+            # Not on the server (new invitee, or the event was lost): the store's answer.
+            partstat = ical.STATUS_TO_PARTSTAT.get(s.calendar_status, "NEEDS-ACTION")
+        attendees.append(ical.Attendee(s.email, s.name, partstat, rsvp=True))
+    return tuple(attendees), unrecorded
+
+
+class Publisher:
+    """Publishes sessions of one store to one calendar."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        calendar: CalendarService | Callable[[], CalendarService] | None = None,
+    ):
+        self.config = config
+        self.store = store
+        self._calendar = calendar
+
+    @property
+    def calendar(self) -> CalendarService:
+        """The CalDAV calendar, connected on first use."""
+        if self._calendar is None:
+            self._calendar = connect_calendar(self.config)
+        elif not isinstance(self._calendar, CalendarService):
+            self._calendar = self._calendar()
+        return self._calendar
+
+    # ---- the write, with read-merge-retry ---------------------------------------------------
+
+    def _spec(
+        self,
+        snap: Snapshot,
+        attendees: tuple[ical.Attendee, ...],
+        sequence: int,
+        plan: Plan,
+        uid: str,
+    ) -> ical.EventSpec:
+        sched = self.config.scheduling
+        return ical.EventSpec(
+            uid=uid,
+            summary=snap.title,
+            start=snap.start,
+            end=snap.end,
+            tz=snap.tz,
+            sequence=sequence,
+            dtstamp=utcnow(),
+            status="CANCELLED" if snap.status == "cancelled" else "CONFIRMED",
+            organizer_email=sched.organizer_email,
+            organizer_name=sched.organizer_name,
+            attendees=attendees,
+            description=snap.description,
+            location=snap.location,
+            schedule_agent_client=sched.mode == "imip",
+            force_send=plan.force_send if sched.mode == "server" else frozenset(),
+        )
+
+    def write(self, snap: Snapshot, plan: Plan) -> Written:
+        """Read the server copy, merge, and PUT conditionally; retry on a concurrent change."""
+        uid = snap.uid or ical.session_uid(snap.key, self.config.scheduling.organizer_email)
+        for _attempt in range(MAX_ATTEMPTS):
+            server_event: StoredEvent | None = None
+            if snap.href is not None:
+                try:
+                    server_event = self.calendar.get(snap.href)
+                except NotFound:
+                    log.warning(
+                        "session %s: its event was deleted on the server; recreating it "
+                        "(answers on the deleted event are gone; the store's are written back)",
+                        snap.key,
+                    )
+            server_state = _read_server_copy(snap, server_event)
+            attendees, unrecorded = merge_attendees(plan, server_state)
+            base = max(snap.sequence, server_state.sequence if server_state else 0)
+            sequence = base + 1 if plan.bump and snap.calendar_state != "unpublished" else base
+            body = ical.build_calendar(self._spec(snap, attendees, sequence, plan, uid))
+            try:
+                if server_event is None:
+                    stored = self.calendar.create(uid, body)
+                else:
+                    stored = self.calendar.update(server_event.href, body, server_event.etag)
+            except PreconditionFailed as e:
+                if server_event is not None and not self._changed_since(server_event):
+                    # Radicale answers 412 also for an item it will not store (too large):
+                    # the ETag still matches, so retrying cannot help.
+                    raise PublishError(
+                        f"session {snap.key}: the server refused the event although nobody "
+                        f"changed it ({e}); it may be too large for the server "
+                        f"({len(plan.attendees)} attendees, {len(body)} bytes)"
+                    ) from e
+                if server_event is None and snap.href is None:
+                    # An event with our UID exists already (published by an earlier run
+                    # whose store write was lost): adopt it and merge into it.
+                    snap = replace(snap, href=self._find_href(uid))
+                log.info("session %s: the event changed while we wrote it; merging again", snap.key)
+                continue
+            return Written(
+                stored,
+                uid,
+                sequence,
+                recreated=snap.href is not None and server_event is None,
+                unrecorded=unrecorded,
+            )
+        raise PublishError(
+            f"session {snap.key}: the event kept changing on the server while we wrote it "
+            f"({MAX_ATTEMPTS} attempts); try again"
+        )
+
+    def _changed_since(self, seen: StoredEvent) -> bool:
+        try:
+            return self.calendar.get(seen.href).etag != seen.etag
+        except NotFound:
+            return True
+
+    def _find_href(self, uid: str) -> str:
+        from tmcaldav.calendar import resource_name
+
+        return self.calendar.url.rstrip("/") + "/" + resource_name(uid)
+
+    # ---- operations -----------------------------------------------------------------------
+
+    def _run(
+        self,
+        key: str,
+        prepare: Callable[[Session, TrainingSession], Plan | None],
+        record: Callable[[Session, TrainingSession, Written | None], None],
+    ) -> Written | None:
+        """Check and plan on a snapshot, write the event, then record in one transaction."""
+        # Nothing in this first step is kept: the changes are made again, for real,
+        # after the write, so the store is not locked while we talk to the server.
+        with self.store.scratch() as db:
+            session = get_session(db, key)
+            plan = prepare(db, session)
+            snap = snapshot(session)
+        written = self.write(snap, plan) if plan is not None else None
+        with self.store.transaction() as db:
+            session = get_session(db, key)
+            prepare(db, session)
+            record(db, session, written)
+            if written is not None:
+                _record_event(session, written)
+        return written
+
+    def invite(
+        self,
+        key: str,
+        emails: Iterable[str] = (),
+        *,
+        all_enrolled: bool = False,
+        resend: bool = False,
+    ) -> list[str]:
+        """Add students to the event as attendees; returns the addresses newly invited."""
+        wanted = [check_email(e) for e in emails]
+        newly: list[str] = []
+
+        def chosen(session: TrainingSession) -> list[Enrollment]:
+            if session.status == "cancelled":
+                raise RosterError(f"session {key} is cancelled; nobody can be invited")
+            picked = [get_enrollment_checked(session, e) for e in wanted]
+            if all_enrolled:
+                picked += [e for e in session.enrollments if e.status == "enrolled"]
+            if not picked:
+                raise RosterError("name the students to invite, or use --all-enrolled")
+            return list(dict.fromkeys(picked))
+
+        def prepare(db: Session, session: TrainingSession) -> Plan:
+            picked = chosen(session)
+            newly.clear()
+            for e in picked:
+                if e.calendar_status == "not_invited":
+                    e.calendar_status = "invited"
+                    newly.append(e.person.email)
+            force = frozenset(e.person.email for e in picked) if resend else frozenset()
+            return Plan(attendees=snapshot(session).attendees(), force_send=force)
+
+        def record(db: Session, session: TrainingSession, written: Written | None) -> None:
+            now = utcnow()
+            for e in session.enrollments:
+                if e.person.email in newly:
+                    e.invited_at = now
+                    e.calendar_reason = None
+
+        self._run(key, prepare, record)
+        return newly
+
+    def edit(self, key: str, fields: SessionFields) -> set[str]:
+        """Change a session; a published one is updated (SEQUENCE+1), a new time reschedules."""
+        changed: set[str] = set()
+
+        def prepare(db: Session, session: TrainingSession) -> Plan | None:
+            changed.clear()
+            changed.update(edit_session(db, key, fields))
+            if session.calendar_state == "unpublished" or not changed & (
+                CONTENT_CHANGES | TIME_CHANGES
+            ):
+                return None
+            reschedule = bool(changed & TIME_CHANGES)
+            return Plan(attendees=snapshot(session).attendees(), bump=True, reschedule=reschedule)
+
+        def record(db: Session, session: TrainingSession, written: Written | None) -> None:
+            if written is None or not changed & TIME_CHANGES:
+                return
+            now = utcnow()
+            for e in session.enrollments:
+                if e.calendar_status == "not_invited" or e.status == "cancelled":
+                    continue
+                # The reset is not the student's answer: it is kept in the history with
+                # its reason, and fires no response hooks.
+                e.calendar_status = "invited"
+                e.calendar_reason = "rescheduled"
+                e.responded_at = None
+                e.answer_sequence = written.sequence
+                e.answer_dtstamp = None
+                e.responses.append(
+                    Response(
+                        calendar_status="invited",
+                        responded_at=now,
+                        observed_at=now,
+                        sequence=written.sequence,
+                        source="manual",
+                        reason="rescheduled",
+                    )
+                )
+
+        self._run(key, prepare, record)
+        return changed
+
+    def set_status(self, key: str, email: str, status: str, note: str | None = None) -> str:
+        """Set an enrollment's status; cancelling removes the attendee (SEQUENCE+1)."""
+        from tmcaldav.roster import set_status
+
+        old: list[str] = []
+
+        def prepare(db: Session, session: TrainingSession) -> Plan | None:
+            was_attendee = get_enrollment(db, session, email).calendar_status != "not_invited"
+            enrollment, before = set_status(db, key, email, status, note)
+            old[:] = [before]
+            if (
+                status != "cancelled"
+                or before == "cancelled"
+                or not was_attendee
+                or session.calendar_state == "unpublished"
+            ):
+                return None
+            return Plan(attendees=snapshot(session).attendees(), bump=True)
+
+        def record(db: Session, session: TrainingSession, written: Written | None) -> None:
+            if written is not None:
+                enrollment = get_enrollment(db, session, email)
+                enrollment.calendar_status = "not_invited"
+                enrollment.calendar_reason = "removed"
+
+        self._run(key, prepare, record)
+        return old[0]
+
+    def cancel(self, key: str) -> bool:
+        """Cancel a session: STATUS:CANCELLED and SEQUENCE+1 on its event (which stays)."""
+
+        def prepare(db: Session, session: TrainingSession) -> Plan | None:
+            if session.status == "cancelled":
+                raise RosterError(f"session {key} is already cancelled")
+            session.status = "cancelled"
+            if session.calendar_state == "unpublished":
+                return None
+            return Plan(attendees=snapshot(session).attendees(), bump=True)
+
+        return self._run(key, prepare, lambda db, s, w: None) is not None
+
+    def publish(self, key: str) -> Written:
+        """(Re)publish one session as it is in the store, merging the server's answers.
+
+        SEQUENCE is not raised: a republish carries no change the students must apply.
+        """
+
+        def prepare(db: Session, session: TrainingSession) -> Plan:
+            return Plan(attendees=snapshot(session).attendees())
+
+        written = self._run(key, prepare, lambda db, s, w: None)
+        assert written is not None
+        return written
+
+    def keys_to_publish(self, everything: bool) -> list[str]:
+        """Sessions to publish: unpublished or changed ones, or `everything`."""
+        from tmcaldav.store import list_sessions
+
+        with self.store.transaction() as db:
+            return [
+                s.key
+                for s in list_sessions(db)
+                if everything or (s.calendar_state != "published" and s.status == "scheduled")
+            ]
+
+
+def get_enrollment_checked(session: TrainingSession, email: str) -> Enrollment:
+    """The enrollment of `email`; RosterError naming the session when there is none."""
+    for e in session.enrollments:
+        if e.person.email == email:
+            if e.status == "cancelled":
+                raise RosterError(
+                    f"{email} is cancelled in session {session.key}; "
+                    f"set-status {session.key} {email} enrolled first"
+                )
+            return e
+    raise RosterError(
+        f"{email} is not in session {session.key}; enroll them first: "
+        f"tmcaldav enroll {session.key} {email} [--waitlist]"
+    )
+
+
+def _read_server_copy(snap: Snapshot, event: StoredEvent | None) -> ical.EventState | None:
+    if event is None:
+        return None
+    try:
+        return ical.read_event(event.body)
+    except ical.ICalError as e:
+        # Our own event, mangled by someone: rewrite it from the store rather than stop.
+        log.warning(
+            "session %s: the server copy at %s is not usable (%s); rewriting it",
+            snap.key,
+            event.href,
+            e,
+        )
+        return None
+
+
+def _record_event(session: TrainingSession, written: Written) -> None:
+    session.uid = written.uid
+    session.href = written.event.href
+    # An ETag is "ours" only when the store reflects every answer in that version;
+    # otherwise forget it so the next poll fetches the event and records the answers.
+    session.etag = written.event.etag if not written.unrecorded else None
+    session.sequence = written.sequence
+    session.calendar_state = "published"
+    session.published_at = utcnow()
