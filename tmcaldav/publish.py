@@ -398,7 +398,7 @@ class Publisher:
 
         def prepare(db: Session, session: TrainingSession) -> Plan | None:
             was_attendee = get_enrollment(db, session, email).calendar_status != "not_invited"
-            enrollment, before = set_status(db, key, email, status, note)
+            _, before = set_status(db, key, email, status, note)
             old[:] = [before]
             if (
                 status != "cancelled"
