@@ -457,6 +457,24 @@ def publish(app: App, everything: bool) -> None:
 
 
 @cli.command()
+@click.option(
+    "--accept-empty", is_flag=True,
+    help="Accept that the calendar lost every event (after checking URL and permissions).",
+)
+@pass_app
+def sync(app: App, accept_empty: bool) -> None:
+    """One tick: poll the students' answers into the store, then run the hooks."""
+    from tmcaldav.sync import EmptyCalendar, Poller
+
+    poller = Poller(app.store, app.publisher.calendar, app.config.scheduling.organizer_email)
+    try:
+        result = poller.poll(accept_empty=accept_empty)
+    except EmptyCalendar as e:
+        fail(str(e))
+    click.echo(result.summary())
+
+
+@cli.command()
 @pass_app
 def doctor(app: App) -> None:
     """Check the server: reachable, sync-collection, scheduling, and the store."""

@@ -1,0 +1,69 @@
+"""Benchmark: publish 1,000 sessions × 30 students to a real Radicale.
+
+Ours: `Publisher.invite(key, all_enrolled=True)` for every session, as
+`tmcaldav invite KEY --all-enrolled` does (store snapshot, build the event, create it
+with If-None-Match, record href/ETag/SEQUENCE). Raw floor, in the same run: the same
+iCalendar bodies PUT with plain HTTP into a second, empty calendar on the same server.
+
+    .venv/bin/python bench/publish.py [--sessions 1000] [--students 30]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.common import RawClient, bench_config, radicale, ratio_line, seed  # noqa: E402
+from tmcaldav import ical  # noqa: E402
+from tmcaldav.calendar import resource_name  # noqa: E402
+from tmcaldav.publish import Publisher  # noqa: E402
+from tmcaldav.store import Store, get_session  # noqa: E402
+
+
+def main() -> None:
+    """Run the benchmark and print its figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--students", type=int, default=30)
+    args = parser.parse_args()
+    with radicale() as (server, folder):
+        config = bench_config(server, folder)
+        store = Store(config.store.url)
+        store.upgrade()
+        keys = seed(store, args.sessions, args.students)
+        publisher = Publisher(config, store)
+        publisher.calendar  # connect (and create the calendar) outside the timing
+
+        t0 = time.perf_counter()
+        for key in keys:
+            publisher.invite(key, all_enrolled=True)
+        ours = time.perf_counter() - t0
+        our_requests = publisher.calendar.request_count
+
+        # The same bodies, rebuilt from what was published, PUT raw into a new calendar.
+        bodies = []
+        with store.transaction() as db:
+            for key in keys:
+                body = publisher.calendar.get(get_session(db, key).href or "").body
+                bodies.append((ical.read_event(body).uid, body))
+        raw = RawClient(server)
+        path = raw.mkcalendar("raw-floor")
+        t0 = time.perf_counter()
+        for uid, body in bodies:
+            raw.put(path + resource_name(uid), body)
+        floor = time.perf_counter() - t0
+
+        print(f"publish: {args.sessions} sessions × {args.students} students on Radicale")
+        print(ratio_line("publish (invite --all-enrolled) all sessions", ours, floor, 1.15))
+        print(f"  per session: ours {1000 * ours / len(keys):.2f} ms, "
+              f"raw {1000 * floor / len(keys):.2f} ms; requests ours "
+              f"{our_requests}, raw {raw.requests}")
+        store.close()
+
+
+if __name__ == "__main__":
+    main()

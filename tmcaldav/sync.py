@@ -1,0 +1,464 @@
+"""One poll: the server's changes → a pure diff against the store → one transaction.
+
+`diff` is a pure function from the store's view of the published sessions and the
+events the server changed to a `Diff`: answers that changed, attendees nobody
+enrolled, sessions whose event is gone. `Poller.poll` fetches the changes, runs the
+diff and applies it in one transaction together with the outbox rows for the hooks
+and the new sync token, so a crash before the commit replays the same poll.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from tmcaldav import ical
+from tmcaldav.calendar import CalendarService, Changes, InvalidSyncToken, StoredEvent
+from tmcaldav.model import Enrollment, Outbox, Response, SyncState, TrainingSession, utcnow
+from tmcaldav.store import Store
+
+log = logging.getLogger(__name__)
+
+# Answers that are a student's own; "invited" after a reschedule is the organizer's reset.
+ANSWERS = frozenset({"accepted", "tentative", "declined", "delegated"})
+
+
+# ---- the store's view, detached ----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class KnownEnrollment:
+    """An enrollment as the diff needs it."""
+
+    id: int
+    email: str
+    status: str
+    calendar_status: str
+    answer_sequence: int | None
+    answer_dtstamp: datetime | None
+
+
+@dataclass(frozen=True)
+class KnownSession:
+    """A published session as the diff needs it."""
+
+    id: int
+    key: str
+    uid: str
+    href: str | None
+    etag: str | None
+    sequence: int
+    calendar_state: str
+    enrollments: Mapping[str, KnownEnrollment]
+
+
+@dataclass(frozen=True)
+class ServerEvent:
+    """A changed event as read from the server; `state` is None for our own write
+    (recognised by its ETag, so not parsed)."""
+
+    href: str
+    etag: str
+    state: ical.EventState | None
+
+
+# ---- the diff's results ----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AnswerChange:
+    """One enrollment's calendar status changed on the server."""
+
+    enrollment_id: int
+    session_key: str
+    email: str
+    old: str
+    new: str
+    sequence: int
+    dtstamp: datetime | None
+    enrollment_status: str
+    # "rescheduled" when the server reset the answer with a new SEQUENCE.
+    reason: str | None = None
+
+    @property
+    def fires_hooks(self) -> bool:
+        """A reschedule reset is the organizer's doing, not an answer: no hooks."""
+        return self.reason != "rescheduled"
+
+
+@dataclass(frozen=True)
+class Stranger:
+    """An attendee on the server whom nobody enrolled (another client, a delegate)."""
+
+    session_key: str
+    email: str
+    calendar_status: str
+
+
+@dataclass
+class Diff:
+    """Everything one poll found."""
+
+    answers: list[AnswerChange] = field(default_factory=list)
+    strangers: list[Stranger] = field(default_factory=list)
+    # session id -> (href, etag, server SEQUENCE) of the version now on the server
+    seen: dict[int, tuple[str, str, int]] = field(default_factory=dict)
+    missing: list[int] = field(default_factory=list)
+    missing_keys: list[str] = field(default_factory=list)
+    # Enrolled and invited, but not on the server's event any more.
+    dropped: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        """True when nothing changed."""
+        return not (self.answers or self.seen or self.missing)
+
+
+def is_newer(
+    candidate: tuple[int, datetime | None], current: tuple[int | None, datetime | None]
+) -> bool:
+    """iTIP order: a higher SEQUENCE wins, then a later DTSTAMP, then the later observation.
+
+    `candidate` was observed after `current`, so a tie goes to the candidate.
+    """
+    seq, stamp = candidate
+    cur_seq, cur_stamp = current
+    if cur_seq is not None and seq != cur_seq:
+        return seq > cur_seq
+    if stamp is not None and cur_stamp is not None and stamp != cur_stamp:
+        return stamp > cur_stamp
+    return True
+
+
+def diff(
+    sessions: Iterable[KnownSession],
+    changed: Iterable[ServerEvent],
+    deleted: Iterable[str],
+    *,
+    full: bool,
+    organizer: str,
+) -> Diff:
+    """The store's sessions + the server's changed and deleted events → a Diff (pure).
+
+    With `full`, `changed` is the whole calendar: a published session not in it is gone.
+    """
+    by_href = {s.href: s for s in sessions if s.href}
+    by_uid = {s.uid: s for s in by_href.values()} | {s.uid: s for s in sessions}
+    result = Diff()
+    present: set[int] = set()
+    for event in changed:
+        session = by_href.get(event.href)
+        if session is None and event.state is not None:
+            session = by_uid.get(event.state.uid)
+        if session is None:
+            continue  # not one of ours (another event in the calendar)
+        present.add(session.id)
+        if event.state is None:
+            continue  # our own write: nothing new in it
+        result.seen[session.id] = (event.href, event.etag, event.state.sequence)
+        _diff_attendees(session, event.state, organizer, result)
+    gone = set(deleted)
+    for session in by_href.values():
+        lost = session.href in gone or (full and session.id not in present)
+        if lost and session.id not in present and session.calendar_state != "missing":
+            result.missing.append(session.id)
+            result.missing_keys.append(session.key)
+    return result
+
+
+def _diff_attendees(
+    session: KnownSession, event: ical.EventState, organizer: str, result: Diff
+) -> None:
+    for email, attendee in event.attendees.items():
+        enrollment = session.enrollments.get(email)
+        if enrollment is None:
+            if email != organizer:
+                result.strangers.append(Stranger(session.key, email, attendee.calendar_status))
+            continue
+        new = attendee.calendar_status
+        if new == enrollment.calendar_status:
+            continue
+        reset = (
+            new == "invited"
+            and enrollment.answer_sequence is not None
+            and event.sequence > enrollment.answer_sequence
+        )
+        if not is_newer(
+            (event.sequence, attendee.reply_time),
+            (enrollment.answer_sequence, enrollment.answer_dtstamp),
+        ):
+            continue
+        result.answers.append(
+            AnswerChange(
+                enrollment_id=enrollment.id,
+                session_key=session.key,
+                email=email,
+                old=enrollment.calendar_status,
+                new=new,
+                sequence=event.sequence,
+                dtstamp=attendee.reply_time,
+                enrollment_status=enrollment.status,
+                reason="rescheduled" if reset else None,
+            )
+        )
+    for email, enrollment in session.enrollments.items():
+        if (
+            email not in event.attendees
+            and enrollment.calendar_status != "not_invited"
+            and enrollment.status != "cancelled"
+        ):
+            result.dropped.append((session.key, email))
+
+
+# ---- applying ----------------------------------------------------------------------------
+
+
+def apply_answers(
+    db: Session,
+    answers: Iterable[AnswerChange],
+    *,
+    source: str,
+    observed_at: datetime,
+    responded_at: Mapping[int, datetime] | None = None,
+) -> int:
+    """Record answers: history rows, the enrollment's latest answer, one outbox row each.
+
+    The one apply step for the poll and the iMIP path. `responded_at` gives, per
+    enrollment id, the answer's own time (a REPLY's DTSTAMP); else the observation time.
+    An answer older in iTIP order than the one shown goes into the history only.
+    """
+    count = 0
+    for change in answers:
+        enrollment = db.get(Enrollment, change.enrollment_id)
+        if enrollment is None:
+            continue
+        when = (responded_at or {}).get(change.enrollment_id) or change.dtstamp or observed_at
+        db.add(
+            Response(
+                enrollment_id=enrollment.id,
+                calendar_status=change.new,
+                responded_at=when,
+                observed_at=observed_at,
+                sequence=change.sequence,
+                dtstamp=change.dtstamp,
+                source=source,
+                reason=change.reason,
+            )
+        )
+        count += 1
+        if not is_newer(
+            (change.sequence, change.dtstamp),
+            (enrollment.answer_sequence, enrollment.answer_dtstamp),
+        ):
+            continue
+        enrollment.calendar_status = change.new
+        enrollment.calendar_reason = change.reason
+        enrollment.responded_at = when if change.new in ANSWERS else None
+        enrollment.answer_sequence = change.sequence
+        enrollment.answer_dtstamp = change.dtstamp
+        if change.fires_hooks:
+            db.add(
+                Outbox(
+                    event_id=uuid.uuid4().hex,
+                    hook="response",
+                    session_id=enrollment.session_id,
+                    enrollment_id=enrollment.id,
+                    payload={
+                        "session": change.session_key,
+                        "email": change.email,
+                        "old": change.old,
+                        "new": change.new,
+                        "responded_at": when.isoformat(),
+                        "sequence": change.sequence,
+                        "source": source,
+                        "enrollment_status": change.enrollment_status,
+                    },
+                )
+            )
+    return count
+
+
+# ---- the poll ------------------------------------------------------------------------------
+
+
+class EmptyCalendar(Exception):
+    """The calendar lists none of the events it had: refused until an administrator agrees."""
+
+
+@dataclass(frozen=True)
+class PollResult:
+    """What one poll did, for the one-line summary and the daemon's status."""
+
+    sessions: int
+    changed_events: int
+    answers: int
+    strangers: list[Stranger]
+    missing: list[str]
+    skipped: list[str]
+    full: bool
+    seconds: float
+
+    def summary(self) -> str:
+        """One line for people and for systemd's STATUS=."""
+        text = (
+            f"checked {self.sessions} session(s), {self.changed_events} changed on the server, "
+            f"{self.answers} answer(s) recorded in {self.seconds:.2f} s"
+        )
+        if self.full:
+            text += " (full resync)"
+        if self.missing:
+            text += f"; events missing for {', '.join(self.missing)}"
+        if self.skipped:
+            text += f"; {len(self.skipped)} unreadable object(s) skipped"
+        return text
+
+
+def load_known(db: Session) -> list[KnownSession]:
+    """Every session that has been published, with its enrollments."""
+    sessions = db.scalars(
+        select(TrainingSession)
+        .where(TrainingSession.uid.is_not(None))
+        .options(selectinload(TrainingSession.enrollments))
+    ).all()
+    return [
+        KnownSession(
+            id=s.id,
+            key=s.key,
+            uid=s.uid or "",
+            href=s.href,
+            etag=s.etag,
+            sequence=s.sequence,
+            calendar_state=s.calendar_state,
+            enrollments={
+                e.person.email: KnownEnrollment(
+                    e.id, e.person.email, e.status, e.calendar_status, e.answer_sequence,
+                    e.answer_dtstamp,
+                )
+                for e in s.enrollments
+            },
+        )
+        for s in sessions
+    ]
+
+
+class Poller:
+    """Polls one calendar into one store."""
+
+    def __init__(self, store: Store, calendar: CalendarService, organizer: str):
+        self.store = store
+        self.calendar = calendar
+        self.organizer = ical.normalise_address(organizer)
+
+    def _state(self, db: Session) -> SyncState:
+        state = db.scalars(
+            select(SyncState).where(SyncState.calendar_url == self.calendar.url)
+        ).one_or_none()
+        if state is None:
+            state = SyncState(calendar_url=self.calendar.url)
+            db.add(state)
+        return state
+
+    def _fetch(self, token: str | None, ctag: str | None, known: list[KnownSession]
+               ) -> tuple[Changes, str | None]:
+        if not self.calendar.supports_sync:
+            listing = {s.href: s.etag or "" for s in known if s.href}
+            new_ctag, changes = self.calendar.changes_by_listing(listing, ctag)
+            return changes, new_ctag
+        try:
+            return self.calendar.changes_since(token), ctag
+        except InvalidSyncToken:
+            log.info("the sync token for %s is no longer valid; doing a full resync",
+                     self.calendar.url)
+            return self.calendar.changes_since(None), ctag
+
+    def poll(self, *, accept_empty: bool = False) -> PollResult:
+        """One poll: fetch the changes, diff, apply in one transaction."""
+        started = time.perf_counter()
+        with self.store.scratch() as db:
+            state = self._state(db)
+            token, ctag = state.sync_token, state.ctag
+            known = load_known(db)
+        changes, new_ctag = self._fetch(token, ctag, known)
+        events, skipped = parse_events(changes.changed, known)
+        result = diff(known, events, changes.deleted, full=changes.full, organizer=self.organizer)
+        published = [s for s in known if s.calendar_state == "published"]
+        if published and len(result.missing) == len(published) and not accept_empty:
+            raise EmptyCalendar(
+                f"the calendar {self.calendar.url} no longer lists any of the "
+                f"{len(published)} published session(s); nothing was changed. If the URL, "
+                "the calendar id and the account's permissions are right and the events "
+                "really were deleted, run: tmcaldav sync --accept-empty"
+            )
+        now = utcnow()
+        with self.store.transaction() as db:
+            answers = apply_answers(db, result.answers, source="poll", observed_at=now)
+            _apply_sessions(db, result)
+            state = self._state(db)
+            state.sync_token = changes.sync_token or state.sync_token
+            state.ctag = new_ctag
+            state.last_poll_at = now
+        _report(result)
+        return PollResult(
+            sessions=len(known),
+            changed_events=len(result.seen),
+            answers=answers,
+            strangers=result.strangers,
+            missing=result.missing_keys,
+            skipped=skipped,
+            full=changes.full,
+            seconds=time.perf_counter() - started,
+        )
+
+
+def parse_events(
+    changed: Iterable[StoredEvent], known: list[KnownSession]
+) -> tuple[list[ServerEvent], list[str]]:
+    """Parse changed objects; our own writes are not parsed, unreadable ones are skipped
+    (and logged with their href)."""
+    ours = {(s.href, s.etag) for s in known if s.href and s.etag}
+    events, skipped = [], []
+    for stored in changed:
+        if (stored.href, stored.etag) in ours:
+            events.append(ServerEvent(stored.href, stored.etag, None))
+            continue
+        try:
+            events.append(ServerEvent(stored.href, stored.etag, ical.read_event(stored.body)))
+        except ical.ICalError as e:
+            log.warning("skipping %s on the server: %s", stored.href, e)
+            skipped.append(stored.href)
+    return events, skipped
+
+
+def _apply_sessions(db: Session, result: Diff) -> None:
+    for session_id, (href, etag, sequence) in result.seen.items():
+        session = db.get(TrainingSession, session_id)
+        if session is None:
+            continue
+        session.href, session.etag = href, etag
+        session.sequence = max(session.sequence, sequence)
+        session.calendar_state = "published"
+    for session_id in result.missing:
+        session = db.get(TrainingSession, session_id)
+        if session is not None:
+            # The answers stay in the store; only the event is marked gone.
+            session.calendar_state = "missing"
+            session.etag = None
+
+
+def _report(result: Diff) -> None:
+    for key in result.missing_keys:
+        log.warning("session %s: its event was deleted on the server; answers are kept in "
+                    "the store; `tmcaldav invite %s` recreates it", key, key)
+    for stranger in result.strangers:
+        log.warning("session %s: %s is an attendee on the server but not enrolled "
+                    "(added in another client, or a delegate); not enrolled",
+                    stranger.session_key, stranger.email)
+    for key, email in result.dropped:
+        log.warning("session %s: %s was removed from the event on the server", key, email)
