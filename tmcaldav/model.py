@@ -31,6 +31,7 @@ SESSION_STATUSES = ("scheduled", "cancelled")
 # Where the session's event stands on the CalDAV server.
 CALENDAR_STATES = ("unpublished", "published", "missing")
 RESPONSE_SOURCES = ("poll", "imip", "manual")
+DELIVERY_STATES = ("pending", "sent", "failed")
 SUGGESTION_STATES = ("open", "applied", "dismissed")
 
 
@@ -263,3 +264,43 @@ class SyncState(Base):
     next_attempt_at: Mapped[datetime | None]
     last_error: Mapped[str | None] = mapped_column(Text)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Delivery(Base):
+    """One iMIP message to one attendee (imip mode): what was sent, or why it failed.
+
+    A delivery that is `sent` is never sent again, except on purpose (`invite --resend`).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    # REQUEST, CANCEL (or a REFRESH answered with a REQUEST).
+    method: Mapped[str] = mapped_column(String(20))
+    sequence: Mapped[int]
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailRefusal(Base):
+    """An incoming iMIP message that was refused (spoofed, unknown, broken): for `doctor`."""
+
+    __tablename__ = "mail_refusals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sender: Mapped[str | None] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text)

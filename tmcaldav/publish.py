@@ -127,9 +127,33 @@ class Plan:
     """What one publish should make of the event."""
 
     attendees: tuple[Student, ...]
+    # What the change is, for whoever tells the students: invite, update, reschedule,
+    # remove, cancel or publish.
+    kind: str = "publish"
     bump: bool = False  # SEQUENCE+1: a change the students' clients must apply
     reschedule: bool = False  # every attendee back to NEEDS-ACTION
-    force_send: frozenset[str] = frozenset()
+    force_send: frozenset[str] = frozenset()  # asked to be sent again (--resend)
+    invited: frozenset[str] = frozenset()  # newly invited addresses
+    removed: frozenset[str] = frozenset()  # addresses taken off the event
+
+
+@dataclass(frozen=True)
+class Published:
+    """What reached the server, for whoever must tell the students (the iMIP mailer).
+
+    Listeners get it inside the transaction that records the write (to queue their
+    own rows atomically with it), and again after the commit (to act on them).
+    """
+
+    session_key: str
+    kind: str
+    sequence: int
+    attendees: tuple[str, ...]
+    invited: frozenset[str]
+    resend: frozenset[str]
+    removed: frozenset[str]
+    # A change every attendee's client must apply (update, reschedule, cancel).
+    everyone: bool
 
 
 @dataclass
@@ -181,6 +205,9 @@ class Publisher:
         self.config = config
         self.store = store
         self._calendar = calendar
+        # (db, published) inside the recording transaction; (published) after its commit.
+        self.on_published: list[Callable[[Session, Published], None]] = []
+        self.after_published: list[Callable[[Published], None]] = []
 
     @property
     def calendar(self) -> CalendarService:
@@ -298,12 +325,29 @@ class Publisher:
             plan = prepare(db, session)
             snap = snapshot(session)
         written = self.write(snap, plan) if plan is not None else None
+        published = None
         with self.store.transaction() as db:
             session = get_session(db, key)
             prepare(db, session)
             record(db, session, written)
-            if written is not None:
+            if written is not None and plan is not None:
                 _record_event(session, written)
+                published = Published(
+                    session_key=key,
+                    kind=plan.kind,
+                    sequence=written.sequence,
+                    attendees=tuple(s.email for s in plan.attendees),
+                    invited=plan.invited,
+                    resend=plan.force_send,
+                    removed=plan.removed,
+                    everyone=plan.bump,
+                )
+                db.flush()
+                for listener in self.on_published:
+                    listener(db, published)
+        if published is not None:
+            for after in self.after_published:
+                after(published)
         return written
 
     def invite(
@@ -336,7 +380,12 @@ class Publisher:
                     e.calendar_status = "invited"
                     newly.append(e.person.email)
             force = frozenset(e.person.email for e in picked) if resend else frozenset()
-            return Plan(attendees=snapshot(session).attendees(), force_send=force)
+            return Plan(
+                attendees=snapshot(session).attendees(),
+                kind="invite",
+                force_send=force,
+                invited=frozenset(newly),
+            )
 
         def record(db: Session, session: TrainingSession, written: Written | None) -> None:
             now = utcnow()
@@ -360,7 +409,12 @@ class Publisher:
             ):
                 return None
             reschedule = bool(changed & TIME_CHANGES)
-            return Plan(attendees=snapshot(session).attendees(), bump=True, reschedule=reschedule)
+            return Plan(
+                attendees=snapshot(session).attendees(),
+                kind="reschedule" if reschedule else "update",
+                bump=True,
+                reschedule=reschedule,
+            )
 
         def record(db: Session, session: TrainingSession, written: Written | None) -> None:
             if written is None or not changed & TIME_CHANGES:
@@ -407,7 +461,12 @@ class Publisher:
                 or session.calendar_state == "unpublished"
             ):
                 return None
-            return Plan(attendees=snapshot(session).attendees(), bump=True)
+            return Plan(
+                attendees=snapshot(session).attendees(),
+                kind="remove",
+                bump=True,
+                removed=frozenset({check_email(email)}),
+            )
 
         def record(db: Session, session: TrainingSession, written: Written | None) -> None:
             if written is not None:
@@ -427,7 +486,7 @@ class Publisher:
             session.status = "cancelled"
             if session.calendar_state == "unpublished":
                 return None
-            return Plan(attendees=snapshot(session).attendees(), bump=True)
+            return Plan(attendees=snapshot(session).attendees(), kind="cancel", bump=True)
 
         return self._run(key, prepare, lambda db, s, w: None) is not None
 
