@@ -42,10 +42,16 @@ def bench_config(server: RadicaleServer, folder: Path, calendar: str = "training
     return parse_config(
         {
             "store": {"url": f"sqlite:///{folder / 'store.db'}"},
-            "caldav": {"url": server.url, "username": server.organizer,
-                       "password_file": str(pw), "calendar": calendar},
-            "scheduling": {"organizer_email": "training@example.org",
-                           "organizer_name": "Training Office"},
+            "caldav": {
+                "url": server.url,
+                "username": server.organizer,
+                "password_file": str(pw),
+                "calendar": calendar,
+            },
+            "scheduling": {
+                "organizer_email": "training@example.org",
+                "organizer_name": "Training Office",
+            },
         }
     )
 
@@ -55,21 +61,28 @@ def seed(store: Store, sessions: int, students: int, *, invited: bool = False) -
     start = datetime(2027, 1, 4, 8, 0, tzinfo=UTC)
     keys = []
     with store.transaction() as db:
-        people = [Person(email=f"s{i:05d}@example.org", name=f"Student {i}")
-                  for i in range(students)]
+        people = [
+            Person(email=f"s{i:05d}@example.org", name=f"Student {i}") for i in range(students)
+        ]
         db.add_all(people)
         for n in range(sessions):
             key = f"BENCH-{n:05d}"
             keys.append(key)
             session = TrainingSession(
-                key=key, title=f"Training {n}", tz="Europe/Berlin",
+                key=key,
+                title=f"Training {n}",
+                tz="Europe/Berlin",
                 start_at=start + timedelta(days=n % 300, hours=n % 5),
                 end_at=start + timedelta(days=n % 300, hours=n % 5 + 2),
-                capacity=students, location="Room 1",
+                capacity=students,
+                location="Room 1",
             )
             session.enrollments = [
-                Enrollment(person=p, status="enrolled",
-                           calendar_status="invited" if invited else "not_invited")
+                Enrollment(
+                    person=p,
+                    status="enrolled",
+                    calendar_status="invited" if invited else "not_invited",
+                )
                 for p in people
             ]
             db.add(session)
@@ -99,17 +112,23 @@ class RawClient:
     def put(self, path: str, body: str) -> str:
         """Create an event; returns the ETag."""
         self.requests += 1
-        r = self.http.put(self.url(path), data=body.encode(),
-                          headers={"Content-Type": "text/calendar; charset=utf-8",
-                                   "If-None-Match": "*"})
+        r = self.http.put(
+            self.url(path),
+            data=body.encode(),
+            headers={"Content-Type": "text/calendar; charset=utf-8", "If-None-Match": "*"},
+        )
         assert r.status_code == 201, r.status_code
         return str(r.headers["ETag"])
 
     def report(self, path: str, body: str) -> bytes:
         """A REPORT (Depth 1); returns the raw multistatus."""
         self.requests += 1
-        r = self.http.request("REPORT", self.url(path), data=body.encode(),
-                              headers={"Depth": "1", "Content-Type": "application/xml"})
+        r = self.http.request(
+            "REPORT",
+            self.url(path),
+            data=body.encode(),
+            headers={"Depth": "1", "Content-Type": "application/xml"},
+        )
         assert r.status_code == 207, r.status_code
         return r.content or b""
 
@@ -124,5 +143,9 @@ def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
 def ratio_line(name: str, ours: float, floor: float, target: float | None = None) -> str:
     """One printed figure: ours, the floor, the ratio and the target."""
     r = ours / floor if floor else float("inf")
-    verdict = "" if target is None else ("  (target ≤ %.2f: %s)" % (target, "met" if r <= target else "MISSED"))
+    verdict = (
+        ""
+        if target is None
+        else f"  (target ≤ {target:.2f}: {'met' if r <= target else 'MISSED'})"
+    )
     return f"{name:<44} ours {ours:9.3f} s   raw {floor:9.3f} s   ratio {r:5.2f}{verdict}"

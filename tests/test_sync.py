@@ -33,8 +33,17 @@ def tm(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
     runner = cli_for(tmp_path, radicale_server, f"sqlite:///{tmp_path / 'store.db'}")
     for email, name in STUDENTS.items():
         runner.ok("person", "add", email, "--name", name)
-    runner.ok("session", "add", "TM-1", "--title", "Intro", "--start", "2026-12-01T09:00",
-              "--end", "2026-12-01T17:00")
+    runner.ok(
+        "session",
+        "add",
+        "TM-1",
+        "--title",
+        "Intro",
+        "--start",
+        "2026-12-01T09:00",
+        "--end",
+        "2026-12-01T17:00",
+    )
     runner.ok("enroll", "TM-1", *STUDENTS)
     runner.ok("invite", "TM-1", "--all-enrolled")
     return runner
@@ -52,8 +61,9 @@ class World:
         self.config = load_config(tm.config)
         self.store = Store(self.config.store.url)
         self.publisher = Publisher(self.config, self.store)
-        self.poller = Poller(self.store, self.publisher.calendar,
-                             self.config.scheduling.organizer_email)
+        self.poller = Poller(
+            self.store, self.publisher.calendar, self.config.scheduling.organizer_email
+        )
         self.student = student
 
     def href(self, key: str = "TM-1") -> str:
@@ -64,8 +74,9 @@ class World:
 
     def responded_at(self, email: str, key: str = "TM-1") -> datetime | None:
         with self.store.transaction() as db:
-            return next(e.responded_at for e in get_session(db, key).enrollments
-                        if e.person.email == email)
+            return next(
+                e.responded_at for e in get_session(db, key).enrollments if e.person.email == email
+            )
 
     def calendars(self, key: str = "TM-1") -> dict[str, str]:
         with self.store.transaction() as db:
@@ -89,14 +100,17 @@ def test_every_kind_of_answer(tm: Cli, world: World, student: StudentSide) -> No
     text, etag = student.get(href)
     from tmcaldav.ical import set_partstats
 
-    text = set_partstats(text, {
-        "ann@example.org": "ACCEPTED",
-        "bob@example.org": "DECLINED",
-        "cy@example.org": "tentative",  # lower case, as some servers store it
-        "dee@example.org": "DELEGATED",
-        "eve@example.org": "X-SOMETHING-NEW",
-        "fay@example.org": "ACCEPTED",
-    })
+    text = set_partstats(
+        text,
+        {
+            "ann@example.org": "ACCEPTED",
+            "bob@example.org": "DECLINED",
+            "cy@example.org": "tentative",  # lower case, as some servers store it
+            "dee@example.org": "DELEGATED",
+            "eve@example.org": "X-SOMETHING-NEW",
+            "fay@example.org": "ACCEPTED",
+        },
+    )
     # Outlook's spelling of an address.
     text = text.replace("mailto:fay@example.org", "MAILTO:Fay@Example.ORG")
     assert "MAILTO:Fay@Example.ORG" in text
@@ -113,8 +127,13 @@ def test_every_kind_of_answer(tm: Cli, world: World, student: StudentSide) -> No
         "eve@example.org": ("invited", "✉"),
         "fay@example.org": ("accepted", "✓"),
     }
-    for email in ("ann@example.org", "bob@example.org", "cy@example.org", "dee@example.org",
-                  "fay@example.org"):
+    for email in (
+        "ann@example.org",
+        "bob@example.org",
+        "cy@example.org",
+        "dee@example.org",
+        "fay@example.org",
+    ):
         answered = datetime.fromisoformat(students[email]["responded_at"])
         assert before <= answered <= after
     assert students["eve@example.org"]["responded_at"] is None
@@ -135,7 +154,8 @@ def test_changed_mind_keeps_history(tm: Cli, world: World, student: StudentSide)
     assert world.responded_at("ann@example.org") > first_exact
     history = json.loads(tm.ok("session", "history", "TM-1", "ann@example.org", "--json").output)
     assert [(h["calendar"], h["source"]) for h in history] == [
-        ("accepted", "poll"), ("declined", "poll")
+        ("accepted", "poll"),
+        ("declined", "poll"),
     ]
     assert history[0]["responded_at"] == first
     text = tm.ok("session", "history", "TM-1", "ann@example.org").output
@@ -152,7 +172,7 @@ def test_delegate_is_reported_never_enrolled(
     text = set_partstats(text, {"dee@example.org": "DELEGATED"})
     text = text.replace(
         "END:VEVENT",
-        "ATTENDEE;CN=Stand In;PARTSTAT=NEEDS-ACTION;DELEGATED-FROM=\"mailto:dee@example.org\""
+        'ATTENDEE;CN=Stand In;PARTSTAT=NEEDS-ACTION;DELEGATED-FROM="mailto:dee@example.org"'
         ":mailto:standin@example.org\r\nEND:VEVENT",
     )
     student.put(href, text, etag)
@@ -172,8 +192,9 @@ def test_answer_on_cancelled_enrollment_is_recorded(
     # Cancelled in the store while the event still lists the student (e.g. the removal
     # has not reached the server): the answer is recorded, flagged for the hooks.
     with world.store.transaction() as db:
-        enrollment = next(e for e in get_session(db, "TM-1").enrollments
-                          if e.person.email == "bob@example.org")
+        enrollment = next(
+            e for e in get_session(db, "TM-1").enrollments if e.person.email == "bob@example.org"
+        )
         enrollment.status = "cancelled"
     student.answer(world.href(), {"bob@example.org": "DECLINED"})
     world.poller.poll()
@@ -189,8 +210,17 @@ def test_answer_on_cancelled_enrollment_is_recorded(
 
 def test_request_counts(tm: Cli, student: StudentSide, tmp_path: Path) -> None:
     for n in range(2, 13):
-        tm.ok("session", "add", f"TM-{n}", "--title", f"T{n}", "--start", "2026-12-01T09:00",
-              "--end", "2026-12-01T10:00")
+        tm.ok(
+            "session",
+            "add",
+            f"TM-{n}",
+            "--title",
+            f"T{n}",
+            "--start",
+            "2026-12-01T09:00",
+            "--end",
+            "2026-12-01T10:00",
+        )
         tm.ok("enroll", f"TM-{n}", "ann@example.org")
         tm.ok("invite", f"TM-{n}", "--all-enrolled")
     world = World(tm, student)
@@ -237,7 +267,10 @@ def test_server_restart_between_polls(
 
 
 def test_malformed_objects_are_skipped(
-    tm: Cli, world: World, student: StudentSide, radicale_server: RadicaleServer,
+    tm: Cli,
+    world: World,
+    student: StudentSide,
+    radicale_server: RadicaleServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     # Radicale refuses bad iCalendar over HTTP, so put it into its storage folder, as a
@@ -247,10 +280,12 @@ def test_malformed_objects_are_skipped(
     (folder / "garbage.ics").write_bytes(b"this is not iCalendar at all\xff")
     (folder / "novevent.ics").write_text(
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VTODO\r\nUID:t1\r\n"
-        "SUMMARY:todo\r\nEND:VTODO\r\nEND:VCALENDAR\r\n")
+        "SUMMARY:todo\r\nEND:VTODO\r\nEND:VCALENDAR\r\n"
+    )
     (folder / "nouid.ics").write_text(
         "BEGIN:VCALENDAR\r\nVERSION:2.0\r\nPRODID:x\r\nBEGIN:VEVENT\r\n"
-        "DTSTART:20261201T090000Z\r\nSUMMARY:no uid\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n")
+        "DTSTART:20261201T090000Z\r\nSUMMARY:no uid\r\nEND:VEVENT\r\nEND:VCALENDAR\r\n"
+    )
     student.answer(world.href(), {"cy@example.org": "ACCEPTED"})
     with caplog.at_level(logging.WARNING, logger="tmcaldav"):
         try:
@@ -268,11 +303,18 @@ def test_malformed_objects_are_skipped(
             assert name in caplog.text
 
 
-def test_deleted_event_marks_session_missing(
-    tm: Cli, world: World, student: StudentSide
-) -> None:
-    tm.ok("session", "add", "TM-2", "--title", "Other", "--start", "2026-12-01T09:00",
-          "--end", "2026-12-01T10:00")
+def test_deleted_event_marks_session_missing(tm: Cli, world: World, student: StudentSide) -> None:
+    tm.ok(
+        "session",
+        "add",
+        "TM-2",
+        "--title",
+        "Other",
+        "--start",
+        "2026-12-01T09:00",
+        "--end",
+        "2026-12-01T10:00",
+    )
     tm.ok("enroll", "TM-2", "ann@example.org")
     tm.ok("invite", "TM-2", "--all-enrolled")
     student.answer(world.href(), {"ann@example.org": "ACCEPTED"})
@@ -292,9 +334,7 @@ def test_deleted_event_marks_session_missing(
     assert page(tm)["calendar_state"] == "published"
 
 
-def test_emptied_calendar_needs_confirmation(
-    tm: Cli, world: World, student: StudentSide
-) -> None:
+def test_emptied_calendar_needs_confirmation(tm: Cli, world: World, student: StudentSide) -> None:
     student.answer(world.href(), {"ann@example.org": "ACCEPTED"})
     world.poller.poll()
     for href in student.hrefs():
@@ -313,7 +353,9 @@ def test_emptied_calendar_needs_confirmation(
     tm.ok("sync", "--accept-empty")
     p = page(tm)
     assert p["calendar_state"] == "missing"
-    assert next(s for s in p["students"] if s["email"] == "ann@example.org")["calendar"] == "accepted"
+    assert (
+        next(s for s in p["students"] if s["email"] == "ann@example.org")["calendar"] == "accepted"
+    )
 
 
 @pytest.mark.parametrize("fault", ["status:500", "status:503", "xml", "stall"])
@@ -330,9 +372,13 @@ def test_server_faults_fail_the_poll_as_a_whole(
 
     from tmcaldav.calendar import CalendarError, CalendarService, CalendarSettings
 
-    settings = CalendarSettings(url=radicale_faults.url, username="organizer",
-                                password=world.student.server.users["organizer"],
-                                calendar="trainings", timeout=2)
+    settings = CalendarSettings(
+        url=radicale_faults.url,
+        username="organizer",
+        password=world.student.server.users["organizer"],
+        calendar="trainings",
+        timeout=2,
+    )
     calendar = CalendarService.connect(settings)
     poller = Poller(world.store, calendar, "training@example.org")
     kind, _, arg = fault.partition(":")

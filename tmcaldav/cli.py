@@ -466,7 +466,7 @@ def sync(app: App, accept_empty: bool) -> None:
     """One tick: poll the students' answers into the store, then run the hooks."""
     from tmcaldav.sync import EmptyCalendar, Poller
 
-    poller = Poller(app.store, app.publisher.calendar, app.config.scheduling.organizer_email)
+    poller = Poller.for_config(app.config, app.store, app.publisher.calendar)
     try:
         result = poller.poll(accept_empty=accept_empty)
     except EmptyCalendar as e:

@@ -13,15 +13,24 @@ import logging
 import time
 import uuid
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from tmcaldav import ical
 from tmcaldav.calendar import CalendarService, Changes, InvalidSyncToken, StoredEvent
-from tmcaldav.model import Enrollment, Outbox, Response, SyncState, TrainingSession, utcnow
+from tmcaldav.config import Config
+from tmcaldav.model import (
+    Enrollment,
+    Outbox,
+    Person,
+    Response,
+    SyncState,
+    TrainingSession,
+    utcnow,
+)
 from tmcaldav.store import Store
 
 log = logging.getLogger(__name__)
@@ -234,9 +243,17 @@ def apply_answers(
     enrollment id, the answer's own time (a REPLY's DTSTAMP); else the observation time.
     An answer older in iTIP order than the one shown goes into the history only.
     """
+    answers = list(answers)
+    # One query for all the enrollments, and no flush until the commit.
+    enrollments = {
+        e.id: e
+        for e in db.scalars(
+            select(Enrollment).where(Enrollment.id.in_([a.enrollment_id for a in answers]))
+        )
+    }
     count = 0
     for change in answers:
-        enrollment = db.get(Enrollment, change.enrollment_id)
+        enrollment = enrollments.get(change.enrollment_id)
         if enrollment is None:
             continue
         when = (responded_at or {}).get(change.enrollment_id) or change.dtstamp or observed_at
@@ -320,79 +337,188 @@ class PollResult:
         return text
 
 
-def load_known(db: Session) -> list[KnownSession]:
-    """Every session that has been published, with its enrollments."""
-    sessions = db.scalars(
-        select(TrainingSession)
-        .where(TrainingSession.uid.is_not(None))
-        .options(selectinload(TrainingSession.enrollments))
-    ).all()
-    return [
-        KnownSession(
-            id=s.id,
-            key=s.key,
-            uid=s.uid or "",
-            href=s.href,
-            etag=s.etag,
-            sequence=s.sequence,
-            calendar_state=s.calendar_state,
-            enrollments={
-                e.person.email: KnownEnrollment(
-                    e.id, e.person.email, e.status, e.calendar_status, e.answer_sequence,
-                    e.answer_dtstamp,
-                )
-                for e in s.enrollments
-            },
+def load_sessions(
+    db: Session, *, hrefs: Iterable[str] = (), uids: Iterable[str] = (), every: bool = False
+) -> dict[int, KnownSession]:
+    """Published sessions (all, or those at `hrefs` or with `uids`), without enrollments.
+
+    Plain column reads, not ORM objects: a poll must not load the whole store.
+    """
+    columns = (
+        TrainingSession.id,
+        TrainingSession.key,
+        TrainingSession.uid,
+        TrainingSession.href,
+        TrainingSession.etag,
+        TrainingSession.sequence,
+        TrainingSession.calendar_state,
+    )
+    stmt = select(*columns).where(TrainingSession.uid.is_not(None))
+    if not every:
+        hrefs, uids = list(hrefs), list(uids)
+        if not hrefs and not uids:
+            return {}
+        stmt = stmt.where(TrainingSession.href.in_(hrefs) | TrainingSession.uid.in_(uids))
+    return {
+        row.id: KnownSession(
+            row.id,
+            row.key,
+            row.uid or "",
+            row.href,
+            row.etag,
+            row.sequence,
+            row.calendar_state,
+            {},
         )
-        for s in sessions
-    ]
+        for row in db.execute(stmt)
+    }
+
+
+def with_enrollments(db: Session, sessions: Iterable[KnownSession]) -> list[KnownSession]:
+    """The same sessions with their enrollments, read in one query."""
+    sessions = list(sessions)
+    by_session: dict[int, dict[str, KnownEnrollment]] = {s.id: {} for s in sessions}
+    if by_session:
+        rows = db.execute(
+            select(
+                Enrollment.session_id,
+                Enrollment.id,
+                Person.email,
+                Enrollment.status,
+                Enrollment.calendar_status,
+                Enrollment.answer_sequence,
+                Enrollment.answer_dtstamp,
+            )
+            .join(Person, Person.id == Enrollment.person_id)
+            .where(Enrollment.session_id.in_(list(by_session)))
+        )
+        for row in rows:
+            by_session[row.session_id][row.email] = KnownEnrollment(
+                row.id,
+                row.email,
+                row.status,
+                row.calendar_status,
+                row.answer_sequence,
+                row.answer_dtstamp,
+            )
+    return [replace(s, enrollments=by_session[s.id]) for s in sessions]
+
+
+def state_key(config: Config) -> str:
+    """The key of a configuration's sync state: which server, account and calendar.
+
+    It is known before connecting, so the daemon's backoff can be read while the
+    server is down; a new server, user or calendar starts with a full sync.
+    """
+    caldav = config.caldav
+    if caldav is None:
+        return "unconfigured"
+    return f"{caldav.url}|{caldav.username}|{caldav.calendar or ''}"
+
+
+def load_state(db: Session, key: str) -> SyncState:
+    """The sync state row for `key`, created when missing."""
+    state = db.scalars(select(SyncState).where(SyncState.calendar_url == key)).one_or_none()
+    if state is None:
+        state = SyncState(calendar_url=key)
+        db.add(state)
+        db.flush()
+    return state
 
 
 class Poller:
     """Polls one calendar into one store."""
 
-    def __init__(self, store: Store, calendar: CalendarService, organizer: str):
+    def __init__(
+        self, store: Store, calendar: CalendarService, organizer: str, key: str | None = None
+    ):
         self.store = store
         self.calendar = calendar
         self.organizer = ical.normalise_address(organizer)
+        self.key = key or calendar.url
+
+    @classmethod
+    def for_config(cls, config: Config, store: Store, calendar: CalendarService) -> Poller:
+        """The poller the CLI and the daemon use for a configuration."""
+        return cls(store, calendar, config.scheduling.organizer_email, state_key(config))
 
     def _state(self, db: Session) -> SyncState:
-        state = db.scalars(
-            select(SyncState).where(SyncState.calendar_url == self.calendar.url)
-        ).one_or_none()
-        if state is None:
-            state = SyncState(calendar_url=self.calendar.url)
-            db.add(state)
-        return state
+        return load_state(db, self.key)
 
-    def _fetch(self, token: str | None, ctag: str | None, known: list[KnownSession]
-               ) -> tuple[Changes, str | None]:
+    def _fetch(self, token: str | None, ctag: str | None) -> tuple[Changes, str | None]:
         if not self.calendar.supports_sync:
-            listing = {s.href: s.etag or "" for s in known if s.href}
+            with self.store.scratch() as db:
+                listing = {
+                    row.href: row.etag or ""
+                    for row in db.execute(
+                        select(TrainingSession.href, TrainingSession.etag).where(
+                            TrainingSession.href.is_not(None)
+                        )
+                    )
+                }
             new_ctag, changes = self.calendar.changes_by_listing(listing, ctag)
             return changes, new_ctag
         try:
             return self.calendar.changes_since(token), ctag
         except InvalidSyncToken:
-            log.info("the sync token for %s is no longer valid; doing a full resync",
-                     self.calendar.url)
+            log.info(
+                "the sync token for %s is no longer valid; doing a full resync", self.calendar.url
+            )
             return self.calendar.changes_since(None), ctag
 
     def poll(self, *, accept_empty: bool = False) -> PollResult:
         """One poll: fetch the changes, diff, apply in one transaction."""
         started = time.perf_counter()
         with self.store.scratch() as db:
-            state = self._state(db)
-            token, ctag = state.sync_token, state.ctag
-            known = load_known(db)
-        changes, new_ctag = self._fetch(token, ctag, known)
-        events, skipped = parse_events(changes.changed, known)
+            row = db.execute(
+                select(SyncState.sync_token, SyncState.ctag).where(
+                    SyncState.calendar_url == self.key
+                )
+            ).one_or_none()
+            published = (
+                db.scalar(select(func.count()).where(TrainingSession.calendar_state == "published"))
+                or 0
+            )
+        token, ctag = (row.sync_token, row.ctag) if row is not None else (None, None)
+        changes, new_ctag = self._fetch(token, ctag)
+        if (
+            not changes.changed
+            and not changes.deleted
+            and not changes.full
+            and (changes.sync_token or None) == token
+            and new_ctag == ctag
+        ):
+            # Nothing changed: no store write at all, so an idle poll costs one request.
+            return PollResult(published, 0, 0, [], [], [], False, time.perf_counter() - started)
+        with self.store.scratch() as db:
+            sessions = load_sessions(
+                db,
+                hrefs=[e.href for e in changes.changed] + list(changes.deleted),
+                every=changes.full,
+            )
+            events, skipped = parse_events(changes.changed, sessions.values())
+            unknown_uids = {
+                e.state.uid
+                for e in events
+                if e.state is not None and e.href not in {s.href for s in sessions.values()}
+            }
+            if unknown_uids and not changes.full:
+                sessions |= load_sessions(db, uids=unknown_uids)
+            parsed_hrefs = {e.href for e in events if e.state is not None}
+            parsed_uids = {e.state.uid for e in events if e.state is not None}
+            known = [
+                s
+                for s in sessions.values()
+                if s.href not in parsed_hrefs and s.uid not in parsed_uids
+            ]
+            known += with_enrollments(
+                db, [s for s in sessions.values() if s.href in parsed_hrefs or s.uid in parsed_uids]
+            )
         result = diff(known, events, changes.deleted, full=changes.full, organizer=self.organizer)
-        published = [s for s in known if s.calendar_state == "published"]
-        if published and len(result.missing) == len(published) and not accept_empty:
+        if published and len(result.missing) >= published and not accept_empty:
             raise EmptyCalendar(
                 f"the calendar {self.calendar.url} no longer lists any of the "
-                f"{len(published)} published session(s); nothing was changed. If the URL, "
+                f"{published} published session(s); nothing was changed. If the URL, "
                 "the calendar id and the account's permissions are right and the events "
                 "really were deleted, run: tmcaldav sync --accept-empty"
             )
@@ -406,7 +532,7 @@ class Poller:
             state.last_poll_at = now
         _report(result)
         return PollResult(
-            sessions=len(known),
+            sessions=published,
             changed_events=len(result.seen),
             answers=answers,
             strangers=result.strangers,
@@ -418,7 +544,7 @@ class Poller:
 
 
 def parse_events(
-    changed: Iterable[StoredEvent], known: list[KnownSession]
+    changed: Iterable[StoredEvent], known: Iterable[KnownSession]
 ) -> tuple[list[ServerEvent], list[str]]:
     """Parse changed objects; our own writes are not parsed, unreadable ones are skipped
     (and logged with their href)."""
@@ -454,11 +580,18 @@ def _apply_sessions(db: Session, result: Diff) -> None:
 
 def _report(result: Diff) -> None:
     for key in result.missing_keys:
-        log.warning("session %s: its event was deleted on the server; answers are kept in "
-                    "the store; `tmcaldav invite %s` recreates it", key, key)
+        log.warning(
+            "session %s: its event was deleted on the server; answers are kept in "
+            "the store; `tmcaldav invite %s` recreates it",
+            key,
+            key,
+        )
     for stranger in result.strangers:
-        log.warning("session %s: %s is an attendee on the server but not enrolled "
-                    "(added in another client, or a delegate); not enrolled",
-                    stranger.session_key, stranger.email)
+        log.warning(
+            "session %s: %s is an attendee on the server but not enrolled "
+            "(added in another client, or a delegate); not enrolled",
+            stranger.session_key,
+            stranger.email,
+        )
     for key, email in result.dropped:
         log.warning("session %s: %s was removed from the event on the server", key, email)
