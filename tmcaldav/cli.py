@@ -50,7 +50,13 @@ class App:
         """The publisher for this store and the configured calendar (connected on use)."""
         from tmcaldav.publish import Publisher
 
-        return Publisher(self.config, self.store)
+        publisher = Publisher(self.config, self.store)
+        if self.config.scheduling.mode == "imip":
+            from tmcaldav.mail import MailService
+
+            # tmcaldav is the scheduling agent: each publish mails the students.
+            MailService(self.config, self.store, publisher).attach()
+        return publisher
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
@@ -475,6 +481,26 @@ def sync(app: App, accept_empty: bool) -> None:
 
 
 @cli.command()
+@click.option("--once", is_flag=True, help="Run exactly one tick, then exit.")
+@click.pass_context
+def run(ctx: click.Context, once: bool) -> None:
+    """The daemon: poll, run the hooks, read mail, every [daemon] poll_interval.
+
+    Exit codes: 0 ok, 1 the tick failed (--once), 2 config error, 75 another instance
+    holds the store's lock. SIGTERM/SIGINT stop after the current step, SIGHUP reloads
+    the config, SIGUSR1 polls now.
+    """
+    from tmcaldav.daemon import run_daemon
+    from tmcaldav.logs import setup_logging
+
+    # A service logs what it does; -v adds debug output.
+    if logging.getLogger("tmcaldav").level > logging.INFO:
+        setup_logging(logging.INFO)
+    app: App = ctx.obj
+    raise click.exceptions.Exit(run_daemon(app.path, once=once))
+
+
+@cli.command()
 @pass_app
 def doctor(app: App) -> None:
     """Check the server: reachable, sync-collection, scheduling, and the store."""
@@ -483,6 +509,56 @@ def doctor(app: App) -> None:
     ok = run_doctor(app.config, click.echo)
     if not ok:
         raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@cli.group()
+def mail() -> None:
+    """iMIP mail (scheduling.mode = "imip"): students' answers by e-mail."""
+
+
+@mail.command("ingest")
+@click.argument("file", required=False, metavar="[FILE|-]")
+@click.option("--sender", metavar="ADDRESS", help="The envelope sender (e.g. Postfix ${sender}).")
+@pass_app
+def mail_ingest(app: App, file: str | None, sender: str | None) -> None:
+    """Process one iMIP message from FILE or stdin (-), e.g. piped in by the MTA; without
+    FILE, read the configured [imap] or [maildir] mailbox once.
+
+    Exit codes for an MTA: 0 processed, refused or not an iMIP message (all final);
+    75 (EX_TEMPFAIL) the CalDAV server could not be reached: deliver it again later.
+    """
+    from tmcaldav.mail import MailService, MailTickResult
+    from tmcaldav.model import utcnow
+    from tmcaldav.replies import TemporaryFailure
+
+    service = MailService(app.config, app.store, app.publisher)
+    if file is None:
+        if app.config.imap is None and app.config.maildir is None:
+            fail("no [imap] or [maildir] section; name a FILE or - for stdin", EXIT_USAGE)
+        result = MailTickResult()
+        now = utcnow()
+        service.read_inbox(now, result)
+        result.sent, result.failed = service.send_due(now)
+        click.echo(result.summary())
+        if result.errors and not result.read:
+            raise click.exceptions.Exit(EXIT_FAILED)
+        return
+    if file == "-":
+        raw = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(file, "rb") as f:
+                raw = f.read()
+        except OSError as e:
+            fail(f"cannot read {file}: {e.strerror}", EXIT_USAGE)
+    try:
+        processed = service.ingest(raw, envelope_sender=sender)
+    except TemporaryFailure as e:
+        fail(f"{e}; the message was not applied, deliver it again later", 75)
+    if processed.outcome == "refresh":
+        service.send_due(utcnow(), session_key=processed.session_key)
+    who = f" ({processed.email} in {processed.session_key})" if processed.email else ""
+    click.echo(f"{processed.outcome}{who}" + (f": {processed.detail}" if processed.detail else ""))
 
 
 @cli.command("import")

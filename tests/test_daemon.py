@@ -1,0 +1,376 @@
+"""The daemon as a real subprocess against a real Radicale: systemd notify, signals,
+reload, backoff, the store lock, exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Cli
+from tests.scenario import StudentSide, cli_for, radicale_config
+from tmcaldav.daemon import backoff_delay
+from tmcaldav.testing import FaultProxy, RadicaleServer
+
+STUDENTS = ["ann@example.org", "bob@example.org", "cy@example.org"]
+
+
+def wait_for(condition: Callable[[], object], timeout: float = 20, what: str = "") -> object:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what or condition}")
+
+
+class DaemonProcess:
+    """`tmcaldav run` in a subprocess, its stderr in a file."""
+
+    def __init__(
+        self, config: Path, log: Path, env: dict[str, str] | None = None, args: tuple[str, ...] = ()
+    ):
+        self.log = log
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "tmcaldav", "-c", str(config), "run", *args],
+            stdout=subprocess.DEVNULL,
+            stderr=log.open("ab"),
+            env={**os.environ, **(env or {})},
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait_log(self, needle: str, count: int = 1, timeout: float = 20) -> None:
+        wait_for(
+            lambda: self.text().count(needle) >= count or self.process.poll() is not None,
+            timeout,
+            needle,
+        )
+        assert self.text().count(needle) >= count, (needle, self.text())
+
+    def signal(self, signum: int) -> None:
+        self.process.send_signal(signum)
+
+    def wait(self, timeout: float = 20) -> int:
+        return self.process.wait(timeout)
+
+    def kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def scenario(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
+    tm = cli_for(
+        tmp_path,
+        radicale_server,
+        f"sqlite:///{tmp_path / 'store.db'}",
+        extra="\n[daemon]\npoll_interval = 0.3\nbackoff_max = 1.5\n",
+    )
+    for email in STUDENTS:
+        tm.ok("person", "add", email, "--name", email.split("@")[0].title())
+    tm.ok(
+        "session",
+        "add",
+        "TM-1",
+        "--title",
+        "Intro",
+        "--start",
+        "2027-01-04T09:00",
+        "--end",
+        "2027-01-04T12:00",
+    )
+    tm.ok("enroll", "TM-1", *STUDENTS)
+    tm.ok("invite", "TM-1", "--all-enrolled")
+    return tm
+
+
+@pytest.fixture
+def daemons() -> Iterator[list[DaemonProcess]]:
+    started: list[DaemonProcess] = []
+    yield started
+    for d in started:
+        d.kill()
+
+
+def calendars(tm: Cli) -> dict[str, str]:
+    page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
+    return {s["email"]: s["calendar"] for s in page["students"]}
+
+
+def history(tm: Cli, email: str) -> list[dict]:
+    return json.loads(tm.ok("session", "history", "TM-1", email, "--json").output)
+
+
+def href(tm: Cli) -> str:
+    from tmcaldav.config import load_config
+    from tmcaldav.store import Store, get_session
+
+    store = Store(load_config(tm.config).store.url)
+    with store.transaction() as db:
+        value = get_session(db, "TM-1").href
+    store.close()
+    assert value
+    return value
+
+
+def test_backoff_delay() -> None:
+    assert backoff_delay(1, 60, 900, None, 0.0) == 30
+    assert backoff_delay(1, 60, 900, None, 0.999) == pytest.approx(60, abs=0.1)
+    assert backoff_delay(3, 60, 900, None, 1.0) == 240
+    assert backoff_delay(10, 60, 900, None, 1.0) == 900  # capped
+    assert backoff_delay(1, 60, 900, 600.0, 0.0) == 600  # Retry-After honoured
+    assert backoff_delay(5, 60, 900, 1.0, 0.0) == 450  # a short Retry-After does not shorten
+    assert backoff_delay(1, 60, 900, 10 * 86400.0, 0.0) == 86400  # an absurd one is bounded
+
+
+def test_sd_notify_ready_status_watchdog_reload_stop(
+    scenario: Cli, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    address = str(tmp_path / "notify.sock")
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(address)
+    sock.settimeout(10)
+    daemon = DaemonProcess(
+        scenario.config, tmp_path / "d.log", {"NOTIFY_SOCKET": address, "WATCHDOG_USEC": "600000"}
+    )
+    daemons.append(daemon)
+    received: list[str] = []
+
+    def until(field: str) -> str:
+        while True:
+            message = sock.recv(4096).decode()
+            received.append(message)
+            if field in message.split("\n") or any(
+                line.startswith(field) for line in message.split("\n")
+            ):
+                return message
+
+    assert "READY=1" in until("READY=1")
+    assert until("STATUS=").startswith("STATUS=")
+    until("WATCHDOG=1")
+    daemon.signal(signal.SIGHUP)
+    reloading = until("RELOADING=1")
+    assert any(line.startswith("MONOTONIC_USEC=") for line in reloading.split("\n"))
+    until("READY=1")
+    daemon.signal(signal.SIGTERM)
+    until("STOPPING=1")
+    assert daemon.wait() == 0
+    sock.close()
+
+
+def test_sighup_with_broken_then_good_config(
+    scenario: Cli, tmp_path: Path, daemons: list[DaemonProcess], student: StudentSide
+) -> None:
+    config = scenario.config
+    good = config.read_text()
+    # The daemon's config will be broken on purpose; the test reads through a copy.
+    view = Cli(tmp_path / "view.toml")
+    view.config.write_text(good)
+    config.write_text(
+        good.replace("poll_interval = 0.3", "poll_interval = 3600").replace(
+            "backoff_max = 1.5", "backoff_max = 3600"
+        )
+    )
+    daemon = DaemonProcess(config, tmp_path / "d.log")
+    daemons.append(daemon)
+    daemon.wait_log("tick:")
+    config.write_text(good + "\n[nonsense]\nkey = 1\n")
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("the new configuration is refused")
+    assert "[nonsense]: unknown section" in daemon.text()
+    assert daemon.process.poll() is None
+    # The old config (a poll an hour) is still in force: an answer is not picked up.
+    student.answer(href(view), {"ann@example.org": "ACCEPTED"})
+    time.sleep(1.0)
+    assert calendars(view)["ann@example.org"] == "invited"
+    # A good config with a short interval applies.
+    config.write_text(good)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_log("configuration reloaded")
+    wait_for(lambda: calendars(scenario)["ann@example.org"] == "accepted", what="the answer")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+
+
+@pytest.fixture
+def student(radicale_server: RadicaleServer) -> StudentSide:
+    return StudentSide(radicale_server)
+
+
+def test_sigterm_mid_tick_exits_zero_and_keeps_store_consistent(
+    scenario: Cli,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    student: StudentSide,
+    radicale_faults: FaultProxy,
+    radicale_server: RadicaleServer,
+) -> None:
+    config = radicale_config(
+        tmp_path,
+        radicale_server,
+        f"sqlite:///{tmp_path / 'store.db'}",
+        extra="\n[daemon]\npoll_interval = 0.3\n",
+    )
+    config.write_text(config.read_text().replace(radicale_server.url, radicale_faults.url))
+    student.answer(href(scenario), {"ann@example.org": "DECLINED", "bob@example.org": "ACCEPTED"})
+    # The sync REPORT stalls, so the signal lands in the middle of the tick.
+    radicale_faults.stall_next(1.5, count=1)
+    daemon = DaemonProcess(config, tmp_path / "d.log")
+    daemons.append(daemon)
+    wait_for(lambda: any(m == "REPORT" for m, _ in radicale_faults.seen), what="a REPORT")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    states = calendars(scenario)
+    assert (states["ann@example.org"], states["bob@example.org"]) in (
+        ("declined", "accepted"),
+        ("invited", "invited"),
+    )
+    for email in ("ann@example.org", "bob@example.org"):
+        assert len(history(scenario, email)) <= 1
+
+
+def test_kill_9_mid_tick_then_restart_records_each_answer_once(
+    scenario: Cli,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    student: StudentSide,
+    radicale_faults: FaultProxy,
+    radicale_server: RadicaleServer,
+) -> None:
+    config = radicale_config(
+        tmp_path,
+        radicale_server,
+        f"sqlite:///{tmp_path / 'store.db'}",
+        extra="\n[daemon]\npoll_interval = 0.3\n",
+    )
+    config.write_text(config.read_text().replace(radicale_server.url, radicale_faults.url))
+    student.answer(href(scenario), {"ann@example.org": "TENTATIVE", "cy@example.org": "DECLINED"})
+    radicale_faults.stall_next(
+        3,
+        count=1,
+    )
+    first = DaemonProcess(config, tmp_path / "d1.log")
+    daemons.append(first)
+    wait_for(lambda: any(m == "REPORT" for m, _ in radicale_faults.seen), what="a REPORT")
+    first.process.send_signal(signal.SIGKILL)
+    first.wait()
+    second = DaemonProcess(config, tmp_path / "d2.log")
+    daemons.append(second)
+    wait_for(lambda: calendars(scenario)["cy@example.org"] == "declined", what="the answers")
+    second.signal(signal.SIGTERM)
+    assert second.wait() == 0
+    for email, answer in (("ann@example.org", "tentative"), ("cy@example.org", "declined")):
+        assert [h["calendar"] for h in history(scenario, email)] == [answer]
+
+
+def test_server_down_backs_off_then_catches_every_answer(
+    scenario: Cli,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    student: StudentSide,
+    radicale_server: RadicaleServer,
+) -> None:
+    daemon = DaemonProcess(scenario.config, tmp_path / "d.log")
+    daemons.append(daemon)
+    daemon.wait_log("tick:")
+    radicale_server.stop()
+    daemon.wait_log("retrying with backoff")
+    time.sleep(2.5)  # several intervals (0.3 s) and backoff steps (cap 1.5 s)
+    assert daemon.process.poll() is None
+    assert daemon.text().count("retrying with backoff") == 1  # once per state change
+    radicale_server.start()
+    student.answer(
+        href(scenario),
+        {
+            "ann@example.org": "ACCEPTED",
+            "bob@example.org": "DECLINED",
+            "cy@example.org": "TENTATIVE",
+        },
+    )
+    wait_for(lambda: calendars(scenario)["cy@example.org"] == "tentative", what="the answers")
+    daemon.wait_log("is back after")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait() == 0
+    for email in STUDENTS:
+        assert len(history(scenario, email)) == 1
+
+
+def test_second_instance_exits_75(
+    scenario: Cli, tmp_path: Path, daemons: list[DaemonProcess]
+) -> None:
+    first = DaemonProcess(scenario.config, tmp_path / "d1.log")
+    daemons.append(first)
+    first.wait_log("tick:")
+    second = DaemonProcess(scenario.config, tmp_path / "d2.log")
+    daemons.append(second)
+    assert second.wait() == 75
+    assert f"(pid {first.process.pid})" in second.text()
+    assert "another tmcaldav daemon" in second.text()
+    once = subprocess.run(
+        [sys.executable, "-m", "tmcaldav", "-c", str(scenario.config), "run", "--once"],
+        capture_output=True,
+        text=True,
+    )
+    assert once.returncode == 75
+    first.signal(signal.SIGINT)
+    assert first.wait() == 0
+
+
+def test_run_once_exit_codes_and_persisted_backoff(
+    scenario: Cli, tmp_path: Path, student: StudentSide, radicale_server: RadicaleServer
+) -> None:
+    def once(config: Path) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "tmcaldav", "-c", str(config), "run", "--once"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+
+    student.answer(href(scenario), {"ann@example.org": "ACCEPTED"})
+    done = once(scenario.config)
+    assert done.returncode == 0, done.stderr
+    assert "1 answer(s) recorded" in done.stderr
+    assert calendars(scenario)["ann@example.org"] == "accepted"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[store]\nurl = 3\n")
+    assert once(bad).returncode == 2
+    text = scenario.config.read_text().replace("backoff_max = 1.5", "backoff_max = 60")
+    scenario.config.write_text(text.replace("poll_interval = 0.3", "poll_interval = 30"))
+    radicale_server.stop()
+    done = once(scenario.config)
+    assert done.returncode == 1 and "retrying with backoff" in done.stderr
+    radicale_server.start()
+    # The backoff (15 to 30 s) survived the restart: the next run leaves the server alone.
+    done = once(scenario.config)
+    assert done.returncode == 1 and "server failing, next attempt" in done.stderr
+
+
+def test_journald_format(scenario: Cli, tmp_path: Path) -> None:
+    log = tmp_path / "journal.log"
+    with log.open("wb") as stream:
+        st = os.fstat(stream.fileno())
+        done = subprocess.run(
+            [sys.executable, "-m", "tmcaldav", "-c", str(scenario.config), "run", "--once"],
+            stdout=subprocess.DEVNULL,
+            stderr=stream,
+            timeout=60,
+            env={**os.environ, "JOURNAL_STREAM": f"{st.st_dev}:{st.st_ino}"},
+        )
+    assert done.returncode == 0
+    lines = log.read_text().splitlines()
+    assert lines and all(line.startswith("<") for line in lines), lines
+    assert any(line.startswith("<6>tmcaldav.daemon: ") for line in lines), lines
+    assert "pw-organizer" not in log.read_text()

@@ -1,0 +1,315 @@
+"""The daemon: one tick every poll interval — poll answers, run the hooks, read mail.
+
+Signal handlers only record what was asked; the loop acts on it between steps, so a
+stop never cuts a transaction in half. A failing server is retried with exponential
+backoff and jitter (honouring Retry-After), persisted in the store so a restart does
+not hammer it; each change of state is logged once, not each retry.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from types import FrameType
+from typing import Any
+
+from tmcaldav.calendar import CalendarError, ServerError
+from tmcaldav.config import Config, ConfigError, SecretError, load_config
+from tmcaldav.lock import AlreadyRunning, StoreLock
+from tmcaldav.model import utcnow
+from tmcaldav.publish import Publisher
+from tmcaldav.store import Store, StoreError
+from tmcaldav.sync import EmptyCalendar, Poller, load_state, state_key
+from tmcaldav.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
+# A Retry-After longer than this is not believed (a misconfigured proxy).
+RETRY_AFTER_MAX = 24 * 3600.0
+
+
+def backoff_delay(
+    failures: int, interval: float, cap: float, retry_after: float | None, jitter: float
+) -> float:
+    """Seconds to wait after `failures` failures in a row (pure).
+
+    Exponential from the poll interval, capped, with "equal jitter" (`jitter` in [0, 1)
+    spreads each wait over its upper half) so many daemons do not retry in step; a
+    server's Retry-After is honoured when it asks for longer.
+    """
+    exponential = min(cap, interval * 2 ** max(failures - 1, 0))
+    delay = exponential * (0.5 + jitter / 2)
+    if retry_after is not None:
+        delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
+    return delay
+
+
+@dataclass(frozen=True)
+class TickResult:
+    """What one tick did."""
+
+    ok: bool
+    summary: str
+
+
+class Daemon:
+    """The long-running service around one config file."""
+
+    def __init__(self, config_path: str, notifier: Notifier | None = None):
+        self.config_path = config_path
+        self.config: Config = load_config(config_path)
+        self.store = Store(self.config.store.url)
+        self.store.check_schema()
+        self.notifier = notifier or Notifier()
+        self.wake = threading.Event()
+        self.stop_requested = False
+        self.reload_requested = False
+        self.poll_requested = False
+        self._failing: str | None = None  # the kind of failure being backed off from
+        self._build()
+
+    # ---- wiring ---------------------------------------------------------------------
+
+    def _build(self) -> None:
+        """(Re)build the services from the current config."""
+        self.publisher = Publisher(self.config, self.store)
+        self.poller: Poller | None = None
+        self.dispatcher: Any = None
+        self.mail: Any = None
+        try:
+            from tmcaldav.plugins import Dispatcher, get_plugin_manager
+        except ImportError:  # pragma: no cover - the plugins issue lands separately
+            pass
+        else:
+            self.dispatcher = Dispatcher(
+                self.config, self.store, self.publisher, get_plugin_manager(self.config)
+            )
+        if self.config.scheduling.mode == "imip":
+            try:
+                from tmcaldav.mail import MailService
+            except ImportError:  # pragma: no cover - the iMIP issue lands separately
+                pass
+            else:
+                self.mail = MailService(self.config, self.store, self.publisher)
+                self.mail.attach(self.publisher)
+
+    def _connected_poller(self) -> Poller:
+        if self.poller is None:
+            self.poller = Poller.for_config(self.config, self.store, self.publisher.calendar)
+        return self.poller
+
+    # ---- signals ---------------------------------------------------------------------
+
+    def install_signals(self) -> None:
+        """Handlers that only record the request and wake the loop."""
+        signal.signal(signal.SIGTERM, self._on_stop)
+        signal.signal(signal.SIGINT, self._on_stop)
+        signal.signal(signal.SIGHUP, self._on_reload)
+        signal.signal(signal.SIGUSR1, self._on_poll)
+
+    def _on_stop(self, signum: int, _frame: FrameType | None) -> None:
+        if self.stop_requested:
+            # A second request: the administrator means it. The database rolls back
+            # whatever transaction was open, so nothing is half-written.
+            os._exit(128 + signum)
+        self.stop_requested = True
+        self.wake.set()
+
+    def _on_reload(self, _signum: int, _frame: FrameType | None) -> None:
+        self.reload_requested = True
+        self.wake.set()
+
+    def _on_poll(self, _signum: int, _frame: FrameType | None) -> None:
+        self.poll_requested = True
+        self.wake.set()
+
+    # ---- one tick --------------------------------------------------------------------
+
+    def tick(self, now: datetime | None = None) -> TickResult:
+        """Poll, run the hooks and time checks, read mail; never raises for server trouble."""
+        now = now or utcnow()
+        parts: list[str] = []
+        ok = self._server_step(now, parts)
+        for name, step in (("hooks", self.dispatcher), ("mail", self.mail)):
+            if step is None or self.stop_requested:
+                continue
+            try:
+                parts.append(f"{name}: {step.run(now) if name == 'hooks' else step.tick(now)}")
+            except (CalendarError, SecretError, StoreError) as e:
+                ok = False
+                log.error("%s step failed: %s", name, e)
+                parts.append(f"{name} failed")
+        return TickResult(ok, "; ".join(parts))
+
+    def _server_step(self, now: datetime, parts: list[str]) -> bool:
+        with self.store.scratch() as db:
+            state = load_state(db, state_key(self.config))
+            waiting_until = state.next_attempt_at
+        if waiting_until is not None and now < waiting_until and not self.poll_requested:
+            parts.append(f"server failing, next attempt {waiting_until:%H:%M:%S} UTC")
+            return False
+        self.poll_requested = False
+        try:
+            result = self._connected_poller().poll()
+        except EmptyCalendar as e:
+            self._record_failure(now, "empty", str(e), None, backoff=False)
+            parts.append("calendar lists no events: waiting for `tmcaldav sync --accept-empty`")
+            return False
+        except (CalendarError, SecretError) as e:
+            retry_after = e.retry_after if isinstance(e, ServerError) else None
+            self._record_failure(now, type(e).__name__, str(e), retry_after)
+            # Reconnect next time: the server may have come back as someone else.
+            self.poller = None
+            self.publisher = Publisher(self.config, self.store)
+            if self.dispatcher is not None:
+                self.dispatcher.publisher = self.publisher
+            parts.append(f"server failing ({type(e).__name__})")
+            return False
+        self._record_success()
+        parts.append(result.summary())
+        return True
+
+    def _record_failure(
+        self,
+        now: datetime,
+        kind: str,
+        message: str,
+        retry_after: float | None,
+        *,
+        backoff: bool = True,
+    ) -> None:
+        with self.store.transaction() as db:
+            state = load_state(db, state_key(self.config))
+            state.failures += 1
+            state.last_error = message
+            delay = 0.0
+            if backoff:
+                delay = backoff_delay(
+                    state.failures,
+                    self.config.daemon.poll_interval,
+                    self.config.daemon.backoff_max,
+                    retry_after,
+                    random.random(),
+                )
+                state.next_attempt_at = now + timedelta(seconds=delay)
+            failures = state.failures
+        if self._failing != kind:
+            # One line per change of state, not one per retry.
+            log.error("%s; retrying with backoff (next in %.0f s)", message, delay)
+            self._failing = kind
+        else:
+            log.debug("still failing (%d in a row): %s", failures, message)
+
+    def _record_success(self) -> None:
+        with self.store.transaction() as db:
+            state = load_state(db, state_key(self.config))
+            failures = state.failures
+            if failures:
+                state.failures = 0
+                state.next_attempt_at = None
+                state.last_error = None
+        if failures or self._failing:
+            log.warning("the CalDAV server is back after %d failed attempt(s)", failures)
+        self._failing = None
+
+    # ---- reload ----------------------------------------------------------------------
+
+    def reload(self) -> bool:
+        """Load the config again; a bad one is refused and the old one stays in force."""
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+            if new.store.url != self.config.store.url:
+                raise ConfigError(
+                    self.config_path, ["store.url cannot change on reload; restart the service"]
+                )
+        except ConfigError as e:
+            log.error(
+                "the new configuration is refused; the old one stays in force.\n%s", e.report()
+            )
+            self.notifier.ready(f"reload refused: {e.problems[0]}")
+            return False
+        self.config = new
+        self._build()
+        log.info(
+            "configuration reloaded from %s (poll every %g s)",
+            self.config_path,
+            self.config.daemon.poll_interval,
+        )
+        self.notifier.ready("configuration reloaded")
+        return True
+
+    # ---- the loop --------------------------------------------------------------------
+
+    def run(self, *, once: bool = False) -> int:
+        """Run until stopped (or one tick with `once`); returns the exit code."""
+        lock = StoreLock(self.store, self.config.daemon.lock_file)
+        try:
+            lock.acquire()
+        except AlreadyRunning as e:
+            log.error("%s", e)
+            return EXIT_LOCKED
+        try:
+            if once:
+                result = self.tick()
+                log.info("%s", result.summary)
+                return EXIT_OK if result.ok else EXIT_FAILED
+            return self._loop()
+        finally:
+            lock.release()
+            self.store.close()
+
+    def _loop(self) -> int:
+        self.install_signals()
+        log.info(
+            "tmcaldav daemon started (poll every %g s, %s mode)",
+            self.config.daemon.poll_interval,
+            self.config.scheduling.mode,
+        )
+        self.notifier.ready("started")
+        while not self.stop_requested:
+            started = time.monotonic()
+            result = self.tick()
+            self.notifier.status(result.summary)
+            self.notifier.watchdog()
+            log.info("tick: %s", result.summary)
+            self._sleep_until(started + self.config.daemon.poll_interval)
+            if self.reload_requested:
+                self.reload_requested = False
+                self.reload()
+        self.notifier.stopping()
+        log.info("tmcaldav daemon stopped")
+        return EXIT_OK
+
+    def _sleep_until(self, deadline: float) -> None:
+        """Sleep until `deadline`, a signal, or a watchdog ping is due."""
+        ping = self.notifier.watchdog_interval
+        while not (self.stop_requested or self.reload_requested or self.poll_requested):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self.wake.wait(min(left, ping) if ping else left)
+            self.wake.clear()
+            if ping:
+                # Still looping means still alive: the loop is the progress.
+                self.notifier.watchdog()
+
+
+def run_daemon(config_path: str, *, once: bool = False) -> int:
+    """Entry point of `tmcaldav run`; returns the exit code."""
+    try:
+        daemon = Daemon(config_path)
+    except ConfigError as e:
+        log.error("%s", e.report())
+        return EXIT_CONFIG
+    except StoreError as e:
+        log.error("%s", e)
+        return EXIT_CONFIG
+    return daemon.run(once=once)
