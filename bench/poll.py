@@ -131,7 +131,7 @@ def main() -> None:
         )
         print(ratio_line("(c) first full sync", ours_full, raw_full, 2.0))
         print(
-            f"    (c) breakdown: fetch (sync REPORT + multiget through caldav) "
+            f"    (c) breakdown: fetch (sync REPORT + multiget) "
             f"{t_fetch:.3f} s, parse {args.sessions} events {t_parse:.3f} s, "
             f"the rest (diff, store reads and commit) "
             f"{max(ours_full - t_fetch - t_parse, 0):.3f} s"

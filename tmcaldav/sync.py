@@ -563,15 +563,22 @@ def parse_events(
 
 
 def _apply_sessions(db: Session, result: Diff) -> None:
+    ids = list(result.seen) + list(result.missing)
+    if not ids:
+        return
+    # One query for every session touched (a full resync touches them all).
+    sessions = {
+        s.id: s for s in db.scalars(select(TrainingSession).where(TrainingSession.id.in_(ids)))
+    }
     for session_id, (href, etag, sequence) in result.seen.items():
-        session = db.get(TrainingSession, session_id)
+        session = sessions.get(session_id)
         if session is None:
             continue
         session.href, session.etag = href, etag
         session.sequence = max(session.sequence, sequence)
         session.calendar_state = "published"
     for session_id in result.missing:
-        session = db.get(TrainingSession, session_id)
+        session = sessions.get(session_id)
         if session is not None:
             # The answers stay in the store; only the event is marked gone.
             session.calendar_state = "missing"
