@@ -321,13 +321,13 @@ class Publisher:
         # Nothing in this first step is kept: the changes are made again, for real,
         # after the write, so the store is not locked while we talk to the server.
         with self.store.scratch() as db:
-            session = get_session(db, key)
+            session = get_session(db, key, notes=False)
             plan = prepare(db, session)
             snap = snapshot(session)
         written = self.write(snap, plan) if plan is not None else None
         published = None
         with self.store.transaction() as db:
-            session = get_session(db, key)
+            session = get_session(db, key, notes=False)
             prepare(db, session)
             record(db, session, written)
             if written is not None and plan is not None:
@@ -502,6 +502,58 @@ class Publisher:
         written = self._run(key, prepare, lambda db, s, w: None)
         assert written is not None
         return written
+
+    def apply_reply(self, key: str, email: str, partstat: str) -> Written:
+        """Write one attendee's answer (an iMIP REPLY) into the organizer's copy.
+
+        Only that ATTENDEE's PARTSTAT changes; SEQUENCE and every other byte stay. The
+        write is conditional (If-Match) and re-reads on a concurrent change. The store
+        is not touched: the caller records the answer. `Written.unrecorded` is empty
+        only when the store already reflects every other answer in the version written,
+        so the caller may take the new ETag as its own.
+        """
+        with self.store.scratch() as db:
+            snap = snapshot(get_session(db, key))
+        if snap.href is None or snap.uid is None:
+            raise PublishError(f"session {key} is not published; nothing to answer")
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                event = self.calendar.get(snap.href)
+            except NotFound as e:
+                raise PublishError(
+                    f"session {key}: its event is missing on the server; "
+                    f"`tmcaldav invite {key}` recreates it"
+                ) from e
+            try:
+                state = ical.read_event(event.body)
+                body = ical.set_partstats(event.body, {email: partstat})
+            except ValueError as e:  # ICalError too: the copy is unreadable or lacks them
+                raise PublishError(f"session {key}: cannot record {email}'s answer: {e}") from e
+            try:
+                stored = self.calendar.update(event.href, body, event.etag)
+            except PreconditionFailed as e:
+                if not self._changed_since(event):
+                    raise PublishError(
+                        f"session {key}: the server refused the answer although nobody "
+                        f"changed the event ({e})"
+                    ) from e
+                continue
+            unrecorded = {}
+            if event.etag != snap.etag:
+                known = {s.email: s.calendar_status for s in snap.students}
+                unrecorded = {
+                    a: s.calendar_status
+                    for a, s in state.attendees.items()
+                    if a != email and a in known and known[a] != s.calendar_status
+                }
+                if state.sequence != snap.sequence:
+                    unrecorded["(sequence)"] = str(state.sequence)
+            return Written(stored, snap.uid, state.sequence, recreated=False,
+                           unrecorded=unrecorded)
+        raise PublishError(
+            f"session {key}: the event kept changing on the server while we wrote "
+            f"{email}'s answer ({MAX_ATTEMPTS} attempts); it will be tried again"
+        )
 
     def keys_to_publish(self, everything: bool) -> list[str]:
         """Sessions to publish: unpublished or changed ones, or `everything`."""

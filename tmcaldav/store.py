@@ -165,14 +165,16 @@ class Store:
 # ---- queries -------------------------------------------------------------------------
 
 
-def get_session(db: Session, key: str, *, lock: bool = False) -> TrainingSession:
-    """The session with this key, with its enrollments; NotFoundError if there is none."""
+def get_session(
+    db: Session, key: str, *, lock: bool = False, notes: bool = True
+) -> TrainingSession:
+    """The session with this key, with its enrollments (and their notes, unless told
+    otherwise); NotFoundError if there is none."""
+    enrollments = selectinload(TrainingSession.enrollments)
     stmt = (
         select(TrainingSession)
         .where(TrainingSession.key == key)
-        .options(
-            selectinload(TrainingSession.enrollments).selectinload(Enrollment.notes),
-        )
+        .options(enrollments.selectinload(Enrollment.notes) if notes else enrollments)
     )
     if lock:
         stmt = stmt.with_for_update()
