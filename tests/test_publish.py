@@ -4,6 +4,7 @@ cancel, and the merge that never loses a student's answer."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -409,3 +410,41 @@ def test_doctor_fails_on_bad_password(tm: Cli, tmp_path: Path) -> None:
     (tmp_path / "caldav.pw").write_text("nope")
     result = tm("doctor")
     assert result.exit_code == 1 and "FAIL caldav" in result.output
+
+
+def test_event_too_large_for_the_server_is_a_clear_error(tmp_path: Path) -> None:
+    from tmcaldav.testing import start_radicale
+
+    # Radicale answers 412 for an item over max_resource_size, as for a stale ETag.
+    server = start_radicale(tmp_path / "small", server_options={"max_resource_size": "6000"})
+    try:
+        tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}")
+        tm.ok(
+            "session",
+            "add",
+            "S",
+            "--title",
+            "t",
+            "--start",
+            "2026-12-01T09:00",
+            "--end",
+            "2026-12-01T10:00",
+        )
+        tm.ok("person", "add", "a0@example.org", "--name", "A")
+        tm.ok("enroll", "S", "a0@example.org")
+        tm.ok("invite", "S", "--all-enrolled")
+        emails = [f"a{i}@example.org" for i in range(1, 60)]
+        for email in emails:
+            tm.ok("person", "add", email, "--name", f"Student {email}")
+        tm.ok("enroll", "S", *emails)
+        started = time.monotonic()
+        result = tm("invite", "S", "--all-enrolled")
+        assert result.exit_code == 1
+        assert "refused the event although nobody changed it" in result.output
+        assert "too large" in result.output
+        assert time.monotonic() - started < 10  # reported, not retried without end
+        students = {s["email"]: s["calendar"] for s in page(tm, "S")["students"]}
+        assert students["a1@example.org"] == "not_invited"  # the store is unchanged
+        assert StudentSide(server).partstats(href_of(tm, "S")) == {"a0@example.org": "NEEDS-ACTION"}
+    finally:
+        server.stop()

@@ -67,7 +67,13 @@ class RadicaleServer:
     first user's (the organizer's) calendars, as a scheduling server would.
     """
 
-    def __init__(self, base_dir: Path, users: Mapping[str, str], port: int = 0) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        users: Mapping[str, str],
+        port: int = 0,
+        server_options: Mapping[str, str] | None = None,
+    ) -> None:
         """Prepare (but do not start) a server whose files all live in ``base_dir``."""
         if not users:
             raise ValueError("Radicale needs at least one user (the organizer)")
@@ -76,6 +82,8 @@ class RadicaleServer:
                 raise ValueError(f"user name {name!r} or its password cannot go in htpasswd")
         self.base_dir = base_dir
         self.users: dict[str, str] = dict(users)
+        # Extra [server] settings, e.g. {"max_resource_size": "20000"}.
+        self.server_options = dict(server_options or {})
         self.port = port
         self.storage_dir = base_dir / "collections"
         self.config_path = base_dir / "radicale.conf"
@@ -202,7 +210,7 @@ permissions: rwdo
 [server]
 hosts = {_HOST}:{self.port}
 max_connections = 20
-
+{"".join(f"{k} = {v}{chr(10)}" for k, v in self.server_options.items())}
 [auth]
 type = htpasswd
 htpasswd_filename = {self.base_dir / "users"}
@@ -305,14 +313,16 @@ def start_radicale(
     tmp_dir: Path | str,
     users: Mapping[str, str] = DEFAULT_USERS,
     port: int = 0,
+    server_options: Mapping[str, str] | None = None,
 ) -> RadicaleServer:
     """Start Radicale on 127.0.0.1 with its config and storage under ``tmp_dir``.
 
     ``users`` maps user names to plain-text passwords; the first one is the organizer.
-    ``port`` 0 picks a free port (retrying if another process takes it first). The
-    caller stops the server with ``stop()`` (or uses it as a context manager).
+    ``port`` 0 picks a free port (retrying if another process takes it first).
+    ``server_options`` adds settings to Radicale's ``[server]`` section. The caller
+    stops the server with ``stop()`` (or uses it as a context manager).
     """
-    server = RadicaleServer(Path(tmp_dir), users, port)
+    server = RadicaleServer(Path(tmp_dir), users, port, server_options)
     server.start()
     return server
 
