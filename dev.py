@@ -5,8 +5,8 @@
     python3 dev.py test    # run the whole test suite
 
 Set-up: a virtual environment in .venv with tmcaldav and its test extras, rebuilt
-when pyproject.toml changes; for the tests, PostgreSQL's server programs (installed
-from Debian's packages when missing and running as root).
+when pyproject.toml changes; for the tests, PostgreSQL's server programs and Dovecot's
+IMAP server (installed from Debian's packages when missing and running as root).
 """
 
 from __future__ import annotations
@@ -67,6 +67,35 @@ def ensure_postgres() -> None:
     run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"], env=env)
 
 
+def ensure_dovecot() -> None:
+    """Install Dovecot's IMAP server (the iMIP tests' mailbox) when missing and we may.
+
+    Debian's package would start a system-wide Dovecot on every address; the tests run
+    their own on 127.0.0.1, so the install must not start it (policy-rc.d says no).
+    """
+    if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists():
+        return
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(
+            "note: Dovecot is not installed and cannot be installed here; "
+            "the IMAP tests will be skipped (apt-get install dovecot-imapd)."
+        )
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    policy = Path("/usr/sbin/policy-rc.d")
+    added = not policy.exists()
+    if added:
+        policy.write_text("#!/bin/sh\nexit 101\n")
+        policy.chmod(0o755)
+    try:
+        run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "dovecot-imapd"],
+            env=env)
+    finally:
+        if added:
+            policy.unlink()
+
+
 def main() -> int:
     """Dispatch `demo` or `test`."""
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
@@ -77,6 +106,7 @@ def main() -> int:
     if command == "demo":
         return subprocess.run([str(VENV / "bin" / "tmcaldav"), "demo", *extra]).returncode
     ensure_postgres()
+    ensure_dovecot()
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
 
 

@@ -219,6 +219,9 @@ class MaildirConfig:
     """[maildir]: a local Maildir that receives iMIP REPLYs."""
 
     path: str
+    # A Maildir++ subfolder (".NAME") that processed messages are moved into.
+    processed_folder: str = "tmcaldav-processed"
+    trust_sent_by: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,13 @@ from tmcaldav.config import Config, SecretError
 def run_doctor(config: Config, say: Callable[[str], None]) -> bool:
     """Run every check, printing one line each; False when something is unusable."""
     ok = _check_store(config, say)
+    if ok and config.scheduling.mode == "imip":
+        from tmcaldav.mail import doctor_mail
+        from tmcaldav.store import Store
+
+        store = Store(config.store.url)
+        ok = doctor_mail(config, store, say) and ok
+        store.close()
     if config.caldav is None:
         say("FAIL caldav: no [caldav] section; sessions cannot be published")
         return False

@@ -31,7 +31,8 @@ SESSION_STATUSES = ("scheduled", "cancelled")
 # Where the session's event stands on the CalDAV server.
 CALENDAR_STATES = ("unpublished", "published", "missing")
 RESPONSE_SOURCES = ("poll", "imip", "manual")
-DELIVERY_STATES = ("pending", "sent", "failed")
+# superseded: replaced by a newer message to the same student before it was sent.
+DELIVERY_STATES = ("pending", "sent", "failed", "superseded")
 SUGGESTION_STATES = ("open", "applied", "dismissed")
 
 
@@ -285,6 +286,8 @@ class Delivery(Base):
     # REQUEST, CANCEL (or a REFRESH answered with a REQUEST).
     method: Mapped[str] = mapped_column(String(20))
     sequence: Mapped[int]
+    # Why it is sent: invite, update, reschedule, cancel, remove, resend or refresh.
+    reason: Mapped[str | None] = mapped_column(String(20))
     state: Mapped[str] = mapped_column(String(20), default="pending")
     attempts: Mapped[int] = mapped_column(default=0)
     last_error: Mapped[str | None] = mapped_column(Text)

@@ -45,8 +45,10 @@ def session_summary(session: TrainingSession) -> dict[str, Any]:
     }
 
 
-def student_row(enrollment: Enrollment, position: int | None) -> dict[str, Any]:
-    """One student's line of the session page."""
+def student_row(
+    enrollment: Enrollment, position: int | None, delivery: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """One student's line of the session page; `delivery`: the last iMIP mail to them."""
     person = enrollment.person
     return {
         "email": person.email,
@@ -60,15 +62,25 @@ def student_row(enrollment: Enrollment, position: int | None) -> dict[str, Any]:
         "calendar_reason": enrollment.calendar_reason,
         "invited_at": iso(enrollment.invited_at),
         "phone": person.phone,
+        "delivery": delivery,
     }
 
 
 def session_page(session: TrainingSession) -> dict[str, Any]:
     """The session page as the JSON object of DESIGN.md §5 (plus a few added fields)."""
+    from sqlalchemy.orm import object_session
+
+    from tmcaldav.deliveries import delivery_view, latest_deliveries
+
     positions = waitlist_positions(session)
+    db = object_session(session)
+    mailed = latest_deliveries(db, [e.id for e in session.enrollments]) if db else {}
     page = session_summary(session)
     page["description"] = session.description
-    page["students"] = [student_row(e, positions.get(e.id)) for e in _page_order(session)]
+    page["students"] = [
+        student_row(e, positions.get(e.id), delivery_view(mailed.get(e.id)))
+        for e in _page_order(session)
+    ]
     return page
 
 
@@ -99,6 +111,9 @@ def render_page(page: dict[str, Any]) -> str:
             "  ! the event is missing on the CalDAV server; `tmcaldav invite` republishes it"
         )
     rows = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
+    mailed = any(s.get("delivery") for s in page["students"])
+    if mailed:
+        rows[0] += ("MAIL",)
     for s in page["students"]:
         note = s["notes"][-1]["text"] if s["notes"] else ""
         if s["calendar_reason"] == "rescheduled" and s["calendar"] == "invited":
@@ -115,8 +130,17 @@ def render_page(page: dict[str, Any]) -> str:
                 note.replace("\n", " ")[:60],
             )
         )
+        if mailed:
+            rows[-1] += (_mail_cell(s.get("delivery")),)
     lines.append(table(rows) if len(rows) > 1 else "  (no students)")
     return "\n".join(lines)
+
+
+def _mail_cell(delivery: dict[str, Any] | None) -> str:
+    if delivery is None:
+        return ""
+    what = f"{delivery['method']} {delivery['state']}"
+    return what + (f" ({delivery['error'][:40]})" if delivery["state"] == "failed" else "")
 
 
 def history_rows(responses: list[Response]) -> list[dict[str, Any]]:

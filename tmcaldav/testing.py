@@ -33,13 +33,16 @@ __all__ = [
     "DEFAULT_USERS",
     "FaultProxy",
     "RadicaleServer",
+    "imap_server",
     "make_client",
     "organizer_password",
     "radicale_faults",
     "radicale_server",
     "radicale_url",
+    "smtp_sink",
     "start_radicale",
     "student_client",
+    "tls_files",
 ]
 
 #: The first user owns the calendars (the training office); every other user plays
@@ -562,3 +565,46 @@ def student_client(radicale_server: RadicaleServer) -> Iterator[DAVClient]:
     finally:
         with contextlib.suppress(Exception):
             client.close()
+
+
+# ---- mail (iMIP): an SMTP sink and an IMAP server; see tmcaldav.testing_mail ------------
+
+
+@pytest.fixture
+def tls_files(tmp_path: Path) -> object:
+    """A private CA and a certificate for 127.0.0.1 (needs the `trustme` test extra)."""
+    pytest.importorskip("trustme", reason="the TLS mail tests need trustme (test extra)")
+    from tmcaldav.testing_mail import make_tls_files
+
+    return make_tls_files(tmp_path / "tls")
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[object]:
+    """An aiosmtpd SMTP server on 127.0.0.1 (no TLS, no auth) that keeps every message."""
+    from tmcaldav.testing_mail import SmtpSink
+
+    sink = SmtpSink()
+    sink.start()
+    try:
+        yield sink
+    finally:
+        sink.stop()
+
+
+@pytest.fixture
+def imap_server(tls_files: object) -> Iterator[object]:
+    """Dovecot on 127.0.0.1 with the user ``training@example.org`` (password
+    ``pw-imap``); skipped, saying why, where Dovecot is not installed."""
+    from tmcaldav.testing_mail import DovecotServer, ImapUnavailable, TlsFiles
+
+    assert isinstance(tls_files, TlsFiles)
+    server = DovecotServer({"training@example.org": "pw-imap"}, tls=tls_files)
+    try:
+        server.start()
+    except ImapUnavailable as e:
+        pytest.skip(f"IMAP tests need Dovecot: {e}")
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -36,6 +36,7 @@ def upgrade() -> None:
         sa.Column("enrollment_id", sa.Integer(), nullable=False),
         sa.Column("method", sa.String(length=20), nullable=False),
         sa.Column("sequence", sa.Integer(), nullable=False),
+        sa.Column("reason", sa.String(length=20), nullable=True),
         sa.Column("state", sa.String(length=20), nullable=False),
         sa.Column("attempts", sa.Integer(), nullable=False),
         sa.Column("last_error", sa.Text(), nullable=True),
@@ -44,7 +45,7 @@ def upgrade() -> None:
         sa.Column("message_id", sa.String(length=300), nullable=True),
         sa.Column("created_at", tmcaldav.model.UTCDateTime(), nullable=False),
         sa.CheckConstraint(
-            "state IN ('pending', 'sent', 'failed')", name=op.f("ck_deliveries_state")
+            "state IN ('pending', 'sent', 'failed', 'superseded')", name=op.f("ck_deliveries_state")
         ),
         sa.ForeignKeyConstraint(
             ["enrollment_id"],
