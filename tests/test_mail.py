@@ -30,7 +30,7 @@ from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, get_session
 from tmcaldav.sync import Poller
 from tmcaldav.testing import RadicaleServer
-from tmcaldav.testing_mail import DovecotServer, SmtpSink, TlsFiles
+from tmcaldav.testing_mail import DovecotServer, ImapUnavailable, SmtpSink, TlsFiles
 
 STUDENTS = {
     "ann@example.org": "Ann Lee",
@@ -284,9 +284,9 @@ def test_update_reschedule_remove_and_cancel_mail_the_right_people(
         ("bob@example.org", "CANCEL", 3),
         ("ann@example.org", "CANCEL", 4),
     ]
-    for m in smtp_sink.received[-2:]:
-        check_imip(m.content, method="CANCEL", uid=UID, sequence=requests(smtp_sink)[
-            smtp_sink.received.index(m)][2], attendee=m.rcpt_tos[0])
+    # Every message, read by independent parsers.
+    for m, (to, method, sequence) in zip(smtp_sink.received, got, strict=True):
+        check_imip(m.content, method=method, uid=UID, sequence=sequence, attendee=to)
     subjects = [str(parse(m.content)["Subject"]).split(":")[0] for m in smtp_sink.received]
     assert subjects[2] == "Updated invitation" and subjects[4] == "New time"
     assert subjects[-1] == "Cancelled"
@@ -354,6 +354,8 @@ def test_refresh_resends_and_counter_suggests(world: World, smtp_sink: SmtpSink)
         assert [(s.kind, s.plugin, s.state) for s in suggestions] == [
             ("contact_student", "imip", "open")]
         assert "2026-12-02 09:00–17:00 (Europe/Berlin)" in suggestions[0].reason
+    # on_suggestion hooks hear of it like of any plugin's suggestion.
+    assert world.count(Outbox, Outbox.hook == "suggestion") == 1
     notes = world.students()["cy@example.org"]["notes"]
     assert [n["text"] for n in notes] == ["proposed a new time: 2026-12-02 09:00–17:00 "
                                           "(Europe/Berlin)"]
@@ -450,3 +452,40 @@ def test_mta_pipe_with_envelope_and_a_caldav_outage(
     out = world.tm.ok("mail", "ingest", "-", input=raw).stdout  # type: ignore[arg-type]
     assert out.startswith("applied (eve@example.org in TM-1)")
     assert world.partstats() == {"eve@example.org": "ACCEPTED"}
+
+
+@pytest.mark.parametrize("capability", ["IMAP4rev1 LITERAL+ UIDPLUS", "IMAP4rev1 LITERAL+"])
+def test_imap_servers_without_move(
+    tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink, capability: str
+) -> None:
+    """Older servers: COPY, then flag \\Deleted and UID EXPUNGE (UIDPLUS) only that
+    message; without UIDPLUS never a plain EXPUNGE, which would also remove what a
+    person marked deleted: the processed message stays flagged and is skipped."""
+    server = DovecotServer({ORGANIZER: "pw-imap"},
+                           extra_config=f"imap_capability = {capability}\n")
+    try:
+        server.start()
+    except ImapUnavailable as e:
+        pytest.skip(f"IMAP tests need Dovecot: {e}")
+    try:
+        pw = password_file(tmp_path, "imap.pw", "pw-imap")
+        extra = smtp_section(smtp_sink.port) + imap_section(server.port, pw, security="none")
+        w = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
+        w.tm.ok("invite", "TM-1", "bob@example.org")
+        # A message a person deleted but did not expunge must survive.
+        server.deliver(ORGANIZER, [b"From: x@y.example\r\n\r\nold\r\n"])
+        imap = server.client(ORGANIZER)
+        imap.select("INBOX")
+        imap.store("1", "+FLAGS", r"(\Deleted)")
+        imap.logout()
+        server.deliver(ORGANIZER, [reply_bytes("gmail_decline.eml")])
+        assert w.mail.tick().applied == 1
+        assert w.partstats() == {"bob@example.org": "DECLINED"}
+        assert len(server.folder(ORGANIZER, "tmcaldav-processed")) == 1
+        inbox = server.folder(ORGANIZER, "INBOX")
+        assert inbox[0] == b"From: x@y.example\r\n\r\nold\r\n"
+        assert len(inbox) == (1 if "UIDPLUS" in capability else 2)
+        again = w.mail.tick()
+        assert (again.read, again.applied) == (0, 0)
+    finally:
+        server.stop()

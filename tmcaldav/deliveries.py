@@ -133,8 +133,14 @@ class Outcome:
     permanent: bool = False
 
 
-def _spec(config: Config, session: TrainingSession, enrollment: Enrollment, method: str,
-          sequence: int, now: datetime) -> ical.EventSpec:
+def _spec(
+    config: Config,
+    session: TrainingSession,
+    enrollment: Enrollment,
+    method: str,
+    sequence: int,
+    now: datetime,
+) -> ical.EventSpec:
     sched = config.scheduling
     partstat = (
         "NEEDS-ACTION"
@@ -189,9 +195,11 @@ def claim_due(
         .limit(BATCH)
     )
     if session_key is not None:
-        stmt = stmt.join(Enrollment, Enrollment.id == Delivery.enrollment_id).join(
-            TrainingSession, TrainingSession.id == Enrollment.session_id
-        ).where(TrainingSession.key == session_key)
+        stmt = (
+            stmt.join(Enrollment, Enrollment.id == Delivery.enrollment_id)
+            .join(TrainingSession, TrainingSession.id == Enrollment.session_id)
+            .where(TrainingSession.key == session_key)
+        )
     claimed: list[Claimed] = []
     domain = config.scheduling.organizer_email.rpartition("@")[2]
     for delivery in db.scalars(stmt).all():

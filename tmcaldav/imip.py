@@ -552,15 +552,12 @@ def validate(
     known = event.attendees.get(picked)
     if known is None or not known.invited:
         return Refusal(f"{picked} is not an invited attendee of session {event.key}")
-    refused = _check_sender(
-        attendee, itip.part, message.envelope_sender, organizer, trust_sent_by
-    )
+    refused = _check_sender(attendee, itip.part, message.envelope_sender, organizer, trust_sent_by)
     if refused is not None:
         return refused
     if state.sequence > event.sequence:
         return Refusal(
-            f"it answers SEQUENCE {state.sequence}, but session {event.key} is at "
-            f"{event.sequence}"
+            f"it answers SEQUENCE {state.sequence}, but session {event.key} is at {event.sequence}"
         )
     stamp = state.dtstamp or attendee.reply_time
     if stamp is not None and stamp > now + _MAX_SKEW:

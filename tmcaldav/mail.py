@@ -196,6 +196,11 @@ class ImapInbox:
             raise MailError(f"{where}: {e}") from e
         self._imap = imap
         try:
+            # imaplib keeps the capabilities from before login; servers announce MOVE
+            # and UIDPLUS only to logged-in users.
+            status, data = imap.capability()
+            if status == "OK" and data and data[-1]:
+                imap.capabilities = tuple(data[-1].decode("ascii", "replace").upper().split())
             status, _ = imap.select(_quote(c.folder))
             if status != "OK":
                 raise MailError(f"{where}: no folder {c.folder!r}")
@@ -209,8 +214,8 @@ class ImapInbox:
         imap, self._imap = self._imap, None
         if imap is None:
             return
-        with contextlib.suppress(Exception):
-            imap.close()
+        # LOGOUT, never CLOSE: CLOSE expunges every message flagged \Deleted, including
+        # those a person deleted and may still want back.
         with contextlib.suppress(Exception):
             imap.logout()
 
@@ -266,10 +271,10 @@ class ImapInbox:
                 status, _ = imap.uid("COPY", uid, target)
                 if status == "OK":
                     imap.uid("STORE", uid, "+FLAGS.SILENT", r"(\Deleted)")
+                    # Without UIDPLUS only a plain EXPUNGE exists, and it would also
+                    # remove what a person marked deleted: leave ours marked (skipped).
                     if "UIDPLUS" in imap.capabilities:
                         imap.uid("EXPUNGE", uid)
-                    else:
-                        imap.expunge()
         if status != "OK":
             raise MailError(
                 f"IMAP could not move message uid {uid} to {self.config.processed_folder!r}"
@@ -436,9 +441,13 @@ class MailService:
 
     def attach(self, publisher: Publisher | None = None) -> None:
         """Queue deliveries with each publish and send them after its commit."""
+        # The given publisher also becomes the one answers are written with, so a caller
+        # that rebuilds its publisher (after a server failure) attaches the new one.
         target = publisher or self.publisher
-        target.on_published.append(self._queue)
-        target.after_published.append(self._send_after)
+        self.publisher = target
+        if self._queue not in target.on_published:
+            target.on_published.append(self._queue)
+            target.after_published.append(self._send_after)
 
     def _queue(self, db: object, published: Published) -> None:
         deliveries.queue_for_published(db, published, utcnow())  # type: ignore[arg-type]
@@ -559,9 +568,7 @@ def doctor_mail(config: Config, store: Store, say: Callable[[str], None]) -> boo
         refused = db.scalar(select(func.count()).select_from(MailRefusal)) or 0
         last = db.scalars(select(MailRefusal).order_by(MailRefusal.id.desc()).limit(1)).first()
         failed = (
-            db.scalar(
-                select(func.count()).select_from(Delivery).where(Delivery.state == "failed")
-            )
+            db.scalar(select(func.count()).select_from(Delivery).where(Delivery.state == "failed"))
             or 0
         )
     if refused:

@@ -27,6 +27,7 @@ from tmcaldav.model import (
     Enrollment,
     MailRefusal,
     Note,
+    Outbox,
     Suggestion,
     TrainingSession,
 )
@@ -242,8 +243,9 @@ def _refresh(store: Store, reply: imip.Reply, now: datetime) -> Processed:
     with store.transaction() as db:
         enrollment = _enrollment(db, reply)
         queue(db, enrollment, "REQUEST", enrollment.session.sequence, "refresh", now)
-    log.info("session %s: %s asked for the invitation again (REFRESH)",
-             reply.session_key, reply.email)
+    log.info(
+        "session %s: %s asked for the invitation again (REFRESH)", reply.session_key, reply.email
+    )
     return Processed("refresh", "", reply.session_key, reply.email)
 
 
@@ -275,20 +277,30 @@ def _counter(store: Store, reply: imip.Reply, now: datetime) -> Processed:
         ).first()
         if exists is None:
             name = enrollment.person.name or reply.email
+            suggestion = Suggestion(
+                session_id=session.id,
+                enrollment_id=enrollment.id,
+                kind="contact_student",
+                reason=(
+                    f"{name} proposed another time for {session.key}: {proposal}; "
+                    "contact them to agree on it"
+                ),
+                plugin="imip",
+                state="open",
+                dedupe_key=dedupe_key,
+                details={"proposed_start": stamp, "email": reply.email},
+                created_at=now,
+            )
+            db.add(suggestion)
+            db.flush()
+            # Like a plugin's suggestion: on_suggestion hooks see it (and auto_apply may).
             db.add(
-                Suggestion(
+                Outbox(
+                    event_id=f"suggestion:{suggestion.id}",
+                    hook="suggestion",
                     session_id=session.id,
                     enrollment_id=enrollment.id,
-                    kind="contact_student",
-                    reason=(
-                        f"{name} proposed another time for {session.key}: {proposal}; "
-                        "contact them to agree on it"
-                    ),
-                    plugin="imip",
-                    state="open",
-                    dedupe_key=dedupe_key,
-                    details={"proposed_start": stamp, "email": reply.email},
-                    created_at=now,
+                    payload={"suggestion_id": suggestion.id},
                 )
             )
     log.info("session %s: %s proposed another time (COUNTER)", reply.session_key, reply.email)

@@ -112,9 +112,7 @@ class _SinkHandler:
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(
-        self, server: Any, session: Any, envelope: Any
-    ) -> str:
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         with self.lock:
             if self.fail_data:
                 return self.fail_data.pop(0)
@@ -285,11 +283,16 @@ class DovecotServer:
     mistaken for ours.
     """
 
-    def __init__(self, users: Mapping[str, str], tls: TlsFiles | None = None) -> None:
+    def __init__(
+        self, users: Mapping[str, str], tls: TlsFiles | None = None, extra_config: str = ""
+    ) -> None:
+        """Prepare a server; `extra_config` is appended to dovecot.conf (e.g. to limit
+        ``imap_capability`` and play an older server)."""
         if not users:
             raise ValueError("Dovecot needs at least one user")
         self.users = dict(users)
         self.tls = tls
+        self.extra_config = extra_config
         self.port = 0
         self.tls_port = 0
         self.base_dir: Path | None = None
@@ -473,7 +476,7 @@ service auth-worker {{
   user = {user}
 }}
 """
-        (base / "dovecot.conf").write_text(config, encoding="utf-8")
+        (base / "dovecot.conf").write_text(config + self.extra_config, encoding="utf-8")
 
     def _spawn(self, binary: str, uid: int, gid: int) -> None:
         assert self.base_dir is not None
@@ -522,4 +525,3 @@ service auth-worker {{
         if self._log is not None:
             self._log.close()
             self._log = None
-
