@@ -42,8 +42,14 @@ def password_file(folder: Path, name: str, password: str) -> Path:
     return path
 
 
-def smtp_section(port: int, *, security: str = "none", ca_file: Path | None = None,
-                 user: str | None = None, password: Path | None = None) -> str:
+def smtp_section(
+    port: int,
+    *,
+    security: str = "none",
+    ca_file: Path | None = None,
+    user: str | None = None,
+    password: Path | None = None,
+) -> str:
     """An [smtp] table for a test server on 127.0.0.1."""
     text = f'\n[smtp]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "{security}"\ntimeout = 10\n'
     if ca_file is not None:
@@ -53,8 +59,14 @@ def smtp_section(port: int, *, security: str = "none", ca_file: Path | None = No
     return text
 
 
-def imap_section(port: int, password: Path, *, security: str = "starttls",
-                 ca_file: Path | None = None, trust_sent_by: tuple[str, ...] = ()) -> str:
+def imap_section(
+    port: int,
+    password: Path,
+    *,
+    security: str = "starttls",
+    ca_file: Path | None = None,
+    trust_sent_by: tuple[str, ...] = (),
+) -> str:
     """An [imap] table for the test Dovecot."""
     text = (
         f'\n[imap]\nhost = "127.0.0.1"\nport = {port}\nsecurity = "{security}"\n'

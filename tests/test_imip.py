@@ -9,13 +9,20 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tests.imip_support import CLIENT_REPLIES, ORGANIZER, UID, check_imip, reply_bytes
 from tmcaldav import ical, imip
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
-STUDENTS = ["ann@example.org", "bob@example.org", "cy@example.org", "dee@example.org",
-            "eve@example.org"]
+STUDENTS = [
+    "ann@example.org",
+    "bob@example.org",
+    "cy@example.org",
+    "dee@example.org",
+    "eve@example.org",
+]
 
 
 def spec(method_attendee: str = "ann@example.org", sequence: int = 0) -> ical.EventSpec:
@@ -38,13 +45,12 @@ def spec(method_attendee: str = "ann@example.org", sequence: int = 0) -> ical.Ev
 
 def event(**changes: object) -> imip.KnownEvent:
     attendees = {
-        e: imip.KnownAttendee(i + 1, e, True, "invited", None, None)
-        for i, e in enumerate(STUDENTS)
+        e: imip.KnownAttendee(i + 1, e, True, "invited", None, None) for i, e in enumerate(STUDENTS)
     }
-    attendees["zed@example.org"] = imip.KnownAttendee(9, "zed@example.org", False,
-                                                      "not_invited", None, None)
-    values: dict[str, object] = {"key": "TM-1", "uid": UID, "sequence": 0,
-                                 "attendees": attendees}
+    attendees["zed@example.org"] = imip.KnownAttendee(
+        9, "zed@example.org", False, "not_invited", None, None
+    )
+    values: dict[str, object] = {"key": "TM-1", "uid": UID, "sequence": 0, "attendees": attendees}
     values.update(changes)
     return imip.KnownEvent(**values)  # type: ignore[arg-type]
 
@@ -54,8 +60,9 @@ def decide(raw: bytes, known: imip.KnownEvent | None = None, **kw: object) -> ob
     found = imip.find_itip(message)
     if not isinstance(found, imip.ItipObject):
         return found
-    return imip.validate(found, message, known if known is not None else event(),
-                         organizer=ORGANIZER, now=NOW, **kw)  # type: ignore[arg-type]
+    return imip.validate(
+        found, message, known if known is not None else event(), organizer=ORGANIZER, now=NOW, **kw
+    )  # type: ignore[arg-type]
 
 
 # ---- composing ----------------------------------------------------------------------------
@@ -63,27 +70,34 @@ def decide(raw: bytes, known: imip.KnownEvent | None = None, **kw: object) -> ob
 
 @pytest.mark.parametrize("method", ["REQUEST", "CANCEL"])
 def test_composed_message_reads_back_with_independent_libraries(method: str) -> None:
-    out = imip.compose(spec(sequence=2), method, reason="update", message_id="<m1@example.org>",
-                       date=NOW)
+    out = imip.compose(
+        spec(sequence=2), method, reason="update", message_id="<m1@example.org>", date=NOW
+    )
     assert out.to == "ann@example.org"
-    check_imip(out.message.as_bytes(), method=method, uid=UID, sequence=2,
-               attendee="ann@example.org")
+    check_imip(
+        out.message.as_bytes(), method=method, uid=UID, sequence=2, attendee="ann@example.org"
+    )
     text = out.message.get_body(("plain",))
     assert text is not None and "Room 1" in text.get_content()
 
 
 def test_compose_refuses_more_than_one_attendee() -> None:
     two = spec()
-    two = ical.EventSpec(**{**two.__dict__, "attendees": (*two.attendees,
-                                                          ical.Attendee("bob@example.org", None))})
+    two = ical.EventSpec(
+        **{**two.__dict__, "attendees": (*two.attendees, ical.Attendee("bob@example.org", None))}
+    )
     with pytest.raises(ValueError, match="exactly one attendee"):
         imip.compose(two, "REQUEST", reason="invite", message_id="<m@x.org>", date=NOW)
 
 
 def test_names_with_non_ascii_letters_are_encoded() -> None:
-    s = ical.EventSpec(**{**spec().__dict__,
-                          "attendees": (ical.Attendee("ann@example.org", "Anné Łee"),),
-                          "organizer_name": "Schulungsbüro"})
+    s = ical.EventSpec(
+        **{
+            **spec().__dict__,
+            "attendees": (ical.Attendee("ann@example.org", "Anné Łee"),),
+            "organizer_name": "Schulungsbüro",
+        }
+    )
     out = imip.compose(s, "REQUEST", reason="invite", message_id="<m@x.org>", date=NOW)
     raw = out.message.as_bytes()
     assert raw.isascii()  # every header and part is encoded for 7-bit transports
@@ -122,14 +136,18 @@ def refused(result: object, words: str) -> None:
 
 
 def test_wrong_sender_is_refused() -> None:
-    raw = reply_bytes("thunderbird_tentative.eml", {"From: Cy O'Neil <cy@example.org>":
-                                                    "From: Mallory <mallory@evil.example>"})
+    raw = reply_bytes(
+        "thunderbird_tentative.eml",
+        {"From: Cy O'Neil <cy@example.org>": "From: Mallory <mallory@evil.example>"},
+    )
     refused(decide(raw), "does not match the attendee cy@example.org")
 
 
 def test_envelope_sender_may_stand_for_from() -> None:
-    raw = reply_bytes("thunderbird_tentative.eml", {"From: Cy O'Neil <cy@example.org>":
-                                                    "From: Cy via List <list@example.net>"})
+    raw = reply_bytes(
+        "thunderbird_tentative.eml",
+        {"From: Cy O'Neil <cy@example.org>": "From: Cy via List <list@example.net>"},
+    )
     assert isinstance(decide(raw, envelope="<cy@example.org>"), imip.Reply)
 
 
@@ -145,18 +163,24 @@ def test_unknown_uid_is_refused() -> None:
     message = imip.read_message(raw)
     found = imip.find_itip(message)
     assert isinstance(found, imip.ItipObject)
-    refused(imip.validate(found, message, None, organizer=ORGANIZER, now=NOW),
-            "no published session has the UID")
+    refused(
+        imip.validate(found, message, None, organizer=ORGANIZER, now=NOW),
+        "no published session has the UID",
+    )
 
 
 def test_two_attendees_are_refused() -> None:
     line = "ATTENDEE;CN=Eve Ng;PARTSTAT=ACCEPTED:mailto:eve@example.org"
-    raw = reply_bytes("forwarded_accept.eml",
-                      {line: line + "\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org"})
+    raw = reply_bytes(
+        "forwarded_accept.eml",
+        {line: line + "\r\nATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org"},
+    )
     refused(decide(raw), "exactly one ATTENDEE, this one has 2")
     # The same address twice is two ATTENDEE lines too.
-    raw = reply_bytes("forwarded_accept.eml",
-                      {line: line + "\r\nATTENDEE;PARTSTAT=DECLINED:mailto:eve@example.org"})
+    raw = reply_bytes(
+        "forwarded_accept.eml",
+        {line: line + "\r\nATTENDEE;PARTSTAT=DECLINED:mailto:eve@example.org"},
+    )
     refused(decide(raw), "exactly one ATTENDEE")
 
 
@@ -182,8 +206,10 @@ def test_five_megabyte_attachment_is_refused() -> None:
 
 
 def test_organizer_that_is_not_us_is_refused() -> None:
-    raw = reply_bytes("gmail_decline.eml", {"ORGANIZER;CN=Training Office:mailto:training@":
-                                            "ORGANIZER;CN=Training Office:mailto:other@"})
+    raw = reply_bytes(
+        "gmail_decline.eml",
+        {"CN=Training Office:mailto:training@": "CN=Training Office:mailto:other@"},
+    )
     refused(decide(raw), "ORGANIZER other@example.org")
 
 
@@ -195,18 +221,23 @@ def test_sequence_from_the_future_is_refused_older_is_accepted() -> None:
 
 
 def test_sent_by_needs_trust() -> None:
-    raw = reply_bytes("thunderbird_tentative.eml", {
-        "From: Cy O'Neil <cy@example.org>": "From: Pat <assistant@example.org>",
-        "ATTENDEE;RSVP=TRUE;": 'ATTENDEE;SENT-BY="mailto:assistant@example.org";RSVP=TRUE;',
-    })
+    raw = reply_bytes(
+        "thunderbird_tentative.eml",
+        {
+            "From: Cy O'Neil <cy@example.org>": "From: Pat <assistant@example.org>",
+            "ATTENDEE;RSVP=TRUE;": 'ATTENDEE;SENT-BY="mailto:assistant@example.org";RSVP=TRUE;',
+        },
+    )
     refused(decide(raw), "assistant@example.org is not in trust_sent_by")
     assert isinstance(decide(raw, trust_sent_by=["assistant@example.org"]), imip.Reply)
     assert isinstance(decide(raw, trust_sent_by=["@example.org"]), imip.Reply)
 
 
 def test_forwarded_by_a_stranger_is_refused() -> None:
-    raw = reply_bytes("forwarded_accept.eml", {
-        "From: Training Office <training@example.org>": "From: Mallory <mallory@evil.example>"})
+    raw = reply_bytes(
+        "forwarded_accept.eml",
+        {"From: Training Office <training@example.org>": "From: Mallory <mallory@evil.example>"},
+    )
     refused(decide(raw), "forwarded by mallory@evil.example")
 
 
@@ -224,8 +255,9 @@ def test_plain_mail_and_foreign_invitations_are_unrelated() -> None:
     plain["From"] = "ann@example.org"
     plain.set_content("Hello, can I bring a friend?")
     assert isinstance(decide(plain.as_bytes()), imip.Unrelated)
-    invitation = imip.compose(spec(), "REQUEST", reason="invite", message_id="<m@x.org>",
-                              date=NOW).message.as_bytes()
+    invitation = imip.compose(
+        spec(), "REQUEST", reason="invite", message_id="<m@x.org>", date=NOW
+    ).message.as_bytes()
     assert isinstance(decide(invitation), imip.Unrelated)
 
 
@@ -241,24 +273,29 @@ def test_found_by_content_type_not_file_name() -> None:
 
 
 def test_counter_and_refresh() -> None:
-    counter = reply_bytes("thunderbird_tentative.eml", {
-        "METHOD:REPLY": "METHOD:COUNTER",
-        "method=REPLY": "method=COUNTER",
-        "DTSTART;TZID=Europe/Berlin:20261201T090000": "DTSTART;TZID=Europe/Berlin:20261202T090000",
-        "DTEND;TZID=Europe/Berlin:20261201T170000": "DTEND;TZID=Europe/Berlin:20261202T170000",
-    })
+    counter = reply_bytes(
+        "thunderbird_tentative.eml",
+        {
+            "METHOD:REPLY": "METHOD:COUNTER",
+            "method=REPLY": "method=COUNTER",
+            "Berlin:20261201T090000": "Berlin:20261202T090000",
+            "Berlin:20261201T170000": "Berlin:20261202T170000",
+        },
+    )
     reply = decide(counter)
     assert isinstance(reply, imip.Reply) and reply.method == "COUNTER"
     assert reply.proposed_start == datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
-    refresh = reply_bytes("gmail_decline.eml", {"METHOD:REPLY": "METHOD:REFRESH",
-                                                "method=REPLY": "method=REFRESH"})
+    refresh = reply_bytes(
+        "gmail_decline.eml", {"METHOD:REPLY": "METHOD:REFRESH", "method=REPLY": "method=REFRESH"}
+    )
     reply = decide(refresh)
     assert isinstance(reply, imip.Reply) and reply.method == "REFRESH"
 
 
 def test_mbox_from_line_gives_the_envelope_sender() -> None:
     raw = b"From cy@example.org  Fri Nov 20 12:10:00 2026\n" + reply_bytes(
-        "thunderbird_tentative.eml", {"From: Cy O'Neil <cy@example.org>": "From: x@y.example"})
+        "thunderbird_tentative.eml", {"From: Cy O'Neil <cy@example.org>": "From: x@y.example"}
+    )
     message = imip.read_message(raw)
     assert message.envelope_sender == "cy@example.org"
     assert isinstance(decide(raw), imip.Reply)
@@ -269,3 +306,38 @@ def test_delay_of_a_few_minutes_is_not_clamped() -> None:
     raw = reply_bytes("gmail_decline.eml", {"DTSTAMP:20261120T111500Z": f"DTSTAMP:{stamp}"})
     reply = decide(raw)
     assert isinstance(reply, imip.Reply) and reply.dtstamp == NOW + timedelta(minutes=2)
+
+
+# ---- whatever arrives, the reader answers with a decision, never an exception ---------------
+
+_PIECES = [
+    b"From: a@b.example\r\n",
+    b"From: <>\r\n",
+    b"From: a@b, c@d\r\n",
+    b"From: =?utf-8?q?=ff?=\r\n",
+    b"Return-Path: <x>\r\n",
+    b"Content-Type: multipart/mixed; boundary=b\r\n",
+    b"Content-Type: text/calendar; method=REPLY; charset=klingon\r\n",
+    b"Content-Type: message/rfc822\r\n",
+    b"Content-Transfer-Encoding: base64\r\n",
+    b"\r\n",
+    b"--b\r\n",
+    b"--b--\r\n",
+    b"BEGIN:VCALENDAR\r\n",
+    b"METHOD:REPLY\r\n",
+    b"BEGIN:VEVENT\r\n",
+    b"UID:tmcaldav-TM-1@example.org\r\n",
+    b"ATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org\r\n",
+    b"END:VEVENT\r\n",
+    b"END:VCALENDAR\r\n",
+    b"=?=\xff\xfe\x00",
+    b"From x\n",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_PIECES), st.binary(max_size=40)), max_size=30))
+def test_any_bytes_get_a_decision(pieces: list[bytes]) -> None:
+    raw = b"".join(pieces)
+    result = decide(raw)
+    assert isinstance(result, imip.Reply | imip.Refusal | imip.Unrelated)

@@ -42,12 +42,24 @@ STUDENTS = {
 
 
 def setup_cli(tmp_path: Path, server: RadicaleServer, extra: str) -> Cli:
-    tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}", mode="imip",
-                 extra=extra)
+    tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}", mode="imip", extra=extra)
     for email, name in STUDENTS.items():
         tm.ok("person", "add", email, "--name", name)
-    tm.ok("session", "add", "TM-1", "--title", "Intro", "--start", "2026-12-01T09:00",
-          "--end", "2026-12-01T17:00", "--location", "Room 1", "--tz", "Europe/Berlin")
+    tm.ok(
+        "session",
+        "add",
+        "TM-1",
+        "--title",
+        "Intro",
+        "--start",
+        "2026-12-01T09:00",
+        "--end",
+        "2026-12-01T17:00",
+        "--location",
+        "Room 1",
+        "--tz",
+        "Europe/Berlin",
+    )
     tm.ok("enroll", "TM-1", *STUDENTS)
     return tm
 
@@ -89,8 +101,9 @@ class World:
 
 @pytest.fixture
 def world(tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink) -> World:
-    return World(setup_cli(tmp_path, radicale_server, smtp_section(smtp_sink.port)),
-                 radicale_server)
+    return World(
+        setup_cli(tmp_path, radicale_server, smtp_section(smtp_sink.port)), radicale_server
+    )
 
 
 # ---- the whole loop --------------------------------------------------------------------------
@@ -175,8 +188,9 @@ def test_every_client_shape_updates_the_right_student(world: World) -> None:
         assert datetime.fromisoformat(student["responded_at"]) == datetime.fromisoformat(when)
     assert world.responses() == len(CLIENT_REPLIES)
     # The same message again (an MTA retry) changes nothing and fires nothing.
-    again = world.tm.ok("mail", "ingest", str(Path(__file__).parent / "data" / "imip" /
-                                              "gmail_decline.eml")).stdout
+    again = world.tm.ok(
+        "mail", "ingest", str(Path(__file__).parent / "data" / "imip" / "gmail_decline.eml")
+    ).stdout
     assert again.startswith("unchanged")
     assert world.responses() == len(CLIENT_REPLIES)
 
@@ -186,23 +200,30 @@ def _spoofs() -> dict[str, bytes]:
         b"--------------tb0123456789ABCDEF--",
         b"--------------tb0123456789ABCDEF\r\nContent-Type: application/pdf\r\n"
         b"Content-Transfer-Encoding: base64\r\n\r\n"
-        + (b"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB\r\n"
-           * 75000)
+        + (b"QUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFB\r\n" * 75000)
         + b"--------------tb0123456789ABCDEF--",
     )
     assert len(big) > 5 * 1024 * 1024
     return {
-        "wrong sender": reply_bytes("gmail_decline.eml", {"From: Bob <bob@example.org>":
-                                                          "From: Mallory <bob@evil.example>"}),
-        "uninvited attendee": reply_bytes("gmail_decline.eml", {"bob@example.org":
-                                                                "zed@example.org"}),
+        "wrong sender": reply_bytes(
+            "gmail_decline.eml", {"From: Bob <bob@example.org>": "From: Mallory <bob@evil.example>"}
+        ),
+        "uninvited attendee": reply_bytes(
+            "gmail_decline.eml", {"bob@example.org": "zed@example.org"}
+        ),
         "unknown UID": reply_bytes("gmail_decline.eml", {UID: "tmcaldav-TM-9@example.org"}),
-        "two ATTENDEEs": reply_bytes("forwarded_accept.eml", {
-            "ATTENDEE;CN=Eve Ng;PARTSTAT=ACCEPTED:mailto:eve@example.org":
-            "ATTENDEE;PARTSTAT=ACCEPTED:mailto:eve@example.org\r\n"
-            "ATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org"}),
-        "not iCalendar": reply_bytes("gmail_decline.eml", {"BEGIN:VCALENDAR\r\nPRODID":
-                                                           "BEGIN:VCARD\r\nPRODID"}),
+        "two ATTENDEEs": reply_bytes(
+            "forwarded_accept.eml",
+            {
+                "CN=Eve Ng;PARTSTAT=ACCEPTED:mailto:eve@example.org": (
+                    "PARTSTAT=ACCEPTED:mailto:eve@example.org\r\n"
+                    "ATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org"
+                )
+            },
+        ),
+        "not iCalendar": reply_bytes(
+            "gmail_decline.eml", {"BEGIN:VCALENDAR\r\nPRODID": "BEGIN:VCARD\r\nPRODID"}
+        ),
         "5 MB attachment": big,
     }
 
@@ -222,9 +243,18 @@ def test_spoofed_and_broken_replies_change_nothing(world: World) -> None:
     with world.store.transaction() as db:
         reasons = [r.reason for r in db.scalars(select(MailRefusal).order_by(MailRefusal.id))]
     assert len(reasons) == len(spoofs)
-    for reason, words in zip(reasons, ["does not match", "not an invited attendee",
-                                       "no published session", "exactly one ATTENDEE",
-                                       "not iCalendar", "too large"], strict=True):
+    for reason, words in zip(
+        reasons,
+        [
+            "does not match",
+            "not an invited attendee",
+            "no published session",
+            "exactly one ATTENDEE",
+            "not iCalendar",
+            "too large",
+        ],
+        strict=True,
+    ):
         assert words in reason, (reason, words)
     out = world.tm("doctor").output
     assert f"warn {len(spoofs)} incoming iMIP message(s) refused" in out
@@ -238,14 +268,19 @@ def test_older_sequence_is_history_only(world: World) -> None:
     assert out.startswith("history"), out
     assert world.partstats()["bob@example.org"] == "NEEDS-ACTION"
     assert world.students()["bob@example.org"]["calendar"] == "invited"
-    history = json.loads(world.tm.ok("session", "history", "TM-1", "bob@example.org",
-                                     "--json").output)
+    history = json.loads(
+        world.tm.ok("session", "history", "TM-1", "bob@example.org", "--json").output
+    )
     assert [(h["calendar"], h["source"], h["sequence"]) for h in history][-1] == (
-        "declined", "imip", 0)
+        "declined",
+        "imip",
+        0,
+    )
     assert world.responses() == 0
-    current = reply_bytes("gmail_decline.eml", {"SEQUENCE:0": "SEQUENCE:1",
-                                                "DTSTAMP:20261120T111500Z":
-                                                "DTSTAMP:20261121T090000Z"})
+    current = reply_bytes(
+        "gmail_decline.eml",
+        {"SEQUENCE:0": "SEQUENCE:1", "DTSTAMP:20261120T111500Z": "DTSTAMP:20261121T090000Z"},
+    )
     out = world.tm.ok("mail", "ingest", "-", input=current).stdout  # type: ignore[arg-type]
     assert out.startswith("applied")
     assert world.partstats()["bob@example.org"] == "DECLINED"
@@ -262,8 +297,9 @@ def requests(sink: SmtpSink) -> list[tuple[str, str, int]]:
         part = list(message.iter_parts())[2]
         import icalendar
 
-        event = next(iter(icalendar.Calendar.from_ical(part.get_payload(decode=True))
-                          .walk("VEVENT")))
+        event = next(
+            iter(icalendar.Calendar.from_ical(part.get_payload(decode=True)).walk("VEVENT"))
+        )
         out.append((m.rcpt_tos[0], str(part.get_param("method")), int(event["SEQUENCE"])))
     return out
 
@@ -278,9 +314,12 @@ def test_update_reschedule_remove_and_cancel_mail_the_right_people(
     world.tm.ok("session", "cancel", "TM-1")
     got = requests(smtp_sink)
     assert got == [
-        ("ann@example.org", "REQUEST", 0), ("bob@example.org", "REQUEST", 0),
-        ("ann@example.org", "REQUEST", 1), ("bob@example.org", "REQUEST", 1),
-        ("ann@example.org", "REQUEST", 2), ("bob@example.org", "REQUEST", 2),
+        ("ann@example.org", "REQUEST", 0),
+        ("bob@example.org", "REQUEST", 0),
+        ("ann@example.org", "REQUEST", 1),
+        ("bob@example.org", "REQUEST", 1),
+        ("ann@example.org", "REQUEST", 2),
+        ("bob@example.org", "REQUEST", 2),
         ("bob@example.org", "CANCEL", 3),
         ("ann@example.org", "CANCEL", 4),
     ]
@@ -336,29 +375,37 @@ def test_smtp_down_then_up(tmp_path: Path, radicale_server: RadicaleServer) -> N
 
 def test_refresh_resends_and_counter_suggests(world: World, smtp_sink: SmtpSink) -> None:
     world.tm.ok("invite", "TM-1", "cy@example.org")
-    refresh = reply_bytes("thunderbird_tentative.eml", {"METHOD:REPLY": "METHOD:REFRESH",
-                                                        "method=REPLY": "method=REFRESH"})
+    refresh = reply_bytes(
+        "thunderbird_tentative.eml",
+        {"METHOD:REPLY": "METHOD:REFRESH", "method=REPLY": "method=REFRESH"},
+    )
     out = world.tm.ok("mail", "ingest", "-", input=refresh).stdout  # type: ignore[arg-type]
     assert out.startswith("refresh")
     assert [m.rcpt_tos[0] for m in smtp_sink.received] == ["cy@example.org"] * 2
-    counter = reply_bytes("thunderbird_tentative.eml", {
-        "METHOD:REPLY": "METHOD:COUNTER", "method=REPLY": "method=COUNTER",
-        "DTSTART;TZID=Europe/Berlin:20261201T090000": "DTSTART;TZID=Europe/Berlin:20261202T090000",
-        "DTEND;TZID=Europe/Berlin:20261201T170000": "DTEND;TZID=Europe/Berlin:20261202T170000",
-    })
+    counter = reply_bytes(
+        "thunderbird_tentative.eml",
+        {
+            "METHOD:REPLY": "METHOD:COUNTER",
+            "method=REPLY": "method=COUNTER",
+            "Berlin:20261201T090000": "Berlin:20261202T090000",
+            "Berlin:20261201T170000": "Berlin:20261202T170000",
+        },
+    )
     for _ in range(2):  # the same proposal twice gives one suggestion
         out = world.tm.ok("mail", "ingest", "-", input=counter).stdout  # type: ignore[arg-type]
         assert out.startswith("counter")
     with world.store.transaction() as db:
         suggestions = db.scalars(select(Suggestion)).all()
         assert [(s.kind, s.plugin, s.state) for s in suggestions] == [
-            ("contact_student", "imip", "open")]
+            ("contact_student", "imip", "open")
+        ]
         assert "2026-12-02 09:00–17:00 (Europe/Berlin)" in suggestions[0].reason
     # on_suggestion hooks hear of it like of any plugin's suggestion.
     assert world.count(Outbox, Outbox.hook == "suggestion") == 1
     notes = world.students()["cy@example.org"]["notes"]
-    assert [n["text"] for n in notes] == ["proposed a new time: 2026-12-02 09:00–17:00 "
-                                          "(Europe/Berlin)"]
+    assert [n["text"] for n in notes] == [
+        "proposed a new time: 2026-12-02 09:00–17:00 (Europe/Berlin)"
+    ]
     assert world.partstats()["cy@example.org"] == "NEEDS-ACTION"  # a proposal is no answer
     assert world.responses() == 0
 
@@ -372,12 +419,14 @@ def test_smtp_with_tls_and_login(
 ) -> None:
     with SmtpSink(security=security, tls=tls_files, users={"office": "s3cret"}) as sink:
         pw = password_file(tmp_path, "smtp.pw", "s3cret")
-        extra = smtp_section(sink.port, security=security, ca_file=tls_files.ca_file,
-                             user="office", password=pw)
+        extra = smtp_section(
+            sink.port, security=security, ca_file=tls_files.ca_file, user="office", password=pw
+        )
         w = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
         w.tm.ok("invite", "TM-1", "ann@example.org")
         assert [(m.authenticated_as, m.rcpt_tos) for m in sink.received] == [
-            ("office", ["ann@example.org"])]
+            ("office", ["ann@example.org"])
+        ]
         assert "ok   smtp: 127.0.0.1" in w.tm("doctor").output
 
 
@@ -386,8 +435,10 @@ def test_smtp_tls_is_verified(
 ) -> None:
     with SmtpSink(security="tls", tls=tls_files) as sink:
         # No tls_ca_file: the private CA is not trusted, so nothing is sent.
-        w = World(setup_cli(tmp_path, radicale_server, smtp_section(sink.port, security="tls")),
-                  radicale_server)
+        w = World(
+            setup_cli(tmp_path, radicale_server, smtp_section(sink.port, security="tls")),
+            radicale_server,
+        )
         w.tm.ok("invite", "TM-1", "ann@example.org")
         assert sink.received == []
         delivery = w.students()["ann@example.org"]["delivery"]
@@ -403,7 +454,8 @@ def test_imap_starttls_and_a_wrong_password(
 ) -> None:
     wrong = password_file(tmp_path, "wrong.pw", "not-it")
     extra = smtp_section(smtp_sink.port) + imap_section(
-        imap_server.port, wrong, security="starttls", ca_file=tls_files.ca_file)
+        imap_server.port, wrong, security="starttls", ca_file=tls_files.ca_file
+    )
     w = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
     w.tm.ok("invite", "TM-1", "dee@example.org")
     imap_server.deliver(ORGANIZER, [reply_bytes("apple_accept.eml")])
@@ -426,13 +478,19 @@ def test_maildir(tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: Smt
     w.tm.ok("invite", "TM-1", "--all-enrolled")
     (maildir / "new" / "1.host").write_bytes(reply_bytes("apple_accept.eml"))
     (maildir / "new" / "2.host").write_bytes(b"From: x@y.example\r\n\r\nhello\r\n")
-    (maildir / "new" / "3.host").write_bytes(reply_bytes("gmail_decline.eml", {
-        "From: Bob <bob@example.org>": "From: Mallory <mallory@evil.example>"}))
+    (maildir / "new" / "3.host").write_bytes(
+        reply_bytes(
+            "gmail_decline.eml",
+            {"From: Bob <bob@example.org>": "From: Mallory <mallory@evil.example>"},
+        )
+    )
     out = w.tm.ok("mail", "ingest").output
     assert "3 message(s) read, 1 answer(s) applied, 1 refused" in out
     assert w.partstats()["dee@example.org"] == "ACCEPTED"
     assert sorted(p.name for p in (maildir / ".tmcaldav-processed" / "cur").iterdir()) == [
-        "1.host:2,", "3.host:2,"]
+        "1.host:2,",
+        "3.host:2,",
+    ]
     assert [p.name for p in (maildir / "cur").iterdir()] == ["2.host:2,"]
     assert list((maildir / "new").iterdir()) == []
 
@@ -441,8 +499,7 @@ def test_mta_pipe_with_envelope_and_a_caldav_outage(
     world: World, radicale_server: RadicaleServer
 ) -> None:
     world.tm.ok("invite", "TM-1", "eve@example.org")
-    raw = b"From eve@example.org  Fri Nov 20 15:00:00 2026\n" + reply_bytes(
-        "forwarded_accept.eml")
+    raw = b"From eve@example.org  Fri Nov 20 15:00:00 2026\n" + reply_bytes("forwarded_accept.eml")
     radicale_server.stop()
     result = world.tm("mail", "ingest", "-", input=raw)  # type: ignore[arg-type]
     assert result.exit_code == 75, result.output
@@ -461,8 +518,7 @@ def test_imap_servers_without_move(
     """Older servers: COPY, then flag \\Deleted and UID EXPUNGE (UIDPLUS) only that
     message; without UIDPLUS never a plain EXPUNGE, which would also remove what a
     person marked deleted: the processed message stays flagged and is skipped."""
-    server = DovecotServer({ORGANIZER: "pw-imap"},
-                           extra_config=f"imap_capability = {capability}\n")
+    server = DovecotServer({ORGANIZER: "pw-imap"}, extra_config=f"imap_capability = {capability}\n")
     try:
         server.start()
     except ImapUnavailable as e:
