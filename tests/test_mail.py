@@ -545,3 +545,37 @@ def test_imap_servers_without_move(
         assert (again.read, again.applied) == (0, 0)
     finally:
         server.stop()
+
+
+def test_crash_between_caldav_write_and_store_loses_nothing(world: World) -> None:
+    """The answer reached the server but the store never recorded it (a crash): the poll
+    records it, and the same message read again afterwards changes nothing."""
+    world.tm.ok("invite", "TM-1", "ann@example.org")
+    world.publisher.apply_reply("TM-1", "ann@example.org", "ACCEPTED")  # ... then "crash"
+    assert world.students()["ann@example.org"]["calendar"] == "invited"
+    poll = Poller(world.store, world.publisher.calendar, ORGANIZER).poll()
+    assert poll.answers == 1
+    out = world.tm.ok("mail", "ingest", "-", input=reply_bytes("outlook_accept.eml")).stdout
+    assert out.startswith("unchanged")
+    assert world.responses() == 1
+    assert world.students()["ann@example.org"]["calendar"] == "accepted"
+
+
+def test_delegated_is_recorded_and_the_delegate_not_enrolled(world: World) -> None:
+    world.tm.ok("invite", "TM-1", "cy@example.org")
+    delegated = reply_bytes(
+        "thunderbird_tentative.eml",
+        {"PARTSTAT=TENTATIVE;": 'PARTSTAT=DELEGATED;DELEGATED-TO="mailto:sub@example.org";'},
+    )
+    out = world.tm.ok("mail", "ingest", "-", input=delegated).stdout
+    assert out.startswith("applied (cy@example.org in TM-1): delegated")
+    assert world.partstats() == {"cy@example.org": "DELEGATED"}
+    students = world.students()
+    assert students["cy@example.org"]["calendar"] == "delegated"
+    assert "sub@example.org" not in students
+    # The delegate's own answer is not from an invited attendee: refused.
+    sub = reply_bytes(
+        "gmail_decline.eml",
+        {"bob@example.org": "sub@example.org", "From: Bob <": "From: Sub <"},
+    )
+    assert world.tm.ok("mail", "ingest", "-", input=sub).stdout.startswith("refused")
