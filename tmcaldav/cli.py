@@ -51,6 +51,10 @@ class App:
         from tmcaldav.publish import Publisher
 
         publisher = Publisher(self.config, self.store)
+        from tmcaldav.dispatch import watch_invitations
+
+        # Invitations made by any command reach on_invitation_sent at the next sync.
+        watch_invitations(publisher)
         if self.config.scheduling.mode == "imip":
             from tmcaldav.mail import MailService
 
@@ -80,6 +84,10 @@ def _error_code(error: BaseException) -> int | None:
     if isinstance(error, ConfigError | SecretError | StoreError):
         return EXIT_USAGE
     if isinstance(error, RosterError | NotFoundError | CsvImportError):
+        return EXIT_FAILED
+    from tmcaldav.suggestions import SuggestionError
+
+    if isinstance(error, SuggestionError):
         return EXIT_FAILED
     from tmcaldav.publish import PublishError
 
@@ -477,7 +485,20 @@ def sync(app: App, accept_empty: bool) -> None:
         result = poller.poll(accept_empty=accept_empty)
     except EmptyCalendar as e:
         fail(str(e))
-    click.echo(result.summary())
+    dispatched = _dispatch(app)
+    click.echo(f"{result.summary()}; {dispatched.summary()}")
+
+
+def _dispatch(app: App) -> Any:
+    """Run the hooks for what is pending (and the time checks) once, then close the plugins."""
+    from tmcaldav.dispatch import Dispatcher
+    from tmcaldav.plugins import get_plugin_manager
+
+    dispatcher = Dispatcher(app.config, app.store, app.publisher, get_plugin_manager(app.config))
+    try:
+        return dispatcher.run()
+    finally:
+        dispatcher.close()
 
 
 @cli.command()
@@ -581,6 +602,126 @@ def demo(keep: bool) -> None:
     from tmcaldav.demo import main as run_demo
 
     run_demo(keep)
+
+
+# ---- plugins, suggestions, reports ---------------------------------------------------------
+
+
+@cli.command("plugins")
+@json_option
+@pass_app
+def plugins_command(app: App, as_json: bool) -> None:
+    """The plugins loaded, their versions and hooks, and those that failed to load.
+
+    Exits 1 when a plugin named in [plugins] enable could not be loaded."""
+    from tmcaldav.page import table
+    from tmcaldav.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(app.config)
+    data = {
+        "loaded": [
+            {"name": p.name, "version": p.version, "source": p.source, "hooks": list(p.hooks)}
+            for p in pm.loaded
+        ],
+        "failed": [{"name": f.name, "reason": f.reason} for f in pm.failures],
+        "available": pm.available,
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        rows = [("NAME", "VERSION", "HOOKS", "SOURCE")] + [
+            (p["name"], p["version"] or "", ", ".join(p["hooks"]), p["source"])
+            for p in data["loaded"]
+        ]
+        click.echo(table(rows) if data["loaded"] else "no plugins loaded")
+        for f in data["failed"]:
+            click.echo(f"failed to load {f['name']}: {f['reason']}")
+        if data["available"]:
+            click.echo(f"available, not enabled: {', '.join(data['available'])}")
+    if pm.failures:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--session", "session_key", metavar="KEY", help="Only this session's.")
+@click.option("--all", "everything", is_flag=True, help="Include applied and dismissed ones.")
+@json_option
+@click.pass_context
+def suggestions(ctx: click.Context, session_key: str | None, everything: bool, as_json: bool
+                ) -> None:
+    """What the plugins suggest (open ones); `apply ID` does it, `dismiss ID` drops it."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from tmcaldav.suggestions import list_suggestions, render_suggestions
+
+    app = ctx.find_object(App)
+    assert app is not None
+    with app.transaction() as db:
+        rows = list_suggestions(db, session_key=session_key, include_decided=everything)
+    if as_json:
+        emit_json(rows)
+    else:
+        click.echo(render_suggestions(rows) if rows else "no suggestions")
+
+
+@suggestions.command("apply")
+@click.argument("suggestion_id", type=int, metavar="ID")
+@click.option("--note", help="A note to keep with the change (for contact_student: what was said).")
+@pass_app
+def suggestions_apply(app: App, suggestion_id: int, note: str | None) -> None:
+    """Do what suggestion ID suggests (cancel, invite, promote, note, offer, no-show)."""
+    from tmcaldav.suggestions import apply_suggestion
+
+    click.echo(apply_suggestion(app.store, app.publisher, suggestion_id, note=note))
+
+
+@suggestions.command("dismiss")
+@click.argument("suggestion_id", type=int, metavar="ID")
+@pass_app
+def suggestions_dismiss(app: App, suggestion_id: int) -> None:
+    """Drop suggestion ID; the same advice is not given again."""
+    from tmcaldav.suggestions import dismiss_suggestion
+
+    click.echo(dismiss_suggestion(app.store, suggestion_id))
+
+
+@cli.group()
+def report() -> None:
+    """Reports over the store's history."""
+
+
+@report.command("no-shows")
+@json_option
+@pass_app
+def report_no_shows(app: App, as_json: bool) -> None:
+    """Students who missed sessions, and how many of those they had accepted."""
+    from tmcaldav.page import table
+    from tmcaldav.reports import no_show_report
+
+    with app.transaction() as db:
+        rows = no_show_report(db)
+    if as_json:
+        emit_json(rows)
+        return
+    header = ("EMAIL", "NAME", "SESSIONS", "ACCEPTED", "NO-SHOWS", "ACCEPTED, NOT COME")
+    click.echo(
+        table(
+            [header]
+            + [
+                (
+                    r["email"],
+                    r["name"] or "",
+                    str(r["sessions"]),
+                    str(r["accepted"]),
+                    str(r["no_shows"]),
+                    str(r["accepted_no_shows"]),
+                )
+                for r in rows
+            ]
+        )
+        if rows
+        else "no no-shows recorded"
+    )
 
 
 def main() -> None:

@@ -1,0 +1,95 @@
+"""The `followup` plugin: ask the administrator to contact students who are unsure.
+
+- A student answers Maybe (tentative) and the session has a waitlist → contact_student
+  at once: someone else is waiting for the seat.
+- A student answers Maybe and there is no waitlist → contact_student `days_before`
+  days before the start (at once if the answer comes later than that).
+- No answer `days_before` days before the start, and the session has a waitlist or is
+  full → contact_student.
+
+Settings (`[plugins.followup]`): `days_before` (whole days, default 3); tmcaldav
+also reads it to know when to call `on_no_response`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import timedelta
+from typing import Any
+
+from tmcaldav.hookspecs import hookimpl
+from tmcaldav.views import HookContext, ResponseChange, SessionView, StudentView, SuggestionSpec
+
+NAME = "followup"
+DEFAULT_DAYS_BEFORE = 3
+
+
+def _who(student: StudentView) -> str:
+    phone = f" ({student.phone})" if student.phone else ""
+    return f"{student.name or student.email}{phone}"
+
+
+class FollowupPlugin:
+    """Suggests contacting students whose answer is missing or unsure."""
+
+    __version__ = "1"
+
+    def __init__(self, settings: Mapping[str, Any]):
+        unknown = set(settings) - {"days_before"}
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: days_before")
+        days = settings.get("days_before", DEFAULT_DAYS_BEFORE)
+        if isinstance(days, bool) or not isinstance(days, int) or days < 0:
+            raise ValueError(f"days_before must be a whole number of days, 0 or more: {days!r}")
+        self.days_before = days
+
+    def _tentative(self, student: StudentView, session: SessionView, why: str) -> SuggestionSpec:
+        # One key for both paths (at once, or before the start): asked once per student.
+        return SuggestionSpec(
+            "contact_student",
+            student.email,
+            f"{_who(student)} answered Maybe; {why}",
+            dedupe_key="tentative",
+        )
+
+    @hookimpl
+    def on_tentative(
+        self, change: ResponseChange, session: SessionView, context: HookContext
+    ) -> SuggestionSpec | None:
+        """Maybe with a waitlist, or close to the start: contact at once."""
+        student = session.student(change.email)
+        if student is None or student.status not in ("enrolled", "waitlisted"):
+            return None
+        if session.waitlist:
+            waiting = len(session.waitlist)
+            return self._tentative(
+                student, session, f"{waiting} student(s) are waiting for a seat; ask if they come"
+            )
+        if session.start - context.now <= timedelta(days=self.days_before):
+            return self._tentative(student, session, "the session starts soon; ask if they come")
+        return None  # on_no_response asks `days_before` days before the start
+
+    @hookimpl
+    def on_no_response(self, student: StudentView, session: SessionView) -> SuggestionSpec | None:
+        """No firm answer close to the start: contact when unsure, or when seats are short."""
+        if student.calendar_status == "tentative":
+            return self._tentative(student, session, "the session starts soon; ask if they come")
+        if session.waitlist or session.is_full:
+            crowd = (
+                f"{len(session.waitlist)} student(s) are waiting"
+                if session.waitlist
+                else "the session is full"
+            )
+            return SuggestionSpec(
+                "contact_student",
+                student.email,
+                f"{_who(student)} has not answered the invitation and {crowd}; "
+                f"ask if they come ({self.days_before} day(s) or less before the start)",
+                dedupe_key="no_response",
+            )
+        return None
+
+
+def tmcaldav_plugin(settings: Mapping[str, Any]) -> FollowupPlugin:
+    """Build the plugin (for loading this module as a file)."""
+    return FollowupPlugin(settings)

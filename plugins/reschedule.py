@@ -1,0 +1,69 @@
+"""The `reschedule` plugin: offer a student who declines a later session of the course.
+
+When an enrolled student declines and a later scheduled session of the same course
+has a free seat (and the student is not already in it), suggest
+offer_other_session for the soonest such session. Applying it enrolls the student
+there and invites them. Settings: none.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from tmcaldav.hookspecs import hookimpl
+from tmcaldav.views import HookContext, ResponseChange, SessionView, SuggestionSpec
+
+NAME = "reschedule"
+
+
+def first_open(email: str, later: tuple[SessionView, ...]) -> SessionView | None:
+    """The soonest later session with a free seat that the student is not in (pure)."""
+    for other in later:
+        if other.status != "scheduled":
+            continue
+        if other.student(email) is not None:
+            continue  # already there, or cancelled there on purpose
+        if other.free_seats is None or other.free_seats > 0:
+            return other
+    return None
+
+
+class ReschedulePlugin:
+    """Offers the next session of the course with a free seat to a student who declines."""
+
+    __version__ = "1"
+
+    def __init__(self, settings: Mapping[str, Any]):
+        unknown = set(settings) - {"days_before"}
+        if unknown:
+            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; it takes none")
+
+    @hookimpl
+    def on_decline(
+        self, change: ResponseChange, session: SessionView, context: HookContext
+    ) -> SuggestionSpec | None:
+        """Offer the soonest later session of the course with a free seat."""
+        student = session.student(change.email)
+        if student is None or student.status != "enrolled":
+            return None
+        other = first_open(student.email, context.later_sessions)
+        if other is None:
+            return None
+        seats = (
+            "unlimited seats" if other.free_seats is None else f"{other.free_seats} free seat(s)"
+        )
+        day = other.start.astimezone(ZoneInfo(other.tz)).date().isoformat()
+        return SuggestionSpec(
+            "offer_other_session",
+            student.email,
+            f"{student.name or student.email} declined {session.key}; {other.key} "
+            f"({other.title}, {day}) has {seats}",
+            details={"session": other.key},
+        )
+
+
+def tmcaldav_plugin(settings: Mapping[str, Any]) -> ReschedulePlugin:
+    """Build the plugin (for loading this module as a file)."""
+    return ReschedulePlugin(settings)
