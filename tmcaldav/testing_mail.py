@@ -441,6 +441,8 @@ listen = {_HOST}
 login_greeting = tmcaldav-test-{self._token} ready
 {ssl_lines}disable_plaintext_auth = no
 auth_mechanisms = plain login
+# A wrong password is answered at once: tests try one on purpose.
+auth_failure_delay = 0
 default_internal_user = {user}
 default_internal_group = {group}
 default_login_user = {user}
