@@ -62,6 +62,8 @@ def on_response(
         since the answer was recorded).
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions.
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -78,6 +80,8 @@ def on_accept(
     :param session: the session as it is when the hook runs.
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. promote_waitlisted).
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -97,6 +101,8 @@ def on_decline(
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. cancel_enrollment,
         invite_waitlisted, offer_other_session).
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -112,6 +118,8 @@ def on_tentative(
     :param session: the session as it is when the hook runs.
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. contact_student).
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -132,6 +140,8 @@ def on_no_response(
     :param session: the session as it is now.
     :param context: the time (`context.now`), the event id and later sessions.
     :return: None, a suggestion, or a list of suggestions (e.g. contact_student).
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -146,6 +156,8 @@ def on_session_ended(session: SessionView, context: HookContext) -> SuggestionRe
         `attended` or `no_show`, or still `enrolled`) and calendar status.
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. mark_no_show).
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -163,6 +175,8 @@ def on_invitation_sent(
     :param session: the session as it is now.
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions.
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
@@ -179,6 +193,8 @@ def on_suggestion(
     :param session: the session the suggestion is about.
     :param context: the time, the event id (unique per suggestion) and later sessions.
     :return: None, a suggestion, or a list of suggestions.
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
