@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import pwd
 import shutil
+import signal
 import socket
 import subprocess
 import tempfile
@@ -66,7 +67,8 @@ class PostgresServer:
     def stop(self) -> None:
         """Stop the server and remove its folder."""
         if self.process.poll() is None:
-            self.process.terminate()
+            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+            self.process.send_signal(signal.SIGINT)
             try:
                 self.process.wait(timeout=20)
             except subprocess.TimeoutExpired:

@@ -596,12 +596,16 @@ def import_file(app: App, file: str, kind: str) -> None:
 
 
 @cli.command()
-@click.option("--keep", is_flag=True, help="Leave the demo's files for exploring.")
-def demo(keep: bool) -> None:
-    """Show tmcaldav working on an embedded store, in a temp folder."""
+@click.option("--keep", is_flag=True, help="Leave the server and files for exploring.")
+@click.option(
+    "--pace", type=click.FloatRange(0, 10), default=1.0, show_default=True,
+    help="Scale the pauses between answers (1 takes about a minute; 0 is quickest).",
+)
+def demo(keep: bool, pace: float) -> None:
+    """Show the daemon at work: embedded Radicale, SQLite, students answering."""
     from tmcaldav.demo import main as run_demo
 
-    run_demo(keep)
+    run_demo(keep, pace)
 
 
 # ---- plugins, suggestions, reports ---------------------------------------------------------

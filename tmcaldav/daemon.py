@@ -79,26 +79,30 @@ class Daemon:
 
     def _build(self) -> None:
         """(Re)build the services from the current config."""
+        from tmcaldav.dispatch import Dispatcher
+        from tmcaldav.plugins import get_plugin_manager
+
+        if getattr(self, "dispatcher", None) is not None:
+            self.dispatcher.close()
         self.publisher = Publisher(self.config, self.store)
         self.poller: Poller | None = None
-        self.dispatcher: Any = None
+        self.dispatcher = Dispatcher(
+            self.config, self.store, self.publisher, get_plugin_manager(self.config)
+        )
         self.mail: Any = None
-        try:
-            from tmcaldav.plugins import Dispatcher, get_plugin_manager
-        except ImportError:  # pragma: no cover - the plugins issue lands separately
-            pass
-        else:
-            self.dispatcher = Dispatcher(
-                self.config, self.store, self.publisher, get_plugin_manager(self.config)
-            )
         if self.config.scheduling.mode == "imip":
-            try:
-                from tmcaldav.mail import MailService
-            except ImportError:  # pragma: no cover - the iMIP issue lands separately
-                pass
-            else:
-                self.mail = MailService(self.config, self.store, self.publisher)
-                self.mail.attach(self.publisher)
+            from tmcaldav.mail import MailService
+
+            self.mail = MailService(self.config, self.store, self.publisher)
+            self.mail.attach(self.publisher)
+
+    def _reconnect(self) -> None:
+        """A fresh publisher (and so a fresh connection) for every service next tick."""
+        self.poller = None
+        self.publisher = Publisher(self.config, self.store)
+        self.dispatcher.publisher = self.publisher
+        if self.mail is not None:
+            self.mail.attach(self.publisher)
 
     def _connected_poller(self) -> Poller:
         if self.poller is None:
@@ -137,11 +141,14 @@ class Daemon:
         now = now or utcnow()
         parts: list[str] = []
         ok = self._server_step(now, parts)
-        for name, step in (("hooks", self.dispatcher), ("mail", self.mail)):
-            if step is None or self.stop_requested:
-                continue
+        steps = [("hooks", self.dispatcher.run)]
+        if self.mail is not None:
+            steps.append(("mail", self.mail.tick))
+        for name, step in steps:
+            if self.stop_requested:
+                break
             try:
-                parts.append(f"{name}: {step.run(now) if name == 'hooks' else step.tick(now)}")
+                parts.append(f"{name}: {step(now)}")
             except (CalendarError, SecretError, StoreError) as e:
                 ok = False
                 log.error("%s step failed: %s", name, e)
@@ -166,10 +173,7 @@ class Daemon:
             retry_after = e.retry_after if isinstance(e, ServerError) else None
             self._record_failure(now, type(e).__name__, str(e), retry_after)
             # Reconnect next time: the server may have come back as someone else.
-            self.poller = None
-            self.publisher = Publisher(self.config, self.store)
-            if self.dispatcher is not None:
-                self.dispatcher.publisher = self.publisher
+            self._reconnect()
             parts.append(f"server failing ({type(e).__name__})")
             return False
         self._record_success()
@@ -285,6 +289,7 @@ class Daemon:
                 self.reload_requested = False
                 self.reload()
         self.notifier.stopping()
+        self.dispatcher.close()
         log.info("tmcaldav daemon stopped")
         return EXIT_OK
 

@@ -1,97 +1,338 @@
-"""`tmcaldav demo`: a tour of tmcaldav on an embedded SQLite store, in a temp folder.
+"""`tmcaldav demo`: the daemon at work on an embedded Radicale and a SQLite store.
 
-It drives the real CLI (the same commands an administrator types) and prints what
-each shows, so a newcomer sees the product work before reading any docs.
+It starts Radicale on 127.0.0.1 in a temp folder, seeds two sessions of one course,
+invites the students, starts the real daemon (`tmcaldav run`) with a short interval,
+and then plays the students' answers through a second CalDAV login, the way a
+scheduling server writes them: accept, decline, tentative, a changed mind, silence.
+As the daemon records each answer, the demo prints the session page and the new
+suggestions, applies the waitlist's suggestions to show the seat moving, and ends
+with the no-show report. Everything it does goes through the real CLI.
 """
 
 from __future__ import annotations
 
+import json
 import shlex
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
+from urllib.parse import urljoin
+from zoneinfo import ZoneInfo
 
 import click
-from click.testing import CliRunner
 
 STUDENTS = [
     ("ann@example.org", "Ann Lee"),
     ("bob@example.org", "Bob Müller"),
     ("cy@example.org", "Cy O'Neil"),
-    ("dee@example.org", "Dee, Jr."),
+    ("dee@example.org", "Dee Okafor"),
     ("eve@example.org", "Eve Ng"),
-    ("fay@example.org", "Fay Okafor"),
+    ("fay@example.org", "Fay Hart"),
 ]
+ENROLLED, WAITLISTED = STUDENTS[:4], STUDENTS[4:]
+COURSE = "EXC"
+NEXT, PAST = "EXC-2", "EXC-1"
 
 
-def write_demo_config(folder: Path, extra: str = "") -> Path:
-    """A config for the demo's SQLite store in `folder`."""
-    config = folder / "daemon.toml"
-    config.write_text(
-        f'[store]\nurl = "sqlite:///{folder / "tmcaldav.db"}"\n\n'
-        '[scheduling]\norganizer_email = "training@example.org"\n'
-        'organizer_name = "Training Office"\ntimezone = "Europe/Berlin"\n' + extra
-    )
-    return config
+class Demo:
+    """One run of the demo in `folder`; `pace` scales every pause (1.0 ≈ a minute)."""
 
+    def __init__(self, folder: Path, pace: float, echo: Callable[[str], None] = click.echo):
+        self.folder = folder
+        self.pace = pace
+        self.echo = echo
+        self.config = folder / "daemon.toml"
+        self.server: Any = None
+        self.daemon: subprocess.Popen[bytes] | None = None
+        self.seen_suggestions: set[int] = set()
 
-def run_tour(folder: Path, echo: Callable[[str], None] = click.echo) -> None:
-    """Seed two sessions of one course and show the pages, through the real CLI."""
-    from tmcaldav.cli import cli
+    # ---- the pieces -----------------------------------------------------------------
 
-    config = write_demo_config(folder)
-    runner = CliRunner()
-
-    def tm(*args: str) -> str:
-        echo(click.style(f"$ tmcaldav {shlex.join(args)}", bold=True))
-        result = runner.invoke(cli, ["-c", str(config), *args])
-        if result.exit_code != 0:
-            raise click.ClickException(f"demo step failed: {result.output}")
-        echo(result.output.rstrip())
-        return result.output
-
-    tm("db", "upgrade")
-    for email, name in STUDENTS:
-        tm("person", "add", email, "--name", name)
-    start = (datetime.now(UTC) + timedelta(days=7)).replace(hour=8, minute=0, second=0)
-    for i, key in enumerate(("EXC-1", "EXC-2")):
-        day = start + timedelta(days=7 * i)
-        tm(
-            "session",
-            "add",
-            key,
-            "--title",
-            f"Excel basics, part {i + 1}",
-            "--start",
-            day.isoformat(timespec="minutes"),
-            "--end",
-            (day + timedelta(hours=3)).isoformat(timespec="minutes"),
-            "--capacity",
-            "4",
-            "--course",
-            "EXC",
-            "--location",
-            "Room 2.14",
+    def tm(self, *args: str, quiet: bool = False) -> str:
+        """Run the real CLI (`python -m tmcaldav`), show the command and its output."""
+        if not quiet:
+            self.echo(click.style(f"$ tmcaldav {shlex.join(args)}", bold=True))
+        done = subprocess.run(
+            [sys.executable, "-m", "tmcaldav", "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=120,
         )
-    tm("enroll", "EXC-1", *[e for e, _ in STUDENTS[:4]])
-    tm("enroll", "EXC-1", *[e for e, _ in STUDENTS[4:]], "--waitlist")
-    tm("note", "EXC-1", "cy@example.org", "asked for a parking permit")
-    tm("session", "show", "EXC-1")
-    tm("session", "list")
-
-
-def main(keep: bool) -> None:
-    """Run the demo in a temp folder; keep it when asked."""
-    folder = Path(tempfile.mkdtemp(prefix="tmcaldav-demo-"))
-    try:
-        run_tour(folder)
-    finally:
-        if keep:
-            click.echo(
-                f"\nThe demo's files are in {folder}; try:\n"
-                f"  tmcaldav -c {folder / 'daemon.toml'} session show EXC-1"
+        if done.returncode != 0:
+            raise click.ClickException(
+                f"demo step `tmcaldav {shlex.join(args)}` failed:\n{done.stdout}{done.stderr}"
             )
+        if not quiet:
+            self.echo(done.stdout.rstrip())
+        return done.stdout
+
+    def pause(self, seconds: float) -> None:
+        """Wait (scaled by the pace)."""
+        time.sleep(seconds * self.pace)
+
+    def start_server(self) -> None:
+        """Radicale on 127.0.0.1, a free port, storage in the demo folder."""
+        try:
+            from tmcaldav.testing import start_radicale
+        except ImportError as e:
+            raise click.ClickException(
+                f"the demo needs Radicale ({e}); install it: pip install 'tmcaldav[demo]'"
+            ) from e
+        self.server = start_radicale(self.folder / "radicale")
+        pw = self.folder / "caldav.pw"
+        pw.write_text(self.server.users[self.server.organizer])
+        pw.chmod(0o600)
+        interval = max(0.3, 2 * self.pace)
+        self.config.write_text(
+            f'[store]\nurl = "sqlite:///{self.folder / "tmcaldav.db"}"\n\n'
+            f'[caldav]\nurl = "{self.server.url}"\nusername = "{self.server.organizer}"\n'
+            f'password_file = "{pw}"\ncalendar = "trainings"\n\n'
+            '[scheduling]\nmode = "server"\norganizer_email = "training@example.org"\n'
+            'organizer_name = "Training Office"\ntimezone = "Europe/Berlin"\n\n'
+            f"[daemon]\npoll_interval = {interval}\nbackoff_max = {max(interval, 5)}\n\n"
+            '[plugins]\nenable = ["waitlist", "followup", "noshow", "reschedule"]\n\n'
+            "[plugins.followup]\ndays_before = 3\n"
+        )
+
+    def start_daemon(self) -> None:
+        """The real daemon, as systemd would run it, logging to a file."""
+        log = (self.folder / "daemon.log").open("ab")
+        self.daemon = subprocess.Popen(
+            [sys.executable, "-m", "tmcaldav", "-c", str(self.config), "run"],
+            stdout=subprocess.DEVNULL,
+            stderr=log,
+        )
+
+    def stop_daemon(self) -> None:
+        """SIGTERM, as `systemctl stop` sends."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGTERM)
+            self.daemon.wait(30)
+
+    def answer(self, key: str, email: str, partstat: str) -> None:
+        """A student's answer, written as a scheduling server writes it."""
+        import niquests
+
+        from tmcaldav import ical
+
+        href = self.page(key)["href"]
+        http = niquests.Session()
+        http.auth = ("student", self.server.users["student"])
+        url = urljoin(self.server.url, href)
+        got = http.get(url)
+        body = ical.set_partstats(got.text, {email: partstat})
+        put = http.put(
+            url,
+            data=body.encode(),
+            headers={
+                "Content-Type": "text/calendar; charset=utf-8",
+                "If-Match": got.headers["ETag"],
+            },
+        )
+        if put.status_code not in (201, 204):
+            raise click.ClickException(f"the student's answer was refused ({put.status_code})")
+        name = dict(STUDENTS)[email]
+        word = {"ACCEPTED": "Yes", "DECLINED": "No", "TENTATIVE": "Maybe"}[partstat]
+        self.echo(
+            click.style(f"\n>>> {name} clicks “{word}” for {key} in their calendar", fg="cyan")
+        )
+
+    def page(self, key: str) -> dict[str, Any]:
+        """The session page as JSON, plus the event's href from the store."""
+        from tmcaldav.config import load_config
+        from tmcaldav.store import Store, get_session
+
+        data: dict[str, Any] = json.loads(self.tm("session", "show", key, "--json", quiet=True))
+        store = Store(load_config(self.config).store.url)
+        with store.transaction() as db:
+            data["href"] = get_session(db, key).href
+        store.close()
+        return data
+
+    def wait_until(self, key: str, email: str, calendar: str) -> None:
+        """Until the daemon has recorded `email`'s answer."""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            students = {s["email"]: s for s in self.page(key)["students"]}
+            if students[email]["calendar"] == calendar:
+                return
+            time.sleep(0.2)
+        raise click.ClickException(
+            f"the daemon did not record {email}'s answer; see {self.folder / 'daemon.log'}"
+        )
+
+    def new_suggestions(self, kind: str | None = None, wait: float = 0) -> list[dict[str, Any]]:
+        """Print suggestions not shown before (waiting up to `wait` s for one of `kind`)."""
+        deadline = time.monotonic() + wait
+        while True:
+            rows = json.loads(self.tm("suggestions", "--json", quiet=True))
+            fresh = [r for r in rows if r["id"] not in self.seen_suggestions]
+            if not wait or any(r["kind"] == kind for r in fresh) or time.monotonic() > deadline:
+                break
+            time.sleep(0.2)
+        for r in fresh:
+            self.seen_suggestions.add(r["id"])
+            self.echo(
+                click.style(
+                    f"  suggestion #{r['id']} ({r['plugin']}): {r['kind']} "
+                    f"{r['email']} in {r['session']}: {r['reason']}",
+                    fg="yellow",
+                )
+            )
+        return fresh
+
+    # ---- the story ------------------------------------------------------------------
+
+    def seed(self) -> None:
+        """Two sessions of one course, six students, invitations out."""
+        self.tm("db", "upgrade")
+        for email, name in STUDENTS:
+            self.tm("person", "add", email, "--name", name, quiet=True)
+        self.echo(f"(added {len(STUDENTS)} students)")
+        today = datetime.now(ZoneInfo("Europe/Berlin")).replace(
+            hour=9, minute=0, second=0, microsecond=0
+        )
+        nxt = today + timedelta(days=7)
+        past = today - timedelta(days=1)
+        for key, start, title in (
+            (PAST, past, "Excel basics (last week's run)"),
+            (NEXT, nxt, "Excel basics"),
+        ):
+            self.tm(
+                "session",
+                "add",
+                key,
+                "--title",
+                title,
+                "--course",
+                COURSE,
+                "--start",
+                start.isoformat(timespec="minutes"),
+                "--end",
+                (start + timedelta(hours=3)).isoformat(timespec="minutes"),
+                "--capacity",
+                "4",
+                "--location",
+                "Room 2.14",
+            )
+        self.tm("enroll", NEXT, *[e for e, _ in ENROLLED])
+        self.tm("enroll", NEXT, *[e for e, _ in WAITLISTED], "--waitlist")
+        self.tm("enroll", PAST, *[e for e, _ in ENROLLED[:3]])
+        self.tm("invite", NEXT, "--all-enrolled")
+        self.tm("invite", PAST, "--all-enrolled")
+
+    def play(self) -> None:
+        """The students answer while the daemon runs."""
+        self.echo(
+            click.style("\nThe daemon is running (`tmcaldav run`); students answer:", bold=True)
+        )
+        self.answer(NEXT, "ann@example.org", "ACCEPTED")
+        self.wait_until(NEXT, "ann@example.org", "accepted")
+        self.pause(8)
+        self.answer(NEXT, "bob@example.org", "DECLINED")
+        self.wait_until(NEXT, "bob@example.org", "declined")
+        self.tm("session", "show", NEXT)
+        self.new_suggestions("invite_waitlisted", wait=30)
+        self.pause(8)
+        self.answer(NEXT, "cy@example.org", "TENTATIVE")
+        self.wait_until(NEXT, "cy@example.org", "tentative")
+        self.new_suggestions("contact_student", wait=30)
+        self.pause(8)
+        self.answer(NEXT, "cy@example.org", "ACCEPTED")
+        self.wait_until(NEXT, "cy@example.org", "accepted")
+        self.echo("  (Cy changed their mind: the history keeps both answers)")
+        self.tm("session", "history", NEXT, "cy@example.org")
+        self.echo(click.style("\n>>> Dee does not answer at all.", fg="cyan"))
+        self.pause(8)
+        # The waitlist moves: the administrator applies the waitlist's suggestions.
+        self.echo(click.style("\nThe administrator applies the waitlist's suggestions:", bold=True))
+        for row in json.loads(self.tm("suggestions", "--session", NEXT, "--json", quiet=True)):
+            if row["kind"] in ("cancel_enrollment", "invite_waitlisted"):
+                self.tm("suggestions", "apply", str(row["id"]))
+        self.tm("session", "show", NEXT)
+        self.pause(8)
+        self.answer(NEXT, "eve@example.org", "ACCEPTED")
+        self.wait_until(NEXT, "eve@example.org", "accepted")
+        for row in self.new_suggestions("promote_waitlisted", wait=30):
+            if row["kind"] == "promote_waitlisted":
+                self.tm("suggestions", "apply", str(row["id"]))
+        self.tm("session", "show", NEXT)
+
+    def before_the_daemon(self) -> None:
+        """Last week's run of the course: who accepted, who came."""
+        self.echo(
+            click.style(
+                f"\n{PAST} ended yesterday. Ann and Bob had accepted; only Ann "
+                "came. Cy never answered.",
+                bold=True,
+            )
+        )
+        self.answer(PAST, "ann@example.org", "ACCEPTED")
+        self.answer(PAST, "bob@example.org", "ACCEPTED")
+        self.tm("set-status", PAST, "ann@example.org", "attended")
+
+    def no_shows(self) -> None:
+        """The no-show suggestions the daemon made for last week's run, and the report."""
+        self.echo(click.style(f"\nThe daemon's advice for {PAST}:", bold=True))
+        for row in json.loads(self.tm("suggestions", "--session", PAST, "--json", quiet=True)):
+            self.echo(
+                click.style(
+                    f"  suggestion #{row['id']} ({row['plugin']}): {row['kind']} "
+                    f"{row['email']}: {row['reason']}",
+                    fg="yellow",
+                )
+            )
+            if row["kind"] == "mark_no_show":
+                self.tm("suggestions", "apply", str(row["id"]))
+        self.tm("report", "no-shows")
+
+    def run(self) -> None:
+        """The whole story."""
+        self.echo(click.style("tmcaldav demo", bold=True) + f" — files in {self.folder}")
+        self.start_server()
+        self.echo(f"Radicale is serving on {self.server.url} (pid {self.server.pid})")
+        self.seed()
+        self.tm("session", "show", NEXT)
+        self.before_the_daemon()
+        self.start_daemon()
+        self.play()
+        self.no_shows()
+        self.stop_daemon()
+
+
+def main(keep: bool, pace: float = 1.0) -> None:
+    """Run the demo in a temp folder; keep the server and files when asked."""
+    folder = Path(tempfile.mkdtemp(prefix="tmcaldav-demo-"))
+    demo = Demo(folder, pace)
+    ok = False
+    try:
+        demo.run()
+        ok = True
+    finally:
+        demo.stop_daemon()
+        if keep and demo.server is not None:
+            click.echo(
+                f"\nThe demo's files are in {folder}; Radicale keeps running at "
+                f"{demo.server.url} (pid {demo.server.pid}). Try:\n"
+                f"  export TMCALDAV_CONFIG={demo.config}\n"
+                f"  tmcaldav session show {NEXT}\n  tmcaldav suggestions --all\n"
+                f"  tmcaldav run --once\n"
+                f"Stop the server with: kill {demo.server.pid}"
+            )
+            # Detach: the server outlives this process.
+            demo.server = None
         else:
-            shutil.rmtree(folder, ignore_errors=True)
+            if demo.server is not None:
+                demo.server.stop()
+            if ok:
+                click.echo(f"\nDone. The files were in {folder} (removed; keep them with --keep).")
+                shutil.rmtree(folder, ignore_errors=True)
+            else:
+                click.echo(f"The demo failed; its files are kept in {folder}", err=True)
