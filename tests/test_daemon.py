@@ -241,6 +241,18 @@ def test_sigterm_mid_tick_exits_zero_and_keeps_store_consistent(
         assert len(history(scenario, email)) <= 1
 
 
+RECORDER = """
+import os
+from tmcaldav.hookspecs import hookimpl
+
+
+@hookimpl
+def on_response(change, session, context):
+    with open(os.environ["TM_HOOK_LOG"], "a") as log:
+        log.write(f"{change.event_id} {change.email} {change.new}\\n")
+"""
+
+
 def test_kill_9_mid_tick_then_restart_records_each_answer_once(
     scenario: Cli,
     tmp_path: Path,
@@ -249,30 +261,39 @@ def test_kill_9_mid_tick_then_restart_records_each_answer_once(
     radicale_faults: FaultProxy,
     radicale_server: RadicaleServer,
 ) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "recorder.py").write_text(RECORDER)
+    hook_log = tmp_path / "hooks.log"
     config = radicale_config(
         tmp_path,
         radicale_server,
         f"sqlite:///{tmp_path / 'store.db'}",
-        extra="\n[daemon]\npoll_interval = 0.3\n",
+        extra=f'\n[daemon]\npoll_interval = 0.3\n\n[plugins]\nenable = ["recorder"]\n'
+        f'plugin_dirs = ["{plugins}"]\n',
     )
     config.write_text(config.read_text().replace(radicale_server.url, radicale_faults.url))
     student.answer(href(scenario), {"ann@example.org": "TENTATIVE", "cy@example.org": "DECLINED"})
-    radicale_faults.stall_next(
-        3,
-        count=1,
-    )
-    first = DaemonProcess(config, tmp_path / "d1.log")
+    radicale_faults.stall_next(3, count=1)
+    env = {"TM_HOOK_LOG": str(hook_log)}
+    first = DaemonProcess(config, tmp_path / "d1.log", env)
     daemons.append(first)
     wait_for(lambda: any(m == "REPORT" for m, _ in radicale_faults.seen), what="a REPORT")
     first.process.send_signal(signal.SIGKILL)
     first.wait()
-    second = DaemonProcess(config, tmp_path / "d2.log")
+    second = DaemonProcess(config, tmp_path / "d2.log", env)
     daemons.append(second)
     wait_for(lambda: calendars(scenario)["cy@example.org"] == "declined", what="the answers")
+    wait_for(
+        lambda: hook_log.exists() and len(hook_log.read_text().splitlines()) >= 2, what="the hooks"
+    )
+    time.sleep(1)  # a few more ticks: nothing may fire twice
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
     for email, answer in (("ann@example.org", "tentative"), ("cy@example.org", "declined")):
         assert [h["calendar"] for h in history(scenario, email)] == [answer]
+    fired = sorted(line.split()[1:] for line in hook_log.read_text().splitlines())
+    assert fired == [["ann@example.org", "tentative"], ["cy@example.org", "declined"]]
 
 
 def test_server_down_backs_off_then_catches_every_answer(
