@@ -448,3 +448,55 @@ def test_event_too_large_for_the_server_is_a_clear_error(tmp_path: Path) -> None
         assert StudentSide(server).partstats(href_of(tm, "S")) == {"a0@example.org": "NEEDS-ACTION"}
     finally:
         server.stop()
+
+
+def test_new_event_too_large_is_a_clear_error(tmp_path: Path) -> None:
+    from tmcaldav.testing import start_radicale
+
+    server = start_radicale(tmp_path / "small", server_options={"max_resource_size": "6000"})
+    try:
+        tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}")
+        tm.ok(
+            "session",
+            "add",
+            "S",
+            "--title",
+            "t",
+            "--start",
+            "2026-12-01T09:00",
+            "--end",
+            "2026-12-01T10:00",
+        )
+        emails = [f"a{i}@example.org" for i in range(60)]
+        for email in emails:
+            tm.ok("person", "add", email, "--name", f"Student {email}")
+        tm.ok("enroll", "S", *emails)
+        result = tm("invite", "S", "--all-enrolled")
+        assert result.exit_code == 1
+        assert "refused to create the event" in result.output and "too large" in result.output
+        assert page(tm, "S")["calendar_state"] == "unpublished"
+        assert StudentSide(server).hrefs() == []
+    finally:
+        server.stop()
+
+
+def test_event_left_by_a_lost_store_write_is_adopted(
+    tm: Cli, student: StudentSide, tmp_path: Path
+) -> None:
+    # An earlier run created the event, then its store write was lost: the next
+    # publish finds the event by its UID, merges into it, and keeps the answers.
+    tm.ok("invite", "TM-1", "ann@example.org")
+    href = href_of(tm)
+    student.answer(href, {"ann@example.org": "ACCEPTED"})
+    store = Store(load_config(tm.config).store.url)
+    with store.transaction() as db:
+        session = get_session(db, "TM-1")
+        session.uid = session.href = session.etag = None
+        session.calendar_state = "unpublished"
+    store.close()
+    tm.ok("invite", "TM-1", "bob@example.org")
+    assert student.hrefs() == [href]
+    assert student.partstats(href) == {
+        "ann@example.org": "ACCEPTED",
+        "bob@example.org": "NEEDS-ACTION",
+    }

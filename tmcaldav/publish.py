@@ -272,7 +272,19 @@ class Publisher:
                 else:
                     stored = self.calendar.update(server_event.href, body, server_event.etag)
             except PreconditionFailed as e:
-                if server_event is not None and not self._changed_since(server_event):
+                if server_event is None:
+                    href = snap.href or self.calendar.href_for(uid)
+                    if not self._exists(href):
+                        raise PublishError(
+                            f"session {snap.key}: the server refused to create the event "
+                            f"({e}); it may be too large for the server "
+                            f"({len(plan.attendees)} attendees, {len(body)} bytes), or an "
+                            f"event with UID {uid} exists elsewhere in the calendar"
+                        ) from e
+                    # An event with our UID exists already (published by an earlier run
+                    # whose store write was lost): adopt it and merge into it.
+                    snap = replace(snap, href=href)
+                elif not self._changed_since(server_event):
                     # Radicale answers 412 also for an item it will not store (too large):
                     # the ETag still matches, so retrying cannot help.
                     raise PublishError(
@@ -280,10 +292,6 @@ class Publisher:
                         f"changed it ({e}); it may be too large for the server "
                         f"({len(plan.attendees)} attendees, {len(body)} bytes)"
                     ) from e
-                if server_event is None and snap.href is None:
-                    # An event with our UID exists already (published by an earlier run
-                    # whose store write was lost): adopt it and merge into it.
-                    snap = replace(snap, href=self._find_href(uid))
                 log.info("session %s: the event changed while we wrote it; merging again", snap.key)
                 continue
             return Written(
@@ -298,16 +306,18 @@ class Publisher:
             f"({MAX_ATTEMPTS} attempts); try again"
         )
 
+    def _exists(self, href: str) -> bool:
+        try:
+            self.calendar.get(href)
+        except NotFound:
+            return False
+        return True
+
     def _changed_since(self, seen: StoredEvent) -> bool:
         try:
             return self.calendar.get(seen.href).etag != seen.etag
         except NotFound:
             return True
-
-    def _find_href(self, uid: str) -> str:
-        from tmcaldav.calendar import resource_name
-
-        return self.calendar.url.rstrip("/") + "/" + resource_name(uid)
 
     # ---- operations -----------------------------------------------------------------------
 
