@@ -396,3 +396,34 @@ def test_server_faults_fail_the_poll_as_a_whole(
     assert world.calendars()["ann@example.org"] == "invited"
     assert poller.poll().answers == 1
     del replace
+
+
+def test_server_without_sync_collection_compares_etags(tm: Cli, student: StudentSide) -> None:
+    tm.ok(
+        "session",
+        "add",
+        "TM-2",
+        "--title",
+        "Other",
+        "--start",
+        "2026-12-01T09:00",
+        "--end",
+        "2026-12-01T10:00",
+    )
+    tm.ok("enroll", "TM-2", "ann@example.org")
+    tm.ok("invite", "TM-2", "--all-enrolled")
+    world = World(tm, student)
+    calendar = world.poller.calendar
+    # Play a server that does not offer RFC 6578: the poller must list and compare.
+    calendar.supports_sync = False
+    first = world.poller.poll()
+    assert first.answers == 0
+    before = calendar.request_count
+    assert world.poller.poll().changed_events == 0
+    assert calendar.request_count - before == 1  # the ctag alone said "unchanged"
+    student.answer(world.href(), {"bob@example.org": "DECLINED"})
+    result = world.poller.poll()
+    assert (result.answers, result.changed_events) == (1, 1)
+    assert world.calendars()["bob@example.org"] == "declined"
+    student.delete(world.href())
+    assert world.poller.poll().missing == ["TM-1"]
