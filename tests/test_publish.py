@@ -412,26 +412,34 @@ def test_doctor_fails_on_bad_password(tm: Cli, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "FAIL caldav" in result.output
 
 
-def test_event_too_large_for_the_server_is_a_clear_error(tmp_path: Path) -> None:
+def small_server_session(tmp_path: Path, emails: list[str]):  # type: ignore[no-untyped-def]
+    """A Radicale that refuses items over 6,000 bytes (with 412), and a session S with
+    `emails` enrolled."""
     from tmcaldav.testing import start_radicale
 
     # Radicale answers 412 for an item over max_resource_size, as for a stale ETag.
     server = start_radicale(tmp_path / "small", server_options={"max_resource_size": "6000"})
+    tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}")
+    tm.ok(
+        "session",
+        "add",
+        "S",
+        "--title",
+        "t",
+        "--start",
+        "2026-12-01T09:00",
+        "--end",
+        "2026-12-01T10:00",
+    )
+    for email in emails:
+        tm.ok("person", "add", email, "--name", f"Student {email}")
+    tm.ok("enroll", "S", *emails)
+    return server, tm
+
+
+def test_event_too_large_for_the_server_is_a_clear_error(tmp_path: Path) -> None:
+    server, tm = small_server_session(tmp_path, ["a0@example.org"])
     try:
-        tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}")
-        tm.ok(
-            "session",
-            "add",
-            "S",
-            "--title",
-            "t",
-            "--start",
-            "2026-12-01T09:00",
-            "--end",
-            "2026-12-01T10:00",
-        )
-        tm.ok("person", "add", "a0@example.org", "--name", "A")
-        tm.ok("enroll", "S", "a0@example.org")
         tm.ok("invite", "S", "--all-enrolled")
         emails = [f"a{i}@example.org" for i in range(1, 60)]
         for email in emails:
@@ -451,26 +459,8 @@ def test_event_too_large_for_the_server_is_a_clear_error(tmp_path: Path) -> None
 
 
 def test_new_event_too_large_is_a_clear_error(tmp_path: Path) -> None:
-    from tmcaldav.testing import start_radicale
-
-    server = start_radicale(tmp_path / "small", server_options={"max_resource_size": "6000"})
+    server, tm = small_server_session(tmp_path, [f"a{i}@example.org" for i in range(60)])
     try:
-        tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}")
-        tm.ok(
-            "session",
-            "add",
-            "S",
-            "--title",
-            "t",
-            "--start",
-            "2026-12-01T09:00",
-            "--end",
-            "2026-12-01T10:00",
-        )
-        emails = [f"a{i}@example.org" for i in range(60)]
-        for email in emails:
-            tm.ok("person", "add", email, "--name", f"Student {email}")
-        tm.ok("enroll", "S", *emails)
         result = tm("invite", "S", "--all-enrolled")
         assert result.exit_code == 1
         assert "refused to create the event" in result.output and "too large" in result.output

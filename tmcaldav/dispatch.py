@@ -32,6 +32,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.config import Config
 from tmcaldav.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.page import page_order
 from tmcaldav.plugins import TmcaldavPluginManager, call_each
 from tmcaldav.publish import Published, Publisher
 from tmcaldav.store import Store, StoreError, waitlist_positions
@@ -98,14 +99,6 @@ def suggestion_view(suggestion: Suggestion, session_key: str, email: str | None)
     )
 
 
-def _page_order(session: TrainingSession, positions: Mapping[int, int]) -> list[Enrollment]:
-    rank = {"enrolled": 0, "attended": 0, "no_show": 0, "waitlisted": 1, "cancelled": 2}
-    return sorted(
-        session.enrollments,
-        key=lambda e: (rank.get(e.status, 3), positions.get(e.id, 0), e.person.email),
-    )
-
-
 def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = ()) -> SessionView:
     """Freeze a session loaded with its enrollments (and the given suggestions)."""
     positions = waitlist_positions(session)
@@ -123,7 +116,7 @@ def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = (
         status=session.status,
         calendar_state=session.calendar_state,
         students=tuple(
-            student_view(e, positions.get(e.id)) for e in _page_order(session, positions)
+            student_view(e, positions.get(e.id)) for e in page_order(session, positions)
         ),
         suggestions=tuple(
             suggestion_view(s, session.key, emails.get(s.enrollment_id or -1)) for s in suggestions

@@ -6,6 +6,7 @@ turns it into the table administrators read in a terminal.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -79,18 +80,17 @@ def session_page(session: TrainingSession) -> dict[str, Any]:
     page["description"] = session.description
     page["students"] = [
         student_row(e, positions.get(e.id), delivery_view(mailed.get(e.id)))
-        for e in _page_order(session)
+        for e in page_order(session, positions)
     ]
     return page
 
 
-def _page_order(session: TrainingSession) -> list[Enrollment]:
-    # Seated students first, then the waitlist in order, then the rest.
-    positions = waitlist_positions(session)
+def page_order(session: TrainingSession, positions: Mapping[int, int]) -> list[Enrollment]:
+    """Seated students first, then the waitlist in order (`positions`), then the rest."""
     rank = {"enrolled": 0, "attended": 0, "no_show": 0, "waitlisted": 1, "cancelled": 2}
     return sorted(
         session.enrollments,
-        key=lambda e: (rank[e.status], positions.get(e.id, 0), e.person.email),
+        key=lambda e: (rank.get(e.status, 3), positions.get(e.id, 0), e.person.email),
     )
 
 
