@@ -52,33 +52,16 @@ def postgres_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-def ensure_postgres() -> None:
-    """Install PostgreSQL's server from Debian's packages when missing and we may."""
-    if postgres_bin() is not None:
-        return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        print(
-            "note: PostgreSQL is not installed and cannot be installed here; "
-            "the PostgreSQL store tests will be skipped (apt-get install postgresql)."
-        )
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run(["apt-get", "update", "-q"], env=env)
-    run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "postgresql"], env=env)
+def apt_install(package: str, what: str) -> None:
+    """Install a Debian package the tests need, as root, without starting its service.
 
-
-def ensure_dovecot() -> None:
-    """Install Dovecot's IMAP server (the iMIP tests' mailbox) when missing and we may.
-
-    Debian's package would start a system-wide Dovecot on every address; the tests run
-    their own on 127.0.0.1, so the install must not start it (policy-rc.d says no).
+    Debian's packages start a system-wide server (PostgreSQL on 5432, Dovecot on every
+    address); the tests run their own on 127.0.0.1, so policy-rc.d says no.
     """
-    if shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists():
-        return
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         print(
-            "note: Dovecot is not installed and cannot be installed here; "
-            "the IMAP tests will be skipped (apt-get install dovecot-imapd)."
+            f"note: {package} is not installed and cannot be installed here; "
+            f"the {what} tests will be skipped (apt-get install {package})."
         )
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -89,11 +72,22 @@ def ensure_dovecot() -> None:
         policy.chmod(0o755)
     try:
         run(["apt-get", "update", "-q"], env=env)
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "dovecot-imapd"],
-            env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package], env=env)
     finally:
         if added:
             policy.unlink()
+
+
+def ensure_postgres() -> None:
+    """PostgreSQL's server programs, for the store tests."""
+    if postgres_bin() is None:
+        apt_install("postgresql", "PostgreSQL store")
+
+
+def ensure_dovecot() -> None:
+    """Dovecot's IMAP server, the iMIP tests' mailbox."""
+    if not (shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists()):
+        apt_install("dovecot-imapd", "IMAP")
 
 
 def main() -> int:

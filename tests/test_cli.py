@@ -203,6 +203,10 @@ def test_session_add_bad_input(tm: Cli) -> None:
             ],
             "capacity must not be negative",
         ),
+        (
+            ["K" * 201, "--title", "x", "--start", "2026-12-01T09:00", "--end", "2026-12-01T10:00"],
+            "the session key is too long (201 characters; at most 200)",
+        ),
     ]
     for args, message in cases:
         result = tm("session", "add", *args)

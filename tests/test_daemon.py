@@ -345,6 +345,12 @@ def test_second_instance_exits_75(
         text=True,
     )
     assert once.returncode == 75
+    sync = subprocess.run(
+        [sys.executable, "-m", "tmcaldav", "-c", str(scenario.config), "sync"],
+        capture_output=True,
+        text=True,
+    )
+    assert sync.returncode == 75 and "polls by itself" in sync.stderr
     first.signal(signal.SIGINT)
     assert first.wait() == 0
 
@@ -395,3 +401,19 @@ def test_journald_format(scenario: Cli, tmp_path: Path) -> None:
     assert lines and all(line.startswith("<") for line in lines), lines
     assert any(line.startswith("<6>tmcaldav.daemon: ") for line in lines), lines
     assert "pw-organizer" not in log.read_text()
+
+
+def test_a_store_error_fails_the_tick_not_the_daemon(scenario: Cli) -> None:
+    from tmcaldav.daemon import Daemon
+    from tmcaldav.store import StoreError
+
+    daemon = Daemon(str(scenario.config))
+    poller = daemon._connected_poller()
+
+    def locked(**_: object) -> None:
+        raise StoreError("store sqlite:///x.db: database is locked; nothing was changed")
+
+    poller.poll = locked  # type: ignore[method-assign,assignment]
+    result = daemon.tick()
+    assert not result.ok and "store busy" in result.summary
+    daemon.store.close()

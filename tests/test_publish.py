@@ -147,9 +147,21 @@ def test_reschedule_resets_answers_and_keeps_history(tm: Cli, student: StudentSi
         "rescheduled",
         1,
     )
-    # A zone change is a reschedule too.
+    # A new zone keeps the wall-clock time (09:00), so the session moves: a reschedule.
+    student.answer(href, {"ann@example.org": "ACCEPTED"})
     tm.ok("session", "edit", "TM-1", "--tz", "UTC")
-    assert student.event(href).sequence == 2
+    event = student.event(href)
+    assert event.sequence == 2
+    assert event.start is not None and event.start.isoformat() == "2026-12-02T09:00:00+00:00"
+    assert set(student.partstats(href).values()) == {"NEEDS-ACTION"}
+    # A zone that agrees on the instants only rewrites the event: no one is asked again.
+    student.answer(href, {"ann@example.org": "ACCEPTED"})
+    tm.ok("session", "edit", "TM-1", "--tz", "Etc/UTC")
+    event = student.event(href)
+    assert event.sequence == 3
+    assert event.start is not None and event.start.isoformat() == "2026-12-02T09:00:00+00:00"
+    assert student.partstats(href)["ann@example.org"] == "ACCEPTED"
+    assert page(tm)["tz"] == "Etc/UTC"
 
 
 def test_cancelled_student_is_removed(tm: Cli, student: StudentSide) -> None:
@@ -490,3 +502,45 @@ def test_event_left_by_a_lost_store_write_is_adopted(
         "ann@example.org": "ACCEPTED",
         "bob@example.org": "NEEDS-ACTION",
     }
+
+
+def test_store_changed_during_the_write_is_reconciled_by_the_next_poll(
+    tm: Cli, student: StudentSide
+) -> None:
+    from tmcaldav.publish import PublishError
+    from tmcaldav.sync import Poller
+
+    config = load_config(tm.config)
+    store = Store(config.store.url)
+    publisher = Publisher(config, store)
+    calendar = publisher.calendar
+    real_create = calendar.create
+
+    def create_while_someone_cancels(uid: str, body: str):  # type: ignore[no-untyped-def]
+        # Another administrator cancels Ann between our plan and our write.
+        with store.transaction() as db:
+            ann = next(
+                e
+                for e in get_session(db, "TM-1").enrollments
+                if e.person.email == "ann@example.org"
+            )
+            ann.status = "cancelled"
+        return real_create(uid, body)
+
+    calendar.create = create_while_someone_cancels  # type: ignore[method-assign]
+    with pytest.raises(PublishError, match="the store changed while the event was being written"):
+        publisher.invite("TM-1", ["ann@example.org"])
+    calendar.create = real_create  # type: ignore[method-assign]
+    with store.transaction() as db:
+        session = get_session(db, "TM-1")
+        assert (session.calendar_state, session.etag) == ("published", None)
+        href = session.href
+    assert href and student.partstats(href) == {"ann@example.org": "NEEDS-ACTION"}
+    # The next poll reads the event (its ETag is not "ours") and records what it holds.
+    Poller.for_config(config, store, calendar).poll()
+    with store.transaction() as db:
+        ann = next(
+            e for e in get_session(db, "TM-1").enrollments if e.person.email == "ann@example.org"
+        )
+        assert (ann.status, ann.calendar_status) == ("cancelled", "invited")
+    store.close()

@@ -427,3 +427,29 @@ def test_server_without_sync_collection_compares_etags(tm: Cli, student: Student
     assert world.calendars()["bob@example.org"] == "declined"
     student.delete(world.href())
     assert world.poller.poll().missing == ["TM-1"]
+
+
+def test_the_same_answer_applied_twice_is_recorded_once(world: World) -> None:
+    # Two pollers (or a poll and an iMIP REPLY) racing with the same answer: the one
+    # that commits second finds it already shown and records nothing.
+    from sqlalchemy import func, select
+
+    from tmcaldav.model import Outbox, Response, utcnow
+    from tmcaldav.sync import AnswerChange, apply_answers
+
+    with world.store.transaction() as db:
+        ann = next(
+            e for e in get_session(db, "TM-1").enrollments if e.person.email == "ann@example.org"
+        )
+        change = AnswerChange(
+            ann.id, "TM-1", "ann@example.org", "invited", "accepted", 0, None, "enrolled"
+        )
+    for _ in range(2):
+        with world.store.transaction() as db:
+            apply_answers(db, [change], source="poll", observed_at=utcnow())
+    with world.store.transaction() as db:
+        assert db.scalar(select(func.count()).select_from(Response)) == 1
+        assert (
+            db.scalar(select(func.count()).select_from(Outbox).where(Outbox.hook == "response"))
+            == 1
+        )

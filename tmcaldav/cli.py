@@ -79,10 +79,12 @@ def _error_code(error: BaseException) -> int | None:
     """The exit code for a domain error, or None when it is not one of ours."""
     from tmcaldav.csv_import import CsvImportError
     from tmcaldav.roster import RosterError
-    from tmcaldav.store import NotFoundError, StoreError
+    from tmcaldav.store import NotFoundError, StoreError, StoreUnavailable
 
-    if isinstance(error, ConfigError | SecretError | StoreError):
+    if isinstance(error, ConfigError | SecretError | StoreUnavailable):
         return EXIT_USAGE
+    if isinstance(error, StoreError):
+        return EXIT_FAILED
     if isinstance(error, RosterError | NotFoundError | CsvImportError):
         return EXIT_FAILED
     from tmcaldav.suggestions import SuggestionError
@@ -477,15 +479,27 @@ def publish(app: App, everything: bool) -> None:
 )
 @pass_app
 def sync(app: App, accept_empty: bool) -> None:
-    """One tick: poll the students' answers into the store, then run the hooks."""
+    """One tick: poll the students' answers into the store, then run the hooks.
+
+    Exits 75 while the daemon runs on the same store (it polls by itself; SIGUSR1 makes
+    it poll now)."""
+    from tmcaldav.lock import AlreadyRunning, StoreLock
     from tmcaldav.sync import EmptyCalendar, Poller
 
-    poller = Poller.for_config(app.config, app.store, app.publisher.calendar)
+    lock = StoreLock(app.store, app.config.daemon.lock_file)
     try:
-        result = poller.poll(accept_empty=accept_empty)
-    except EmptyCalendar as e:
-        fail(str(e))
-    dispatched = _dispatch(app)
+        lock.acquire()
+    except AlreadyRunning as e:
+        fail(f"{e}; it polls by itself (`systemctl kill -s USR1 tmcaldav` polls now)", 75)
+    try:
+        poller = Poller.for_config(app.config, app.store, app.publisher.calendar)
+        try:
+            result = poller.poll(accept_empty=accept_empty)
+        except EmptyCalendar as e:
+            fail(str(e))
+        dispatched = _dispatch(app)
+    finally:
+        lock.release()
     click.echo(f"{result.summary()}; {dispatched.summary()}")
 
 

@@ -24,7 +24,7 @@ from tmcaldav.config import Config, ConfigError, SecretError, load_config
 from tmcaldav.lock import AlreadyRunning, StoreLock
 from tmcaldav.model import utcnow
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, StoreError
+from tmcaldav.store import Store, StoreError, StoreUnavailable
 from tmcaldav.sync import EmptyCalendar, Poller, load_state, state_key
 from tmcaldav.systemd import Notifier
 
@@ -140,7 +140,14 @@ class Daemon:
         """Poll, run the hooks and time checks, read mail; never raises for server trouble."""
         now = now or utcnow()
         parts: list[str] = []
-        ok = self._server_step(now, parts)
+        try:
+            ok = self._server_step(now, parts)
+        except StoreError as e:
+            # The transaction rolled back whole (a lock held too long, a conflict): the
+            # next tick polls again from the same sync token, so nothing is lost.
+            log.error("the poll could not be stored, it is retried next tick: %s", e)
+            parts.append("store busy")
+            ok = False
         steps = [("hooks", self.dispatcher.run)]
         if self.mail is not None:
             steps.append(("mail", self.mail.tick))
@@ -260,6 +267,9 @@ class Daemon:
         except AlreadyRunning as e:
             log.error("%s", e)
             return EXIT_LOCKED
+        except StoreUnavailable as e:
+            log.error("%s", e)
+            return EXIT_CONFIG
         try:
             if once:
                 result = self.tick()
@@ -314,7 +324,7 @@ def run_daemon(config_path: str, *, once: bool = False) -> int:
     except ConfigError as e:
         log.error("%s", e.report())
         return EXIT_CONFIG
-    except StoreError as e:
+    except StoreUnavailable as e:
         log.error("%s", e)
         return EXIT_CONFIG
     return daemon.run(once=once)

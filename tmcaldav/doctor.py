@@ -7,28 +7,19 @@ when the server or the store cannot be used.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
 
 from tmcaldav.calendar import CalendarError
 from tmcaldav.config import Config, SecretError
 
+if TYPE_CHECKING:
+    from tmcaldav.store import Store
+
 
 def run_doctor(config: Config, say: Callable[[str], None]) -> bool:
     """Run every check, printing one line each; False when something is unusable."""
-    ok = _check_store(config, say)
-    if ok and config.scheduling.mode == "imip":
-        from tmcaldav.mail import doctor_mail
-        from tmcaldav.store import Store
-
-        store = Store(config.store.url)
-        ok = doctor_mail(config, store, say) and ok
-        store.close()
-    if config.caldav is None:
-        say("FAIL caldav: no [caldav] section; sessions cannot be published")
-        return False
-    return _check_server(config, say) and ok
-
-
-def _check_store(config: Config, say: Callable[[str], None]) -> bool:
     from tmcaldav.store import Store, StoreError
 
     try:
@@ -36,12 +27,26 @@ def _check_store(config: Config, say: Callable[[str], None]) -> bool:
         store.check_schema()
     except StoreError as e:
         say(f"FAIL store: {e}")
+        store_ok = False
+    else:
+        try:
+            store_ok = _check_store(store, say)
+            if config.scheduling.mode == "imip":
+                from tmcaldav.mail import doctor_mail
+
+                store_ok = doctor_mail(config, store, say) and store_ok
+        finally:
+            store.close()
+    if config.caldav is None:
+        say("FAIL caldav: no [caldav] section; sessions cannot be published")
         return False
-    with store.transaction() as db:
-        from sqlalchemy import select
+    return _check_server(config, say) and store_ok
 
-        from tmcaldav.model import TrainingSession
 
+def _check_store(store: Store, say: Callable[[str], None]) -> bool:
+    from tmcaldav.model import TrainingSession
+
+    with store.scratch() as db:
         missing = db.scalars(
             select(TrainingSession.key).where(TrainingSession.calendar_state == "missing")
         ).all()
@@ -51,7 +56,6 @@ def _check_store(config: Config, say: Callable[[str], None]) -> bool:
             f"warn sessions whose event is missing on the server: {', '.join(missing)} "
             "(`tmcaldav invite KEY` recreates it)"
         )
-    store.close()
     return True
 
 
@@ -61,9 +65,14 @@ def _check_server(config: Config, say: Callable[[str], None]) -> bool:
     assert config.caldav is not None
     try:
         calendar = connect_calendar(config)
-        info = calendar.server_info()
     except (CalendarError, SecretError) as e:
         say(f"FAIL caldav: {e}")
+        return False
+    try:
+        info = calendar.server_info()
+    except CalendarError as e:
+        say(f"FAIL caldav: {e}")
+        calendar.close()
         return False
     say(
         f"ok   caldav: {info['url']} as {info['user']}"

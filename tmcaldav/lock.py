@@ -6,6 +6,7 @@ a crashed daemon never leaves a stale lock behind.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
-from tmcaldav.store import Store
+from tmcaldav.store import Store, StoreUnavailable
 
 # pg_try_advisory_lock takes a bigint; this one is "tmcaldav" in ASCII.
 ADVISORY_KEY = 0x746D63616C646176
@@ -56,7 +57,13 @@ class StoreLock:
             self._connection = connection
             return
         path = self.path()
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise StoreUnavailable(
+                f"cannot open the lock file {path} ({e.strerror}); set [daemon] lock_file "
+                "to a writable path"
+            ) from e
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -76,5 +83,12 @@ class StoreLock:
             os.close(self._fd)
             self._fd = None
         if self._connection is not None:
+            # Unlock before the connection goes back to the pool: a pooled connection
+            # would otherwise keep holding the lock.
+            with contextlib.suppress(Exception):
+                self._connection.execute(
+                    text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_KEY}
+                )
+                self._connection.commit()
             self._connection.close()
             self._connection = None

@@ -30,15 +30,17 @@ from tmcaldav.calendar import (
 from tmcaldav.config import Config, ConfigError
 from tmcaldav.model import Enrollment, Response, TrainingSession, utcnow
 from tmcaldav.roster import RosterError, SessionFields, check_email, edit_session
-from tmcaldav.store import Store, get_enrollment, get_session
+from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
 
 log = logging.getLogger(__name__)
 
 # How often a write is retried after a 412 caused by a concurrent change.
 MAX_ATTEMPTS = 5
 # Session fields whose change must reach the students, and those that make a reschedule.
-CONTENT_CHANGES = {"title", "location", "description"}
-TIME_CHANGES = {"start_at", "end_at", "tz"}
+# (A new zone alone moves the wall-clock times, so it usually changes start and end
+# too; one that keeps the same instants only rewrites the event.)
+CONTENT_CHANGES = {"title", "location", "description", "tz"}
+TIME_CHANGES = {"start_at", "end_at"}
 
 
 class PublishError(Exception):
@@ -335,6 +337,37 @@ class Publisher:
             plan = prepare(db, session)
             snap = snapshot(session)
         written = self.write(snap, plan) if plan is not None else None
+        try:
+            published = self._record(key, prepare, record, written, plan)
+        except (RosterError, NotFoundError) as e:
+            if written is None:
+                raise
+            # Someone changed the store between our plan and our write (cancelled the
+            # student we invited, say). The event is on the server: keep where it is
+            # and forget its ETag, so the next poll reads it and brings the store in line.
+            with self.store.transaction() as db:
+                _record_event(
+                    get_session(db, key, notes=False),
+                    replace(written, unrecorded={"*": "the store changed meanwhile"}),
+                )
+            raise PublishError(
+                f"session {key}: the store changed while the event was being written ({e}); "
+                "the event is on the server and the next poll brings the store in line"
+            ) from e
+        if published is not None:
+            for after in self.after_published:
+                after(published)
+        return written
+
+    def _record(
+        self,
+        key: str,
+        prepare: Callable[[Session, TrainingSession], Plan | None],
+        record: Callable[[Session, TrainingSession, Written | None], None],
+        written: Written | None,
+        plan: Plan | None,
+    ) -> Published | None:
+        """The third step: make the changes for real and record the write, in one go."""
         published = None
         with self.store.transaction() as db:
             session = get_session(db, key, notes=False)
@@ -355,10 +388,7 @@ class Publisher:
                 db.flush()
                 for listener in self.on_published:
                     listener(db, published)
-        if published is not None:
-            for after in self.after_published:
-                after(published)
-        return written
+        return published
 
     def invite(
         self,
@@ -558,8 +588,7 @@ class Publisher:
                 }
                 if state.sequence != snap.sequence:
                     unrecorded["(sequence)"] = str(state.sequence)
-            return Written(stored, snap.uid, state.sequence, recreated=False,
-                           unrecorded=unrecorded)
+            return Written(stored, snap.uid, state.sequence, recreated=False, unrecorded=unrecorded)
         raise PublishError(
             f"session {key}: the event kept changing on the server while we wrote "
             f"{email}'s answer ({MAX_ATTEMPTS} attempts); it will be tried again"

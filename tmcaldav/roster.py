@@ -38,6 +38,7 @@ def check_email(value: str) -> str:
         or "@" in domain
     ):
         raise RosterError(f"not an e-mail address: {value!r}")
+    check_length("the e-mail address", address, 320)
     return address.lower()
 
 
@@ -63,6 +64,8 @@ def zone(tz: str) -> Any:
 def add_person(db: Session, email: str, name: str | None, phone: str | None = None) -> Person:
     """Add a student; RosterError when the address is taken (in any spelling)."""
     address = check_email(email)
+    check_length("the name", name, 300)
+    check_length("the phone number", phone, 50)
     if find_person(db, address) is not None:
         raise RosterError(f"{address} is already a person; nothing changed")
     person = Person(email=address, name=name, phone=phone)
@@ -85,11 +88,18 @@ class SessionFields:
     description: str | None = None
 
 
+def check_length(what: str, value: str | None, limit: int) -> None:
+    """RosterError when a text is longer than the store keeps."""
+    if value is not None and len(value) > limit:
+        raise RosterError(f"{what} is too long ({len(value)} characters; at most {limit})")
+
+
 def add_session(db: Session, key: str, fields: SessionFields, default_tz: str) -> TrainingSession:
     """Create a session; RosterError on a taken key, bad times, bad zone or capacity."""
     key = key.strip()
     if not key:
         raise RosterError("a session key must not be empty")
+    check_length("the session key", key, 200)
     if db.query(TrainingSession.id).filter_by(key=key).first() is not None:
         raise RosterError(f"session {key!r} already exists; change it with: tmcaldav session edit")
     if not fields.title or fields.start is None or fields.end is None:
@@ -101,15 +111,14 @@ def add_session(db: Session, key: str, fields: SessionFields, default_tz: str) -
     return session
 
 
-# Fields whose change must reach the students' calendars; times make it a reschedule.
-CONTENT_FIELDS = ("title", "location", "description")
-TIME_FIELDS = ("start_at", "end_at", "tz")
+# The session's columns an edit can change.
+EDITABLE = ("title", "location", "description", "start_at", "end_at", "tz", "capacity", "course")
 
 
 def edit_session(db: Session, key: str, fields: SessionFields) -> set[str]:
     """Change a session; returns the names of the columns that really changed."""
     session = get_session(db, key)
-    before = {c: getattr(session, c) for c in (*CONTENT_FIELDS, *TIME_FIELDS, "capacity", "course")}
+    before = {c: getattr(session, c) for c in EDITABLE}
     _apply_fields(session, fields)
     changed = {c for c, old in before.items() if getattr(session, c) != old}
     db.flush()
@@ -118,7 +127,19 @@ def edit_session(db: Session, key: str, fields: SessionFields) -> set[str]:
 
 def _apply_fields(session: TrainingSession, fields: SessionFields) -> None:
     tz = fields.tz if fields.tz is not None else session.tz
-    zone(tz)
+    new_zone = zone(tz)
+    if fields.tz is not None and session.start_at is not None and session.tz:
+        # A new zone alone keeps the wall-clock times: "09:00, but in London" moves
+        # the session (a reschedule) unless both zones agree on that day.
+        old_zone = zone(session.tz)
+        session.start_at = session.start_at.astimezone(old_zone).replace(tzinfo=new_zone)
+        session.end_at = session.end_at.astimezone(old_zone).replace(tzinfo=new_zone)
+    for what, value, limit in (
+        ("the title", fields.title, 500),
+        ("the location", fields.location, 500),
+        ("the course", fields.course, 200),
+    ):
+        check_length(what, value, limit)
     if fields.title is not None:
         if not fields.title.strip():
             raise RosterError("the title must not be empty")

@@ -13,9 +13,16 @@ from datetime import datetime
 from importlib.resources import files
 from pathlib import Path
 
-from sqlalchemy import Engine, create_engine, event, func, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, event, func, inspect, select
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import (
+    ArgumentError,
+    DataError,
+    IntegrityError,
+    NoSuchModuleError,
+    OperationalError,
+    SQLAlchemyError,
+)
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from tmcaldav.model import Enrollment, Note, Person, Response, TrainingSession
@@ -24,7 +31,12 @@ log = logging.getLogger(__name__)
 
 
 class StoreError(Exception):
-    """The store cannot be opened or used; the message says what to do."""
+    """A unit of work failed in the store (locked, a conflict); nothing of it was kept."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot be opened, or its schema is missing or old; the message says
+    what to do. A setup problem, unlike a failed unit of work."""
 
 
 class NotFoundError(LookupError):
@@ -36,27 +48,38 @@ def make_engine(url: str) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as e:
-        raise StoreError(f"store.url is not a database URL: {url!r}") from e
+        raise StoreUnavailable(f"store.url is not a database URL: {url!r}") from e
     is_sqlite = parsed.get_backend_name() == "sqlite"
     if is_sqlite and parsed.database and parsed.database != ":memory:":
         folder = Path(parsed.database).expanduser().resolve().parent
         if not folder.is_dir():
-            raise StoreError(
+            raise StoreUnavailable(
                 f"store.url: folder {folder} does not exist; create it or change [store] url"
             )
     try:
         engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
     except (NoSuchModuleError, ImportError) as e:
-        raise StoreError(
+        raise StoreUnavailable(
             f"store.url: no driver for {parsed.drivername!r} ({e}); "
             "for PostgreSQL install tmcaldav[postgres]"
         ) from e
     if is_sqlite:
         event.listen(engine, "connect", _sqlite_pragmas)
-        # pysqlite's own transaction handling would delay BEGIN; issue it ourselves
-        # so a transaction holds its snapshot from the first read.
-        event.listen(engine, "begin", lambda conn: conn.exec_driver_sql("BEGIN"))
+        event.listen(engine, "begin", _sqlite_begin)
     return engine
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    # pysqlite's own transaction handling would delay BEGIN; issue it ourselves. A unit
+    # of work that will write starts IMMEDIATE, taking the write lock first: a deferred
+    # one that read before another process committed could not write at all in WAL
+    # mode (SQLITE_BUSY_SNAPSHOT), whatever the busy timeout.
+    immediate = connection.get_execution_options().get(WRITES, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
+# Execution option that marks a connection's transaction as one that will write.
+WRITES = "tmcaldav_writes"
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
@@ -105,7 +128,7 @@ class Store:
                 command.upgrade(cfg, "head")  # type: ignore[arg-type]
                 head = ScriptDirectory.from_config(cfg).get_current_head()  # type: ignore[arg-type]
         except OperationalError as e:
-            raise StoreError(f"cannot open the store {self.safe_url}: {e.orig}") from e
+            raise StoreUnavailable(f"cannot open the store {self.safe_url}: {e.orig}") from e
         return head or ""
 
     def check_schema(self) -> None:
@@ -119,11 +142,13 @@ class Store:
                 cfg = _alembic_config(self.engine, connection)
                 head = ScriptDirectory.from_config(cfg).get_current_head()  # type: ignore[arg-type]
         except OperationalError as e:
-            raise StoreError(f"cannot open the store {self.safe_url}: {e.orig}") from e
+            raise StoreUnavailable(f"cannot open the store {self.safe_url}: {e.orig}") from e
         if current is None:
-            raise StoreError(f"the store {self.safe_url} has no schema; run: tmcaldav db upgrade")
+            raise StoreUnavailable(
+                f"the store {self.safe_url} has no schema; run: tmcaldav db upgrade"
+            )
         if current != head:
-            raise StoreError(
+            raise StoreUnavailable(
                 f"the store {self.safe_url} is at revision {current}, the code needs {head}; "
                 "run: tmcaldav db upgrade"
             )
@@ -139,13 +164,22 @@ class Store:
 
     @contextmanager
     def transaction(self) -> Iterator[Session]:
-        """One unit of work: commit at the end, roll back on any exception."""
+        """One unit of work: commit at the end, roll back on any exception.
+
+        On SQLite it holds the write lock from its start (other writers wait up to 30 s);
+        on PostgreSQL rows that must not change under it are read FOR UPDATE.
+        """
         session = self._sessions()
         try:
             with session.begin():
+                session.connection(execution_options={WRITES: True})
                 yield session
         except OperationalError as e:
-            raise StoreError(f"store {self.safe_url}: {e.orig}") from e
+            raise StoreError(f"store {self.safe_url}: {e.orig}; nothing was changed") from e
+        except (IntegrityError, DataError) as e:
+            raise StoreError(
+                f"the change conflicts with the store ({e.orig}); nothing was changed"
+            ) from e
         finally:
             session.close()
 
@@ -267,6 +301,7 @@ __all__ = [
     "SQLAlchemyError",
     "Store",
     "StoreError",
+    "StoreUnavailable",
     "add_note",
     "count_sessions",
     "find_person",

@@ -158,8 +158,9 @@ def diff(
 
     With `full`, `changed` is the whole calendar: a published session not in it is gone.
     """
+    sessions = list(sessions)
     by_href = {s.href: s for s in sessions if s.href}
-    by_uid = {s.uid: s for s in by_href.values()} | {s.uid: s for s in sessions}
+    by_uid = {s.uid: s for s in sessions}
     result = Diff()
     present: set[int] = set()
     for event in changed:
@@ -241,14 +242,22 @@ def apply_answers(
 
     The one apply step for the poll and the iMIP path. `responded_at` gives, per
     enrollment id, the answer's own time (a REPLY's DTSTAMP); else the observation time.
-    An answer older in iTIP order than the one shown goes into the history only.
+    An answer older in iTIP order than the one shown goes into the history only. An
+    answer the enrollment already shows, at the same SEQUENCE and DTSTAMP, is the same
+    answer seen twice (two pollers, a poll and a REPLY racing): it is skipped, so its
+    hooks fire once.
     """
     answers = list(answers)
-    # One query for all the enrollments, and no flush until the commit.
+    if not answers:
+        return 0
+    # One query for all the enrollments, locked against a concurrent apply (SQLite's
+    # transaction already holds the write lock), and no flush until the commit.
     enrollments = {
         e.id: e
         for e in db.scalars(
-            select(Enrollment).where(Enrollment.id.in_([a.enrollment_id for a in answers]))
+            select(Enrollment)
+            .where(Enrollment.id.in_([a.enrollment_id for a in answers]))
+            .with_for_update(of=Enrollment)
         )
     }
     count = 0
@@ -256,6 +265,13 @@ def apply_answers(
         enrollment = enrollments.get(change.enrollment_id)
         if enrollment is None:
             continue
+        if (enrollment.calendar_status, enrollment.answer_sequence, enrollment.answer_dtstamp) == (
+            change.new,
+            change.sequence,
+            change.dtstamp,
+        ):
+            continue
+        old = enrollment.calendar_status
         when = (responded_at or {}).get(change.enrollment_id) or change.dtstamp or observed_at
         db.add(
             Response(
@@ -290,7 +306,7 @@ def apply_answers(
                     payload={
                         "session": change.session_key,
                         "email": change.email,
-                        "old": change.old,
+                        "old": old,
                         "new": change.new,
                         "responded_at": when.isoformat(),
                         "sequence": change.sequence,
@@ -497,10 +513,9 @@ class Poller:
                 every=changes.full,
             )
             events, skipped = parse_events(changes.changed, sessions.values())
+            known_hrefs = {s.href for s in sessions.values()}
             unknown_uids = {
-                e.state.uid
-                for e in events
-                if e.state is not None and e.href not in {s.href for s in sessions.values()}
+                e.state.uid for e in events if e.state is not None and e.href not in known_hrefs
             }
             if unknown_uids and not changes.full:
                 sessions |= load_sessions(db, uids=unknown_uids)
