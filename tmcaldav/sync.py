@@ -408,14 +408,11 @@ def with_enrollments(db: Session, sessions: Iterable[KnownSession]) -> list[Know
             .join(Person, Person.id == Enrollment.person_id)
             .where(Enrollment.session_id.in_(list(by_session)))
         )
-        for row in rows:
-            by_session[row.session_id][row.email] = KnownEnrollment(
-                row.id,
-                row.email,
-                row.status,
-                row.calendar_status,
-                row.answer_sequence,
-                row.answer_dtstamp,
+        # Plain tuples: a full resync reads every enrollment, and named access on
+        # each row costs more than the query.
+        for session_id, enrollment_id, email, status, calendar, sequence, stamp in rows.tuples():
+            by_session[session_id][email] = KnownEnrollment(
+                enrollment_id, email, status, calendar, sequence, stamp
             )
     return [replace(s, enrollments=by_session[s.id]) for s in sessions]
 
