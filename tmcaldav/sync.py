@@ -410,7 +410,7 @@ def with_enrollments(db: Session, sessions: Iterable[KnownSession]) -> list[Know
         )
         # Plain tuples: a full resync reads every enrollment, and named access on
         # each row costs more than the query.
-        for session_id, enrollment_id, email, status, calendar, sequence, stamp in rows.tuples():
+        for session_id, enrollment_id, email, status, calendar, sequence, stamp in rows:
             by_session[session_id][email] = KnownEnrollment(
                 enrollment_id, email, status, calendar, sequence, stamp
             )
