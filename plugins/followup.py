@@ -7,6 +7,8 @@
 - No answer `days_before` days before the start, and the session has a waitlist or is
   full → contact_student.
 
+Nobody is contacted about a cancelled session.
+
 Settings (`[plugins.followup]`): `days_before` (whole days, default 3); tmcaldav
 also reads it to know when to call `on_no_response`.
 """
@@ -58,6 +60,8 @@ class FollowupPlugin:
     ) -> SuggestionSpec | None:
         """Maybe with a waitlist, or close to the start: contact at once."""
         student = session.student(change.email)
+        if session.status != "scheduled":
+            return None  # nothing to ask about a session that will not take place
         if student is None or student.status not in ("enrolled", "waitlisted"):
             return None
         if session.waitlist:
@@ -72,6 +76,8 @@ class FollowupPlugin:
     @hookimpl
     def on_no_response(self, student: StudentView, session: SessionView) -> SuggestionSpec | None:
         """No firm answer close to the start: contact when unsure, or when seats are short."""
+        if session.status != "scheduled":
+            return None
         if student.calendar_status == "tentative":
             return self._tentative(student, session, "the session starts soon; ask if they come")
         if session.waitlist or session.is_full:

@@ -3,7 +3,8 @@
 When an enrolled student declines and a later scheduled session of the same course
 has a free seat (and the student is not already in it), suggest
 offer_other_session for the soonest such session. Applying it enrolls the student
-there and invites them. Settings: none.
+there and invites them. Declines of a cancelled session are not acted on. Settings:
+none.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ class ReschedulePlugin:
     ) -> SuggestionSpec | None:
         """Offer the soonest later session of the course with a free seat."""
         student = session.student(change.email)
-        if student is None or student.status != "enrolled":
-            return None
+        if session.status != "scheduled" or student is None or student.status != "enrolled":
+            return None  # a decline of a cancelled session is no reason to move anyone
         other = first_open(student.email, context.later_sessions)
         if other is None:
             return None

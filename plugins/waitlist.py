@@ -10,7 +10,7 @@
 
 A cancel or invite suggestion the administrator dismissed is respected: the seat of a
 decliner kept on purpose is not handed on, and a waitlisted student the administrator
-passed over is skipped. Settings: none.
+passed over is skipped. Answers to a cancelled session move no seats. Settings: none.
 """
 
 from __future__ import annotations
@@ -77,6 +77,8 @@ class WaitlistPlugin:
     def on_decline(self, change: ResponseChange, session: SessionView) -> list[SuggestionSpec]:
         """Cancel the decliner; invite the next in line for each seat that frees."""
         student = session.student(change.email)
+        if session.status != "scheduled":
+            return []  # a cancelled session has no seats to hand on
         if student is None or student.status not in ("enrolled", "waitlisted"):
             return []
         if student.status == "enrolled":
@@ -107,7 +109,7 @@ class WaitlistPlugin:
     def on_accept(self, change: ResponseChange, session: SessionView) -> SuggestionSpec | None:
         """A waitlisted student who was invited and accepts gets the seat."""
         student = session.student(change.email)
-        if student is None or student.status != "waitlisted":
+        if session.status != "scheduled" or student is None or student.status != "waitlisted":
             return None
         return SuggestionSpec(
             "promote_waitlisted",

@@ -16,9 +16,16 @@ exponential backoff up to `max_attempts`; other 4xx answers are not retried.
 At least once: a receiver may get an event more than once (a retry after a lost
 answer, or a hook run again after a crash) and must deduplicate by event id. With
 `spool_dir` set, each request is written there before the hook returns and removed
-once delivered, so requests survive a crash or kill and are sent on the next start;
-without it, requests still queued when the process is killed are lost (a normal stop
-waits up to `drain_timeout` seconds for them).
+once delivered, so requests survive a crash or kill; without it, requests still queued
+when the process is killed are lost (a normal stop waits up to `drain_timeout` seconds
+for them).
+
+Nothing starts when the plugin is built (`tmcaldav plugins` only lists it): the worker
+starts with the first request to send. One process at a time sends the spool, the one
+holding the lock file `.lock` in it: the daemon, or a command such as `tmcaldav sync`
+when no daemon sends. It sends what earlier processes left there and looks for new
+files every few seconds; a process without the lock leaves its requests in the spool
+for it.
 
 Settings (`[plugins.webhook]`):
 
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import fcntl
 import hashlib
 import heapq
 import hmac
@@ -80,6 +88,10 @@ _SETTINGS = {
 }
 # Answers worth retrying: the receiver may do better later.
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+# Seconds between looks at the spool (for the lock, and files other processes left).
+SPOOL_RESCAN = 5.0
+# In the spool folder: held (flock) by the one process that sends the spool.
+LOCK_NAME = ".lock"
 
 
 def sign(secret: bytes, body: bytes) -> str:
@@ -186,10 +198,15 @@ class _Delivery:
 
 
 class Sender:
-    """The background worker: a bounded queue, retries with backoff, an optional spool."""
+    """The background worker: a bounded queue, retries with backoff, an optional spool.
 
-    def __init__(self, settings: WebhookSettings):
+    The worker starts with the first `submit`, never before: building the plugin sends
+    nothing. With a spool, only the process holding its lock file sends from it.
+    """
+
+    def __init__(self, settings: WebhookSettings, *, rescan_interval: float = SPOOL_RESCAN):
         self.settings = settings
+        self.rescan_interval = rescan_interval
         self._inbox: queue.Queue[_Delivery | None] = queue.Queue()
         self._order = itertools.count()
         self._lock = threading.Lock()
@@ -197,20 +214,44 @@ class Sender:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
         self._idle = threading.Condition(self._lock)
+        # The spool's lock file, while this process is the one that sends the spool.
+        self._spool_lock: int | None = None
+        # Spool files this process has queued: not queued again when it looks anew.
+        self._queued: set[Path] = set()
         # Counters, for tests and logs.
         self.delivered = 0
         self.dropped = 0
 
+    @property
+    def sends_spool(self) -> bool:
+        """True while this process holds the spool's lock (and so sends from it)."""
+        return self._spool_lock is not None
+
     # ---- the hooks' side: never blocks -------------------------------------------------
 
     def submit(self, event_id: str, kind: str, body: bytes) -> None:
-        """Queue one event for every URL (and spool it first when configured)."""
+        """Queue one event for every URL (and spool it first when configured).
+
+        With a spool that another process sends, the request is left there for it.
+        """
         self._start()
         for url in self.settings.urls:
-            spool = self._spool(url, event_id, kind, body)
-            self._enqueue(
-                _Delivery(time.monotonic(), next(self._order), url, event_id, kind, body, spool)
-            )
+            spool = self._spool_path(url, event_id)
+            with self._lock:
+                mine = spool is None or self.sends_spool
+                if spool is not None and mine:
+                    # Before the file exists: a look at the spool must not queue it too.
+                    self._queued.add(spool)
+            if spool is not None:
+                self._write_spool(spool, url, event_id, kind, body)
+            if mine:
+                self._enqueue(
+                    _Delivery(time.monotonic(), next(self._order), url, event_id, kind, body, spool)
+                )
+            else:
+                log.debug(
+                    "webhook: event %s left in the spool for the process that sends it", event_id
+                )
 
     def _enqueue(self, delivery: _Delivery) -> None:
         with self._lock:
@@ -227,12 +268,14 @@ class Sender:
             self._outstanding += 1
         self._inbox.put(delivery)
 
-    def _spool(self, url: str, event_id: str, kind: str, body: bytes) -> Path | None:
+    def _spool_path(self, url: str, event_id: str) -> Path | None:
         folder = self.settings.spool_dir
         if folder is None:
             return None
-        name = hashlib.sha256(f"{url}\n{event_id}".encode()).hexdigest()[:40] + ".json"
-        path = folder / name
+        return folder / (hashlib.sha256(f"{url}\n{event_id}".encode()).hexdigest()[:40] + ".json")
+
+    @staticmethod
+    def _write_spool(path: Path, url: str, event_id: str, kind: str, body: bytes) -> None:
         record = {"url": url, "event_id": event_id, "kind": kind, "body": body.decode()}
         tmp = path.with_suffix(".tmp")
         with open(tmp, "w", encoding="utf-8") as f:
@@ -240,13 +283,32 @@ class Sender:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-        return path
 
-    def _load_spool(self) -> None:
+    def _take_spool(self) -> None:
+        """Send the spool if no other process does, and queue what it holds that this
+        process has not queued yet (left by an earlier process, or by another one)."""
         folder = self.settings.spool_dir
         if folder is None:
             return
+        if not self.sends_spool:
+            fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)  # another process sends the spool
+                return
+            with self._lock:
+                self._spool_lock = fd
+            log.debug("webhook: this process sends the spool %s", folder)
+        self._load_spool()
+
+    def _load_spool(self) -> None:
+        folder = self.settings.spool_dir
+        assert folder is not None
         for path in sorted(folder.glob("*.json")):
+            with self._lock:
+                if path in self._queued:
+                    continue
             try:
                 record = json.loads(path.read_text(encoding="utf-8"))
                 delivery = _Delivery(
@@ -258,17 +320,20 @@ class Sender:
                     record["body"].encode(),
                     path,
                 )
+            except FileNotFoundError:
+                continue  # delivered meanwhile
             except (OSError, ValueError, KeyError) as e:
                 log.warning("webhook spool file %s is unreadable (%s); left in place", path, e)
+                with self._lock:
+                    self._queued.add(path)  # said once
                 continue
-            if delivery.url in self.settings.urls:
-                self._enqueue(delivery)
-
-    def resume(self) -> None:
-        """Start sending what an earlier process left in the spool, if anything."""
-        folder = self.settings.spool_dir
-        if folder is not None and any(folder.glob("*.json")):
-            self._start()
+            if delivery.url not in self.settings.urls:
+                continue
+            with self._lock:
+                if path in self._queued:
+                    continue
+                self._queued.add(path)
+            self._enqueue(delivery)
 
     def _start(self) -> None:
         with self._lock:
@@ -277,7 +342,9 @@ class Sender:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="tmcaldav-webhook", daemon=True)
             self._thread.start()
-        self._load_spool()
+        # A command that ends without on_shutdown still gets its requests out.
+        atexit.register(self.close)
+        self._take_spool()
 
     # ---- stopping ---------------------------------------------------------------------------
 
@@ -297,6 +364,11 @@ class Sender:
             self._thread = None
             # What was still queued is dropped with the worker (or waits in the spool).
             self._outstanding = 0
+            self._queued.clear()
+            spool_lock, self._spool_lock = self._spool_lock, None
+        if spool_lock is not None:
+            os.close(spool_lock)  # releases the lock: another process may send the spool
+        atexit.unregister(self.close)
         if left:
             log.warning(
                 "webhook: %s request(s) not delivered at stop%s",
@@ -308,15 +380,23 @@ class Sender:
 
     def _run(self) -> None:
         waiting: list[_Delivery] = []
+        spool = self.settings.spool_dir is not None
+        next_look = time.monotonic() + self.rescan_interval
         while not self._stop.is_set():
-            timeout = max(waiting[0].due - time.monotonic(), 0.0) if waiting else None
+            now = time.monotonic()
+            waits = [waiting[0].due - now] if waiting else []
+            if spool:
+                waits.append(next_look - now)
             try:
-                item = self._inbox.get(timeout=timeout)
+                item = self._inbox.get(timeout=max(min(waits), 0.0) if waits else None)
                 if item is None:
                     break
                 heapq.heappush(waiting, item)
             except queue.Empty:
                 pass
+            if spool and time.monotonic() >= next_look:
+                self._take_spool()
+                next_look = time.monotonic() + self.rescan_interval
             while waiting and waiting[0].due <= time.monotonic() and not self._stop.is_set():
                 delivery = heapq.heappop(waiting)
                 retry_in = self._attempt(delivery)
@@ -331,6 +411,8 @@ class Sender:
             with contextlib.suppress(FileNotFoundError):
                 delivery.spool.unlink()
         with self._idle:
+            if delivery.spool is not None:
+                self._queued.discard(delivery.spool)
             self._outstanding -= 1
             self._idle.notify_all()
 
@@ -437,10 +519,8 @@ class WebhookPlugin:
 
     def __init__(self, settings: Mapping[str, Any]):
         self.settings = WebhookSettings.parse(settings)
+        # Nothing starts here: the worker starts with the first request to send.
         self.sender = Sender(self.settings)
-        # A command that ends without on_shutdown still gets its requests out.
-        atexit.register(self.sender.close)
-        self.sender.resume()
 
     @hookimpl
     def on_response(self, change: ResponseChange, context: HookContext) -> None:
@@ -464,7 +544,6 @@ class WebhookPlugin:
     def on_shutdown(self) -> None:
         """Give queued requests `drain_timeout` seconds, then stop the worker."""
         self.sender.close()
-        atexit.unregister(self.sender.close)
 
 
 def tmcaldav_plugin(settings: Mapping[str, Any]) -> WebhookPlugin:

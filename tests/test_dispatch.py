@@ -85,6 +85,26 @@ def test_answer_on_cancelled_enrollment_fires_no_seat_hooks(store: Store) -> Non
     assert {c.subject.enrollment_status for c in recorder.calls} == {"cancelled"}
 
 
+def test_answers_to_a_cancelled_session_fire_no_seat_hooks(store: Store) -> None:
+    seed(store, waitlisted=["dee@example.org"])
+    recorder = Recorder(advice={"on_decline": contact(), "on_accept": contact()})
+    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    # One answer recorded before the cancel, dispatched after it; two that come later.
+    answer(store, "TM-1", "ann@example.org", "declined")
+    with store.transaction() as db:
+        get_session(db, "TM-1").status = "cancelled"
+    answer(store, "TM-1", "bob@example.org", "accepted")
+    answer(store, "TM-1", "cy@example.org", "tentative")
+    result = dispatcher.run()
+    assert [(c.hook, c.subject.email) for c in recorder.calls] == [
+        ("on_response", "ann@example.org"),
+        ("on_response", "bob@example.org"),
+        ("on_response", "cy@example.org"),
+    ]
+    assert {c.subject.enrollment_status for c in recorder.calls} == {"enrolled"}
+    assert (result.events, result.suggestions) == (3, 0)
+
+
 def test_suggestions_are_stored_once_and_fire_on_suggestion(store: Store) -> None:
     seed(store)
     first = Recorder(advice={"on_decline": contact("phone them")})
@@ -222,6 +242,40 @@ def test_no_response_fires_once_per_plugin_at_its_own_window(store: Store) -> No
     assert len({c.event_id for c in fired}) == 4
 
 
+def test_no_response_fires_once_for_a_plugin_with_a_very_long_name(store: Store) -> None:
+    # Its event ids are too long for the column and end in a digest: they cannot be
+    # built in SQL, and are checked against the outbox afterwards instead.
+    start = (utcnow() + timedelta(days=10)).replace(microsecond=0)
+    seed(store, start=start)
+    name = "a_plugin_from_a_very_thorough_organisation_" + "x" * 50
+    recorder = Recorder()
+    dispatcher = dispatcher_for(config_for(store.url), store, (name, recorder))
+    for day in (2, 1.5, 1):
+        dispatcher.run(start - timedelta(days=day))
+    fired = recorder.hooks("on_no_response")
+    assert sorted(c.subject.email for c in fired) == [
+        "ann@example.org",
+        "bob@example.org",
+        "cy@example.org",
+    ]
+    assert all(len(c.event_id) == 100 and "#" in c.event_id for c in fired)
+
+
+def test_a_row_that_cannot_be_prepared_is_left_pending_and_counted(store: Store) -> None:
+    seed(store)
+    recorder = Recorder()
+    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    with store.transaction() as db:
+        session_id = get_session(db, "TM-1").id
+        # A payload this version cannot read (no email, no old or new status).
+        db.add(Outbox(event_id="odd-1", hook="response", session_id=session_id, payload={}))
+    answer(store, "TM-1", "ann@example.org", "accepted")
+    first = dispatcher.run()
+    assert (first.events, first.left_pending) == (1, 1)
+    assert dispatcher.run().left_pending == 1  # tried again, and counted again
+    assert [c.hook for c in recorder.calls] == ["on_response", "on_accept"]
+
+
 def test_session_ended_fires_once_and_not_for_old_sessions(store: Store) -> None:
     now = utcnow().replace(microsecond=0)
     seed(store, "OLD", start=now - timedelta(days=60))
@@ -268,6 +322,38 @@ def test_auto_apply_applies_the_listed_kinds(store: Store) -> None:
         assert get_enrollment(db, get_session(db, "TM-1"), "eve@example.org").status == ("enrolled")
         states = {s.kind: s.state for s in db.scalars(select(Suggestion))}
     assert states == {"promote_waitlisted": "applied", "contact_student": "open"}
+
+
+def test_a_failing_auto_apply_is_logged_once_and_tried_again_later(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
+    seed(store, waitlisted=["eve@example.org"])  # three seats, three enrolled
+    with store.transaction() as db:
+        get_enrollment(db, get_session(db, "TM-1"), "eve@example.org").calendar_status = "invited"
+    promote = Recorder(
+        advice={
+            "on_accept": lambda change, **kw: SuggestionSpec(
+                "promote_waitlisted", change.email, "accepted from the waitlist"
+            )
+        }
+    )
+    config = config_for(store.url, suggestions={"auto_apply": ["promote_waitlisted"]})
+    dispatcher = dispatcher_for(config, store, ("promote", promote))
+    answer(store, "TM-1", "eve@example.org", "accepted")
+    now = utcnow()
+    with caplog.at_level(logging.WARNING, logger="tmcaldav"):
+        assert dispatcher.run(now).applied == 0  # the session is full
+        for seconds in (10, 20, 30):
+            assert dispatcher.run(now + timedelta(seconds=seconds)).applied == 0
+    warnings = [r.getMessage() for r in caplog.records if "auto-apply" in r.getMessage()]
+    assert len(warnings) == 1 and "session TM-1 is full (3/3)" in warnings[0]
+    # A seat frees: the suggestion is applied once its wait is over, not at once.
+    with store.transaction() as db:
+        get_enrollment(db, get_session(db, "TM-1"), "ann@example.org").status = "cancelled"
+    assert dispatcher.run(now + timedelta(seconds=40)).applied == 0
+    assert dispatcher.run(now + timedelta(minutes=2)).applied == 1
+    with store.transaction() as db:
+        assert get_enrollment(db, get_session(db, "TM-1"), "eve@example.org").status == "enrolled"
 
 
 def test_hooks_see_frozen_views_with_seat_counts_and_waitlist(store: Store) -> None:

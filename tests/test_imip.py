@@ -44,12 +44,8 @@ def spec(method_attendee: str = "ann@example.org", sequence: int = 0) -> ical.Ev
 
 
 def event(**changes: object) -> imip.KnownEvent:
-    attendees = {
-        e: imip.KnownAttendee(i + 1, e, True, "invited", None, None) for i, e in enumerate(STUDENTS)
-    }
-    attendees["zed@example.org"] = imip.KnownAttendee(
-        9, "zed@example.org", False, "not_invited", None, None
-    )
+    attendees = {e: imip.KnownAttendee(i + 1, invited=True) for i, e in enumerate(STUDENTS)}
+    attendees["zed@example.org"] = imip.KnownAttendee(9, invited=False)
     values: dict[str, object] = {"key": "TM-1", "uid": UID, "sequence": 0, "attendees": attendees}
     values.update(changes)
     return imip.KnownEvent(**values)  # type: ignore[arg-type]
@@ -61,7 +57,7 @@ def decide(raw: bytes, known: imip.KnownEvent | None = None, **kw: object) -> ob
     if not isinstance(found, imip.ItipObject):
         return found
     return imip.validate(
-        found, message, known if known is not None else event(), organizer=ORGANIZER, now=NOW, **kw
+        found, known if known is not None else event(), organizer=ORGANIZER, now=NOW, **kw
     )  # type: ignore[arg-type]
 
 
@@ -143,12 +139,55 @@ def test_wrong_sender_is_refused() -> None:
     refused(decide(raw), "does not match the attendee cy@example.org")
 
 
-def test_envelope_sender_may_stand_for_from() -> None:
-    raw = reply_bytes(
+def _mallory_declines_for_bob() -> bytes:
+    return reply_bytes(
+        "gmail_decline.eml", {"From: Bob <bob@example.org>": "From: Mallory <mallory@evil.example>"}
+    )
+
+
+def test_return_path_in_the_message_is_not_proof_of_the_sender() -> None:
+    # Return-Path is written by whoever sends the message (or copied from it by a
+    # mailbox): it must never make a stranger's answer the student's.
+    raw = b"Return-Path: <bob@example.org>\r\n" + _mallory_declines_for_bob()
+    refused(decide(raw), "the sender mallory@evil.example does not match the attendee bob")
+    assert imip.read_message(raw).envelope_sender is None
+
+
+def test_envelope_sender_does_not_stand_for_from() -> None:
+    # The envelope sender is as easy to forge as From, and it is not what the student's
+    # mail program shows: it never replaces From, whether `--sender` or an mbox line.
+    refused(decide(_mallory_declines_for_bob(), envelope="<bob@example.org>"), "does not match")
+    raw = b"From bob@example.org  Fri Nov 20 11:15:00 2026\n" + _mallory_declines_for_bob()
+    assert imip.read_message(raw).envelope_sender == "bob@example.org"
+    refused(decide(raw), "does not match the attendee bob@example.org")
+    # A list that rewrites From cannot pass an answer on either.
+    listed = reply_bytes(
         "thunderbird_tentative.eml",
         {"From: Cy O'Neil <cy@example.org>": "From: Cy via List <list@example.net>"},
     )
-    assert isinstance(decide(raw, envelope="<cy@example.org>"), imip.Reply)
+    refused(decide(listed, envelope="<cy@example.org>"), "does not match the attendee cy")
+    # Nor does it pick, in a COUNTER that lists every attendee, whose answer it is.
+    counter = reply_bytes(
+        "thunderbird_tentative.eml",
+        {
+            "From: Cy O'Neil <cy@example.org>": "From: Mallory <mallory@evil.example>",
+            "METHOD:REPLY": "METHOD:COUNTER",
+            "method=REPLY": "method=COUNTER",
+            "ATTENDEE;RSVP=TRUE;": "ATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org\r\n"
+            "ATTENDEE;RSVP=TRUE;",
+        },
+    )
+    refused(decide(counter, envelope="<cy@example.org>"), "not one of its attendees")
+
+
+def test_from_the_student_counts_whatever_the_envelope_sender() -> None:
+    # Calendar services send answers with their own bounce address (Google Calendar),
+    # and forwarders rewrite it (SRS): a different envelope sender refuses nothing.
+    raw = reply_bytes("gmail_decline.eml")
+    reply = decide(raw, envelope="<3xYzbounce-bob=example.org@calendar-server.bounces.google.com>")
+    assert isinstance(reply, imip.Reply) and reply.email == "bob@example.org"
+    srs = b"From SRS0=HHH=TT=example.org=bob@forwarder.example  Fri Nov 20 11:15:00 2026\n" + raw
+    assert isinstance(decide(srs), imip.Reply)
 
 
 def test_uninvited_and_unknown_attendees_are_refused() -> None:
@@ -164,7 +203,7 @@ def test_unknown_uid_is_refused() -> None:
     found = imip.find_itip(message)
     assert isinstance(found, imip.ItipObject)
     refused(
-        imip.validate(found, message, None, organizer=ORGANIZER, now=NOW),
+        imip.validate(found, None, organizer=ORGANIZER, now=NOW),
         "no published session has the UID",
     )
 
@@ -292,12 +331,13 @@ def test_counter_and_refresh() -> None:
     assert isinstance(reply, imip.Reply) and reply.method == "REFRESH"
 
 
-def test_mbox_from_line_gives_the_envelope_sender() -> None:
+def test_mbox_from_line_is_read_and_the_message_after_it() -> None:
     raw = b"From cy@example.org  Fri Nov 20 12:10:00 2026\n" + reply_bytes(
-        "thunderbird_tentative.eml", {"From: Cy O'Neil <cy@example.org>": "From: x@y.example"}
+        "thunderbird_tentative.eml"
     )
     message = imip.read_message(raw)
     assert message.envelope_sender == "cy@example.org"
+    assert message.sender == "cy@example.org"
     assert isinstance(decide(raw), imip.Reply)
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
+from tmcaldav_plugins.waitlist import WaitlistPlugin
 
 from tests.conftest import Cli
 from tests.imip_support import (
@@ -22,12 +23,14 @@ from tests.imip_support import (
     reply_bytes,
     smtp_section,
 )
+from tests.plugin_world import Recorder, config_for, dispatcher_for, seed
 from tests.scenario import StudentSide, cli_for
+from tmcaldav import deliveries
 from tmcaldav.config import load_config
 from tmcaldav.mail import MailService
 from tmcaldav.model import Delivery, MailRefusal, Outbox, Response, Suggestion, utcnow
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import Store, get_enrollment, get_session
 from tmcaldav.sync import Poller
 from tmcaldav.testing import RadicaleServer
 from tmcaldav.testing_mail import DovecotServer, ImapUnavailable, SmtpSink, TlsFiles
@@ -195,7 +198,8 @@ def test_every_client_shape_updates_the_right_student(world: World) -> None:
     assert world.responses() == len(CLIENT_REPLIES)
 
 
-def _spoofs() -> dict[str, bytes]:
+def _spoofs() -> dict[str, tuple[bytes, tuple[str, ...]]]:
+    """Each refused message, with the `mail ingest -` options it is piped in with."""
     big = reply_bytes("thunderbird_tentative.eml").replace(
         b"--------------tb0123456789ABCDEF--",
         b"--------------tb0123456789ABCDEF\r\nContent-Type: application/pdf\r\n"
@@ -204,10 +208,17 @@ def _spoofs() -> dict[str, bytes]:
         + b"--------------tb0123456789ABCDEF--",
     )
     assert len(big) > 5 * 1024 * 1024
-    return {
+    mallory = reply_bytes(
+        "gmail_decline.eml", {"From: Bob <bob@example.org>": "From: Mallory <mallory@evil.example>"}
+    )
+    spoofs = {
         "wrong sender": reply_bytes(
             "gmail_decline.eml", {"From: Bob <bob@example.org>": "From: Mallory <bob@evil.example>"}
         ),
+        # The student's address where the sender chooses it is no proof (RFC 6047 §2.2.1).
+        "Return-Path of the student": b"Return-Path: <bob@example.org>\r\n" + mallory,
+        "mbox From_ line of the student": b"From bob@example.org  Fri Nov 20 11:15:00 2026\n"
+        + mallory,
         "uninvited attendee": reply_bytes(
             "gmail_decline.eml", {"bob@example.org": "zed@example.org"}
         ),
@@ -226,6 +237,9 @@ def _spoofs() -> dict[str, bytes]:
         ),
         "5 MB attachment": big,
     }
+    found: dict[str, tuple[bytes, tuple[str, ...]]] = {k: (v, ()) for k, v in spoofs.items()}
+    found["--sender of the student"] = (mallory, ("--sender", "bob@example.org"))
+    return found
 
 
 def test_spoofed_and_broken_replies_change_nothing(world: World) -> None:
@@ -233,8 +247,8 @@ def test_spoofed_and_broken_replies_change_nothing(world: World) -> None:
     before_server = world.partstats()
     before_page = world.students()
     spoofs = _spoofs()
-    for label, raw in spoofs.items():
-        out = world.tm.ok("mail", "ingest", "-", input=raw).stdout  # type: ignore[arg-type]
+    for label, (raw, options) in spoofs.items():
+        out = world.tm.ok("mail", "ingest", "-", *options, input=raw).stdout  # type: ignore[arg-type]
         assert out.startswith("refused"), (label, out)
     assert world.partstats() == before_server
     assert world.students() == before_page
@@ -247,11 +261,14 @@ def test_spoofed_and_broken_replies_change_nothing(world: World) -> None:
         reasons,
         [
             "does not match",
+            "mallory@evil.example does not match",
+            "mallory@evil.example does not match",
             "not an invited attendee",
             "no published session",
             "exactly one ATTENDEE",
             "not iCalendar",
             "too large",
+            "mallory@evil.example does not match",
         ],
         strict=True,
     ):
@@ -359,6 +376,57 @@ def test_failed_sends_are_retried_with_backoff_and_never_resent(
     assert [m.rcpt_tos[0] for m in smtp_sink.received][-1] == "ann@example.org"
     assert len(smtp_sink.received) == 3
     assert world.count(Delivery, Delivery.state == "sent") == 3
+
+
+def test_a_message_superseded_while_it_is_sent_is_never_due_again(
+    store: Store, smtp_sink: SmtpSink
+) -> None:
+    """Claim D1, queue D2 for the same student, SMTP fails for D1: D1 stays superseded
+    and only D2 is due (a stale REQUEST must not follow the CANCEL that replaced it)."""
+    seed(store, enrolled=["ann@example.org", "bob@example.org"])
+    config = config_for(
+        store.url, smtp={"host": "127.0.0.1", "port": smtp_sink.port, "security": "none"}
+    )
+    sender = MailService(config, store, Publisher(config, store)).sender()
+    now = utcnow()
+
+    def queue_for(email: str, method: str, sequence: int) -> int:
+        with store.transaction() as db:
+            enrollment = get_enrollment(db, get_session(db, "TM-1"), email)
+            delivery = deliveries.queue(db, enrollment, method, sequence, method.lower(), now)
+            db.flush()
+            return delivery.id
+
+    def state(delivery_id: int) -> tuple[str, datetime | None]:
+        with store.transaction() as db:
+            delivery = db.get(Delivery, delivery_id)
+            assert delivery is not None
+            return delivery.state, delivery.next_attempt_at
+
+    ann_request, bob_request = (
+        queue_for("ann@example.org", "REQUEST", 0),
+        queue_for("bob@example.org", "REQUEST", 0),
+    )
+    with store.transaction() as db:
+        claimed = deliveries.claim_due(db, config, now)
+    assert sorted(c.delivery_id for c in claimed) == [ann_request, bob_request]
+    # While SMTP talks, the session is cancelled: CANCELs replace both REQUESTs.
+    ann_cancel = queue_for("ann@example.org", "CANCEL", 1)
+    bob_cancel = queue_for("bob@example.org", "CANCEL", 1)
+    smtp_sink.fail_next_data(count=1)  # Ann's REQUEST fails (451), Bob's goes out
+    outcomes = sender.send(claimed)
+    assert [o.error is None for o in outcomes] == [False, True]
+    with store.transaction() as db:
+        assert deliveries.record(db, claimed, outcomes, now) == (1, 0)
+    assert state(ann_request) == ("superseded", None)
+    assert state(bob_request) == ("superseded", None)
+    # Only the CANCELs are due, now and later.
+    with store.transaction() as db:
+        due = deliveries.claim_due(db, config, now + timedelta(days=1))
+    assert sorted((c.delivery_id, c.outgoing.to) for c in due) == [
+        (ann_cancel, "ann@example.org"),
+        (bob_cancel, "bob@example.org"),
+    ]
 
 
 def test_smtp_down_then_up(tmp_path: Path, radicale_server: RadicaleServer) -> None:
@@ -579,3 +647,24 @@ def test_delegated_is_recorded_and_the_delegate_not_enrolled(world: World) -> No
         {"bob@example.org": "sub@example.org", "From: Bob <": "From: Sub <"},
     )
     assert world.tm.ok("mail", "ingest", "-", input=sub).stdout.startswith("refused")
+
+
+def test_an_answer_to_a_cancelled_session_is_kept_but_moves_no_seats(world: World) -> None:
+    world.tm.ok("person", "add", "zed@example.org", "--name", "Zed")
+    world.tm.ok("enroll", "TM-1", "zed@example.org", "--waitlist")
+    world.tm.ok("invite", "TM-1", "--all-enrolled")
+    world.tm.ok("session", "cancel", "TM-1")
+    out = world.tm.ok("mail", "ingest", "-", input=reply_bytes("gmail_decline.eml")).stdout
+    assert out.startswith("applied (bob@example.org in TM-1): declined"), out
+    history = json.loads(
+        world.tm.ok("session", "history", "TM-1", "bob@example.org", "--json").output
+    )
+    assert [(h["calendar"], h["source"]) for h in history][-1] == ("declined", "imip")
+    # The hooks hear of it (on_response), but the waitlist hands no seat on.
+    recorder = Recorder()
+    dispatcher_for(
+        world.config, world.store, ("waitlist", WaitlistPlugin({})), ("recorder", recorder)
+    ).run()
+    answers = [c for c in recorder.calls if c.hook != "on_invitation_sent"]
+    assert [(c.hook, c.subject.email) for c in answers] == [("on_response", "bob@example.org")]
+    assert world.count(Suggestion) == 0

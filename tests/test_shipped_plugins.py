@@ -71,6 +71,7 @@ def session(
     start: datetime = NOW + timedelta(days=10),
     suggestions: tuple[SuggestionView, ...] = (),
     course: str | None = "EXC",
+    status: str = "scheduled",
 ) -> SessionView:
     return SessionView(
         id=next(_ids),
@@ -82,7 +83,7 @@ def session(
         tz="Europe/Berlin",
         location=None,
         capacity=capacity,
-        status="scheduled",
+        status=status,
         calendar_state="published",
         students=tuple(students),
         suggestions=suggestions,
@@ -173,6 +174,27 @@ def test_waitlist_ignores_cancelled_students_and_rejects_settings() -> None:
     assert plugin.on_decline(change("ann@x.org", "declined"), gone) == []
     with pytest.raises(ValueError, match="unknown setting"):
         WaitlistPlugin({"size": 3})
+
+
+def test_seat_plugins_leave_a_cancelled_session_alone() -> None:
+    """Hooks called for a cancelled session (a late answer) suggest nothing: its seats
+    are not handed on, nobody is offered another session or contacted."""
+    waitlisted = student("dee@x.org", "waitlisted", "invited", 1)
+    for status, expected in (("scheduled", True), ("cancelled", False)):
+        full = session(*FULL, status=status)
+        invited = session(*FULL[:3], waitlisted, status=status)
+        unsure = session(student("ann@x.org", calendar="tentative"), *FULL[3:], status=status)
+        later = session(key="TM-2", start=NOW + timedelta(days=30))
+        results = [
+            WaitlistPlugin({}).on_decline(change("ann@x.org", "declined"), full),
+            WaitlistPlugin({}).on_accept(
+                change("dee@x.org", "accepted", status="waitlisted"), invited
+            ),
+            FollowupPlugin({}).on_tentative(change("ann@x.org", "tentative"), unsure, context()),
+            FollowupPlugin({}).on_no_response(unsure.students[0], unsure),
+            ReschedulePlugin({}).on_decline(change("ann@x.org", "declined"), full, context(later)),
+        ]
+        assert [bool(kinds(r)) for r in results] == [expected] * len(results), status
 
 
 def test_waitlist_through_the_dispatcher(store: Store) -> None:

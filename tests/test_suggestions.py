@@ -15,9 +15,11 @@ from tmcaldav_plugins.waitlist import WaitlistPlugin
 
 from tests.conftest import Cli
 from tests.plugin_world import answer, config_for, dispatcher_for, seed
-from tmcaldav.config import load_config
+from tmcaldav.config import Config, load_config
 from tmcaldav.model import Suggestion, utcnow
+from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, get_enrollment, get_session
+from tmcaldav.suggestions import SuggestionError, apply_suggestion
 from tmcaldav.views import SuggestionSpec
 
 CONTRACT = {"id", "session", "email", "kind", "reason", "plugin", "state", "created_at"}
@@ -195,3 +197,64 @@ def test_auto_applied_waitlist_promotion_is_recorded_as_applied(tm: Cli, store: 
     )
     with store.transaction() as db:
         assert db.scalars(select(Suggestion.state)).all() == ["applied"]
+
+
+class RacingPublisher(Publisher):
+    """A Publisher during whose first status change another apply of `suggestion_id`
+    runs from start to end: the interleaving of `suggestions apply N` with the daemon's
+    auto-apply of the same suggestion."""
+
+    def __init__(self, config: Config, store: Store, suggestion_id: int):
+        super().__init__(config, store)
+        self.suggestion_id = suggestion_id
+        self.raced: list[str] = []
+
+    def set_status(self, key: str, email: str, status: str, note: str | None = None) -> str:
+        if not self.raced:
+            other = Publisher(self.config, self.store)
+            self.raced.append(apply_suggestion(self.store, other, self.suggestion_id))
+        return super().set_status(key, email, status, note)
+
+
+@pytest.mark.parametrize(
+    ("kind", "email"),
+    [("promote_waitlisted", "dee@example.org"), ("mark_no_show", "bob@example.org")],
+)
+def test_two_applies_racing_act_once_and_note_once(
+    tm: Cli, store: Store, kind: str, email: str
+) -> None:
+    seed(store, waitlisted=["dee@example.org"])
+    config = config_for(store.url)
+    advice = Advice(SuggestionSpec(kind, email, "why"))
+    answer(store, "TM-1", "ann@example.org", "declined")
+    dispatcher_for(config, store, ("advice", advice)).run()
+    with store.transaction() as db:  # Ann's seat is free
+        get_enrollment(db, get_session(db, "TM-1"), "ann@example.org").status = "cancelled"
+    [row] = listed(tm)
+    racing = RacingPublisher(config, store, row["id"])
+    with pytest.raises(SuggestionError, match=f"suggestion {row['id']} was applied meanwhile"):
+        apply_suggestion(store, racing, row["id"], note="phoned: will come")
+    assert len(racing.raced) == 1 and racing.raced[0].startswith(f"applied suggestion {row['id']}")
+    assert [r["state"] for r in listed(tm, "--all")] == ["applied"]
+    page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
+    student = {s["email"]: s for s in page["students"]}[email]
+    # The daemon's apply gave no note, and the administrator's lost the race: it wrote
+    # nothing, as it did not mark the suggestion.
+    assert student["notes"] == []
+    assert student["status"] == {"promote_waitlisted": "enrolled", "mark_no_show": "no_show"}[kind]
+
+
+def test_a_note_is_written_once_with_the_apply(tm: Cli, store: Store) -> None:
+    seed(store)
+    config = config_for(store.url)
+    advice = Advice(SuggestionSpec("contact_student", "bob@example.org", "ask why"))
+    answer(store, "TM-1", "bob@example.org", "declined")
+    dispatcher_for(config, store, ("advice", advice)).run()
+    [row] = listed(tm)
+    publisher = Publisher(config, store)
+    assert "noted the follow-up" in apply_suggestion(store, publisher, row["id"], note="phoned")
+    with pytest.raises(SuggestionError, match="was already applied"):
+        apply_suggestion(store, publisher, row["id"], note="phoned again")
+    page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
+    notes = {s["email"]: [n["text"] for n in s["notes"]] for s in page["students"]}
+    assert notes["bob@example.org"] == ["phoned"]

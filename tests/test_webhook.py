@@ -154,10 +154,75 @@ def test_the_spool_keeps_requests_across_a_restart(
         assert len(list(spool.glob("*.json"))) == 1
         receiver.answers.clear()
         second = plugin(receiver, monkeypatch, spool_dir=str(spool))  # the next start
-        got = receiver.wait_for(2)
+        second.on_response(*change("evt-new"))  # its first request: it takes the spool
+        got = receiver.wait_for(3)
         second.on_shutdown()
-    assert [r.event_id for r in got] == ["evt-kept", "evt-kept"]
-    assert got[1].signed_with(SECRET.encode())
+    assert sorted(r.event_id or "" for r in got) == ["evt-kept", "evt-kept", "evt-new"]
+    assert all(r.signed_with(SECRET.encode()) for r in got)
+    assert list(spool.glob("*.json")) == []
+
+
+def _leave_in_spool(receiver: Receiver, monkeypatch: pytest.MonkeyPatch, spool: Path) -> None:
+    """A process that queued one request (evt-left) and ended before it was delivered."""
+    receiver.answers.append(503)
+    gone = plugin(receiver, monkeypatch, spool_dir=str(spool), backoff=30.0, backoff_max=60.0)
+    gone.on_response(*change("evt-left"))
+    receiver.wait_for(1)
+    gone.sender.close(timeout=0)
+    assert len(list(spool.glob("*.json"))) == 1
+
+
+def _workers() -> set[threading.Thread]:
+    return {t for t in threading.enumerate() if t.name == "tmcaldav-webhook"}
+
+
+def test_building_the_plugin_starts_nothing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`tmcaldav plugins` builds every plugin: that must not send the spool (the daemon
+    may be sending it) nor make the command wait for it at exit."""
+    spool = tmp_path / "spool"
+    with receiving() as receiver:
+        _leave_in_spool(receiver, monkeypatch, spool)
+        before = _workers()
+        listed = plugin(receiver, monkeypatch, spool_dir=str(spool))
+        assert _workers() - before == set()
+        assert not listed.sender.sends_spool
+        listed.on_shutdown()
+        assert len(receiver.received) == 1  # only the first process's try
+        # Its first request starts it: it takes the spool and sends what waits there.
+        user = plugin(receiver, monkeypatch, spool_dir=str(spool))
+        user.on_response(*change("evt-now"))
+        got = receiver.wait_for(3)
+        user.on_shutdown()
+    assert sorted(r.event_id or "" for r in got) == ["evt-left", "evt-left", "evt-now"]
+    assert list(spool.glob("*.json")) == []
+
+
+def test_one_process_at_a_time_sends_the_spool(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The daemon sends the spool; a `tmcaldav sync` beside it leaves its requests there
+    for the daemon instead of sending the daemon's (and its own) a second time."""
+    spool = tmp_path / "spool"
+    with receiving() as receiver:
+        _leave_in_spool(receiver, monkeypatch, spool)
+        receiver.gate.clear()  # the receiver takes requests but answers none yet
+        daemon = plugin(receiver, monkeypatch, spool_dir=str(spool))
+        daemon.sender.rescan_interval = 0.05
+        daemon.on_response(*change("evt-daemon"))
+        assert daemon.sender.sends_spool
+        receiver.wait_for(2)  # evt-left again, now stalled
+        sync = plugin(receiver, monkeypatch, spool_dir=str(spool), drain_timeout=0.5)
+        sync.on_response(*change("evt-sync"))
+        assert not sync.sender.sends_spool
+        sync.on_shutdown()  # nothing of its own in flight: it ends at once
+        assert len(list(spool.glob("*.json"))) == 3
+        receiver.gate.set()
+        got = receiver.wait_for(4)
+        daemon.on_shutdown()
+    assert sorted(r.event_id or "" for r in got[1:]) == ["evt-daemon", "evt-left", "evt-sync"]
+    assert len(receiver.received) == 4
     assert list(spool.glob("*.json")) == []
 
 

@@ -38,6 +38,8 @@ BACKOFF_CAP = timedelta(hours=6)
 #: After this many failures a delivery is given up (shown as failed; --resend tries anew).
 MAX_ATTEMPTS = 12
 BATCH = 200
+# States a delivery can be sent from; `queue` moves them to superseded.
+_CLAIMABLE = ("pending", "failed")
 
 
 def backoff(attempts: int, jitter: float = 0.0) -> timedelta:
@@ -62,7 +64,7 @@ def queue(
         update(Delivery)
         .where(
             Delivery.enrollment_id == enrollment.id,
-            Delivery.state.in_(("pending", "failed")),
+            Delivery.state.in_(_CLAIMABLE),
         )
         .values(state="superseded", next_attempt_at=None)
     )
@@ -117,11 +119,16 @@ def queue_for_published(db: Session, published: Published, now: datetime) -> int
 
 @dataclass(frozen=True)
 class Claimed:
-    """A delivery taken for sending, with the message composed from the store."""
+    """A delivery taken for sending, with the message composed from the store.
+
+    `leased_until` is the `next_attempt_at` the claim wrote: while the row still holds
+    it (and is pending or failed), the row is this sender's to record.
+    """
 
     delivery_id: int
     session_key: str
     outgoing: imip.Outgoing
+    leased_until: datetime
 
 
 @dataclass(frozen=True)
@@ -187,7 +194,7 @@ def claim_due(
     stmt = (
         select(Delivery)
         .where(
-            Delivery.state.in_(("pending", "failed")),
+            Delivery.state.in_(_CLAIMABLE),
             Delivery.next_attempt_at.is_not(None),
             Delivery.next_attempt_at <= now,
         )
@@ -202,15 +209,16 @@ def claim_due(
         )
     claimed: list[Claimed] = []
     domain = config.scheduling.organizer_email.rpartition("@")[2]
+    leased_until = now + LEASE
     for delivery in db.scalars(stmt).all():
         taken = db.execute(
             update(Delivery)
             .where(
                 Delivery.id == delivery.id,
-                Delivery.state.in_(("pending", "failed")),
+                Delivery.state.in_(_CLAIMABLE),
                 Delivery.next_attempt_at <= now,
             )
-            .values(next_attempt_at=now + LEASE)
+            .values(next_attempt_at=leased_until)
             .execution_options(synchronize_session=False)
         )
         if getattr(taken, "rowcount", 0) != 1:
@@ -235,7 +243,7 @@ def claim_due(
         except ValueError as e:
             _record_failure(delivery, f"cannot compose the message: {e}", True, now, 0.0)
             continue
-        claimed.append(Claimed(delivery.id, session.key, outgoing))
+        claimed.append(Claimed(delivery.id, session.key, outgoing, leased_until))
     return claimed
 
 
@@ -258,30 +266,54 @@ def record(
     now: datetime,
     rng: Callable[[], float] = random.random,
 ) -> tuple[int, int]:
-    """Record SMTP's outcomes; returns (sent, failed)."""
+    """Record SMTP's outcomes; returns (sent, failed).
+
+    Compare-and-set: a row is recorded only while it is still as its claim left it
+    (pending or failed, with the claim's lease). A newer message queued meanwhile has
+    superseded it, and a sender whose lease ran out has lost it to another: either way
+    it is not ours to change, so a failure never makes a superseded message due again.
+    """
     by_id = {c.delivery_id: c for c in claimed}
     sent = failed = 0
     for outcome in outcomes:
-        delivery = db.get(Delivery, outcome.delivery_id)
+        claim = by_id.get(outcome.delivery_id)
+        if claim is None:
+            continue  # not claimed by this caller: nothing to compare with
+        delivery = db.scalars(
+            select(Delivery)
+            .where(
+                Delivery.id == outcome.delivery_id,
+                Delivery.state.in_(_CLAIMABLE),
+                Delivery.next_attempt_at == claim.leased_until,
+            )
+            .with_for_update()
+        ).one_or_none()
+        if outcome.error is None:
+            sent += 1
         if delivery is None:
+            log.info(
+                "session %s: the message to %s was %s, but it was superseded by a newer one "
+                "meanwhile (or taken over by another sender); it is left as it is",
+                claim.session_key,
+                claim.outgoing.to,
+                "sent" if outcome.error is None else f"not sent ({outcome.error})",
+            )
             continue
-        message = by_id.get(outcome.delivery_id)
         if outcome.error is None:
             delivery.state = "sent"
             delivery.attempts += 1
             delivery.sent_at = now
             delivery.last_error = None
             delivery.next_attempt_at = None
-            delivery.message_id = message.outgoing.message_id if message else None
-            sent += 1
+            delivery.message_id = claim.outgoing.message_id
         else:
             _record_failure(delivery, outcome.error, outcome.permanent, now, rng() * 2 - 1)
             failed += 1
             log.warning(
                 "session %s: the %s to %s was not sent (attempt %d): %s",
-                message.session_key if message else "?",
+                claim.session_key,
                 delivery.method,
-                message.outgoing.to if message else delivery.enrollment_id,
+                claim.outgoing.to,
                 delivery.attempts,
                 outcome.error,
             )

@@ -12,7 +12,8 @@ deterministic event ids ("no_response:<enrollment>:<plugin>", "session_ended:<se
 when they become due, so they fire once however many ticks see them due. Invitations
 become rows through a listener on the Publisher, in the transaction that records them.
 New suggestions become "suggestion" rows (for `on_suggestion`); kinds in
-`[suggestions] auto_apply` are then applied.
+`[suggestions] auto_apply` are then applied. One that cannot be applied stays open; the
+warning is logged once and it is tried again after a growing wait.
 """
 
 from __future__ import annotations
@@ -26,14 +27,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.config import Config
 from tmcaldav.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
 from tmcaldav.page import page_order
-from tmcaldav.plugins import TmcaldavPluginManager, call_each
+from tmcaldav.plugins import DEFAULT_DAYS_BEFORE, TmcaldavPluginManager, call_each
 from tmcaldav.publish import Published, Publisher
 from tmcaldav.store import Store, StoreError, waitlist_positions
 from tmcaldav.views import (
@@ -56,6 +57,9 @@ ENDED_LOOKBACK = timedelta(days=30)
 BATCH_SIZE = 200
 # Suggestions can lead to suggestions (on_suggestion); dedupe keys end that, this caps it.
 MAX_ROUNDS = 20
+# A failed auto-apply is tried again after this, doubled per failure, at most the cap.
+AUTO_RETRY_BASE = timedelta(minutes=1)
+AUTO_RETRY_CAP = timedelta(minutes=30)
 # Column limits of the model.
 EVENT_ID_LENGTH = 100
 DEDUPE_KEY_LENGTH = 500
@@ -234,6 +238,15 @@ class DispatchResult:
 
 
 @dataclass(frozen=True)
+class _AutoFailure:
+    """The last failed auto-apply of one suggestion, and when to try it again."""
+
+    error: str
+    failures: int
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
 class _Call:
     hook: str
     kwargs: Mapping[str, Any]
@@ -265,6 +278,8 @@ class Dispatcher:
         self.pm = plugin_manager
         self.batch_size = batch_size
         self.publisher = publisher
+        # Suggestion id -> its last failed auto-apply (this process only).
+        self._auto_failures: dict[int, _AutoFailure] = {}
 
     @property
     def publisher(self) -> Publisher:
@@ -289,15 +304,21 @@ class Dispatcher:
         result.due = self._schedule_time_hooks(now)
         tried: set[int] = set()
         auto_tried: set[int] = set()
+        # Rows may be left pending only when one could not be dispatched, or when the
+        # rounds ran out; otherwise the last round found none, and no count is needed.
+        leftovers = False
         for _round in range(MAX_ROUNDS):
             pending = self._pending(exclude=tried)
             for row_id in pending:
                 tried.add(row_id)
-                self._dispatch(row_id, now, result)
-            applied = self._auto_apply(result, auto_tried)
+                if not self._dispatch(row_id, now, result):
+                    leftovers = True
+            applied = self._auto_apply(result, auto_tried, now)
             if not pending and not applied:
                 break
-        result.left_pending = len(self._pending(exclude=set()))
+        else:
+            leftovers = True
+        result.left_pending = len(self._pending(exclude=set())) if leftovers else 0
         result.seconds = time.perf_counter() - started
         return result
 
@@ -313,19 +334,20 @@ class Dispatcher:
             )
             return [i for i in db.scalars(stmt) if i not in exclude][: self.batch_size]
 
-    def _dispatch(self, row_id: int, now: datetime, result: DispatchResult) -> None:
+    def _dispatch(self, row_id: int, now: datetime, result: DispatchResult) -> bool:
+        """Run one row's hooks and store their results; False when it is left pending."""
         try:
             with self.store.scratch() as db:
                 row = db.get(Outbox, row_id)
                 if row is None or row.done_at is not None:
-                    return
+                    return True
                 event_id = row.event_id
                 plan = self._plan(db, row, now)
         except Exception:
             # A row we cannot read (a bug, a payload from a newer version) must not
             # block the rest of the outbox; it stays pending and is tried next run.
             log.exception("outbox event %s could not be prepared; it is left pending", row_id)
-            return
+            return False
         returned: list[tuple[str, SuggestionSpec]] = []
         for call in plan.calls:
             outcome = call_each(self.pm, call.hook, call.kwargs, event_id=event_id, only=call.only)
@@ -353,17 +375,18 @@ class Dispatcher:
                     .with_for_update()
                 ).one_or_none()
                 if row is None:
-                    return  # done by another dispatcher meanwhile
+                    return True  # done by another dispatcher meanwhile
                 new = self._store_suggestions(db, returned, plan.session, event_id)
                 row.done_at = utcnow()
         except StoreError:
             raise  # the store is unusable: the daemon backs off and retries
         except Exception:
             log.exception("outbox event %s could not be recorded; it is left pending", event_id)
-            return
+            return False
         result.events += 1
         result.suggestions += len(new)
         result.new_suggestion_ids += new
+        return True
 
     def _plan(self, db: Session, row: Outbox, now: datetime) -> _Plan:
         """The hook calls for one row, with fresh views of its session."""
@@ -378,8 +401,14 @@ class Dispatcher:
             change = _response_change(row.event_id, payload)
             calls = [_Call("on_response", {**base, "change": change})]
             answer_hook = ANSWER_HOOKS.get(change.new)
-            # An answer on a cancelled enrollment is recorded, but moves no seats.
-            if answer_hook is not None and change.enrollment_status != "cancelled":
+            # An answer on a cancelled enrollment, or to a session cancelled by the time
+            # its hooks run (a late REPLY, a decline after the CANCEL), is recorded and
+            # told to on_response, but moves no seats.
+            if (
+                answer_hook is not None
+                and change.enrollment_status != "cancelled"
+                and session.status != "cancelled"
+            ):
                 calls.append(_Call(answer_hook, {**base, "change": change}))
             return _Plan(tuple(calls), session)
         if row.hook == "no_response":
@@ -478,13 +507,19 @@ class Dispatcher:
     # ---- time hooks ------------------------------------------------------------------------------
 
     def _schedule_time_hooks(self, now: datetime) -> int:
-        """Outbox rows for time hooks that are due and have not fired; returns how many."""
+        """Outbox rows for time hooks that are due and have not fired; returns how many.
+
+        The queries leave out what has fired (NOT EXISTS an outbox row with the same
+        deterministic event id, found through its unique index), so an idle tick reads
+        nothing however many sessions are in the window.
+        """
         due: dict[str, Outbox] = {}
         with self.store.scratch() as db:
             due.update(self._due_no_response(db, now))
             due.update(self._due_session_ended(db, now))
             if not due:
                 return 0
+            # Fired meanwhile by another process, or ids too long to check in SQL.
             existing = set()
             ids = list(due)
             for i in range(0, len(ids), 500):
@@ -507,29 +542,33 @@ class Dispatcher:
         return sorted({impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()})
 
     def _due_no_response(self, db: Session, now: datetime) -> dict[str, Outbox]:
-        plugins = self._plugins_with("on_no_response")
-        if not plugins:
-            return {}
-        days = {p: self.pm.days_before.get(p, 3) for p in plugins}
-        horizon = now + timedelta(days=max(days.values()))
-        rows = db.execute(
-            select(Enrollment.id, Enrollment.session_id, Person.email, TrainingSession.start_at)
-            .join(TrainingSession, TrainingSession.id == Enrollment.session_id)
-            .join(Person, Person.id == Enrollment.person_id)
-            .where(
+        due = {}
+        # One query per plugin: each has its own window (and its own event ids).
+        for plugin in self._plugins_with("on_no_response"):
+            window = timedelta(days=self.pm.days_before.get(plugin, DEFAULT_DAYS_BEFORE))
+            # The sessions in the window as a subquery, not a join: SQLite then starts
+            # from them (and the enrollments' session index) instead of checking every
+            # enrollment of the store against the outbox.
+            starting = select(TrainingSession.id).where(
                 TrainingSession.status == "scheduled",
                 TrainingSession.calendar_state == "published",
                 TrainingSession.start_at > now,
-                TrainingSession.start_at <= horizon,
-                Enrollment.status.in_(("enrolled", "waitlisted")),
-                Enrollment.calendar_status.in_(("invited", "tentative")),
+                TrainingSession.start_at <= now + window,
             )
-        )
-        due = {}
-        for row in rows:
-            for plugin, window in days.items():
-                if row.start_at - now > timedelta(days=window):
-                    continue
+            stmt = (
+                select(Enrollment.id, Enrollment.session_id, Person.email)
+                .join(Person, Person.id == Enrollment.person_id)
+                .where(
+                    Enrollment.session_id.in_(starting),
+                    Enrollment.status.in_(("enrolled", "waitlisted")),
+                    Enrollment.calendar_status.in_(("invited", "tentative")),
+                )
+            )
+            if len(f"no_response:{2**63}:{plugin}") <= EVENT_ID_LENGTH:
+                # The id is never shortened for this plugin, so SQL can build it.
+                fired = literal("no_response:") + cast(Enrollment.id, String) + f":{plugin}"
+                stmt = stmt.where(~exists().where(Outbox.event_id == fired))
+            for row in db.execute(stmt):
                 event_id = _bounded(f"no_response:{row.id}:{plugin}", EVENT_ID_LENGTH)
                 due[event_id] = Outbox(
                     event_id=event_id,
@@ -543,11 +582,13 @@ class Dispatcher:
     def _due_session_ended(self, db: Session, now: datetime) -> dict[str, Outbox]:
         if not self._plugins_with("on_session_ended"):
             return {}
+        fired = literal("session_ended:") + cast(TrainingSession.id, String)
         rows = db.execute(
             select(TrainingSession.id, TrainingSession.key).where(
                 TrainingSession.status == "scheduled",
                 TrainingSession.end_at <= now,
                 TrainingSession.end_at > now - ENDED_LOOKBACK,
+                ~exists().where(Outbox.event_id == fired),
             )
         )
         return {
@@ -562,35 +603,68 @@ class Dispatcher:
 
     # ---- auto-apply -------------------------------------------------------------------------
 
-    def _auto_apply(self, result: DispatchResult, tried: set[int]) -> int:
+    def _auto_apply(self, result: DispatchResult, tried: set[int], now: datetime) -> int:
         kinds = self.config.suggestions.auto_apply
         if not kinds:
             return 0
         from tmcaldav.suggestions import apply_suggestion
 
         with self.store.scratch() as db:
-            ids = [
-                i
-                for i in db.scalars(
+            open_ids = list(
+                db.scalars(
                     select(Suggestion.id)
                     .where(Suggestion.state == "open", Suggestion.kind.in_(kinds))
                     .order_by(Suggestion.id)
                 )
-                if i not in tried
-            ]
+            )
+        # Forget failures of suggestions decided meanwhile (by an administrator).
+        still_open = set(open_ids)
+        for gone in [i for i in self._auto_failures if i not in still_open]:
+            del self._auto_failures[gone]
         applied = 0
-        for suggestion_id in ids:
+        for suggestion_id in open_ids:
+            if suggestion_id in tried:
+                continue
             tried.add(suggestion_id)
+            failure = self._auto_failures.get(suggestion_id)
+            if failure is not None and now < failure.retry_at:
+                continue
             try:
                 message = apply_suggestion(self.store, self.publisher, suggestion_id)
             except Exception as e:
-                # Left open: an administrator sees it, and the next run tries again.
-                log.warning("auto-apply of suggestion %s failed: %s", suggestion_id, e)
+                self._auto_failed(suggestion_id, str(e), now)
                 continue
+            self._auto_failures.pop(suggestion_id, None)
             log.info("auto-applied suggestion %s: %s", suggestion_id, message)
             applied += 1
         result.applied += applied
         return applied
+
+    def _auto_failed(self, suggestion_id: int, error: str, now: datetime) -> None:
+        """Remember a failed auto-apply: said once, tried again after a growing wait.
+
+        Most failures are refusals that hold until something changes (a full session):
+        retrying every tick would only repeat the warning. The suggestion stays open for
+        an administrator meanwhile.
+        """
+        before = self._auto_failures.get(suggestion_id)
+        failures = before.failures + 1 if before is not None else 1
+        wait = min(AUTO_RETRY_BASE * 2 ** (failures - 1), AUTO_RETRY_CAP)
+        self._auto_failures[suggestion_id] = _AutoFailure(error, failures, now + wait)
+        if before is None or before.error != error:
+            log.warning(
+                "auto-apply of suggestion %s failed: %s; it stays open (tried again from "
+                "time to time, or apply or dismiss it: tmcaldav suggestions)",
+                suggestion_id,
+                error,
+            )
+        else:
+            log.debug(
+                "auto-apply of suggestion %s failed again (%d times): %s",
+                suggestion_id,
+                failures,
+                error,
+            )
 
 
 def _as_specs(value: Any) -> list[SuggestionSpec] | None:
@@ -638,17 +712,11 @@ def _check_target(db: Session, spec: SuggestionSpec, target: tuple[int, int] | N
     return ""
 
 
-def pending_count(db: Session) -> int:
-    """How many outbox rows wait for their hooks (for `doctor` and the daemon's status)."""
-    return db.scalar(select(func.count()).where(Outbox.done_at.is_(None))) or 0
-
-
 __all__ = [
     "DispatchResult",
     "Dispatcher",
     "build_later_sessions",
     "build_session_view",
-    "pending_count",
     "record_invitations",
     "session_view",
     "watch_invitations",

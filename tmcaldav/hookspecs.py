@@ -51,10 +51,11 @@ def on_response(
     """Called for every change of a student's calendar status the sync records.
 
     That includes every answer (accepted, tentative, declined, delegated), an answer
-    reset to invited by the student's client, and answers on cancelled enrollments
-    (`change.enrollment_status == "cancelled"`), but not the reset a reschedule makes
-    (the organizer's doing, not an answer). It is called before the answer-specific
-    hook (`on_accept`, `on_decline`, `on_tentative`).
+    reset to invited by the student's client, answers on cancelled enrollments
+    (`change.enrollment_status == "cancelled"`) and answers to a cancelled session
+    (`session.status == "cancelled"`), but not the reset a reschedule makes (the
+    organizer's doing, not an answer). It is called before the answer-specific hook
+    (`on_accept`, `on_decline`, `on_tentative`).
 
     :param change: who answered, the old and new calendar status, when, and the
         event id.
@@ -73,8 +74,9 @@ def on_accept(
 ) -> SuggestionResult:
     """Called when a student's calendar status becomes `accepted`.
 
-    Not called for an enrollment that was cancelled when the answer was recorded: an
-    answer there is recorded (and passed to `on_response`) but must move no seats.
+    Not called for an enrollment that was cancelled when the answer was recorded, nor
+    when the session is cancelled by the time the hook would run: such an answer is
+    recorded (and passed to `on_response`) but must move no seats.
 
     :param change: the answer (`change.new == "accepted"`) and its event id.
     :param session: the session as it is when the hook runs.
@@ -91,9 +93,9 @@ def on_decline(
 ) -> SuggestionResult:
     """Called when a student's calendar status becomes `declined`.
 
-    Not called for an enrollment that was cancelled when the answer was recorded.
-    `delegated` ("not coming, someone else instead") does not call it: see
-    `on_response`.
+    Not called for an enrollment that was cancelled when the answer was recorded, nor
+    when the session is cancelled. `delegated` ("not coming, someone else instead")
+    does not call it: see `on_response`.
 
     :param change: the answer (`change.new == "declined"`) and its event id.
     :param session: the session as it is when the hook runs; the student still holds
@@ -112,7 +114,8 @@ def on_tentative(
 ) -> SuggestionResult:
     """Called when a student's calendar status becomes `tentative` (Maybe).
 
-    Not called for an enrollment that was cancelled when the answer was recorded.
+    Not called for an enrollment that was cancelled when the answer was recorded, nor
+    when the session is cancelled.
 
     :param change: the answer (`change.new == "tentative"`) and its event id.
     :param session: the session as it is when the hook runs.

@@ -206,7 +206,12 @@ class CalendarPart:
 
 @dataclass(frozen=True)
 class MailMessage:
-    """What tmcaldav reads from an incoming message (never the human-readable text)."""
+    """What tmcaldav reads from an incoming message (never the human-readable text).
+
+    `sender` is the From address. `envelope_sender` is what the MTA said (`mail ingest
+    --sender`, an mbox "From " line): kept for the record of a refusal, never proof of
+    who answered (see `validate`).
+    """
 
     message_id: str | None
     sender: str | None
@@ -243,8 +248,10 @@ def read_message(raw: bytes, *, envelope_sender: str | None = None) -> MailMessa
     """Parse a message as it arrives (an mbox "From " line first is allowed).
 
     The envelope sender is `envelope_sender` (from the MTA), else the mbox "From "
-    line, else the first Return-Path header. Calendar parts are found by Content-Type
-    ``text/calendar`` at any depth, including inside message/rfc822 (forwarded mail).
+    line. A Return-Path header is not read: inside the message it is whatever the
+    sender (or a mailbox that copied it) wrote. Calendar parts are found by
+    Content-Type ``text/calendar`` at any depth, including inside message/rfc822
+    (forwarded mail).
     """
     size = len(raw)
     mbox_sender = None
@@ -254,11 +261,6 @@ def read_message(raw: bytes, *, envelope_sender: str | None = None) -> MailMessa
         mbox_sender = words[1] if len(words) > 1 else None
     message = email.message_from_bytes(raw, policy=email.policy.default)
     envelope = _envelope(envelope_sender) or _envelope(mbox_sender)
-    if envelope is None:
-        try:
-            envelope = _envelope(str(message.get("Return-Path") or "") or None)
-        except (ValueError, TypeError):
-            envelope = None
     parts: list[CalendarPart] = []
     broken: list[str] = []
     _walk(message, (_from_address(message),), 0, parts, broken, [0])
@@ -422,12 +424,8 @@ class KnownAttendee:
     """An enrollment of the published session, as validation needs it."""
 
     enrollment_id: int
-    email: str
     # Invited and not cancelled: an attendee on the event.
     invited: bool
-    calendar_status: str
-    answer_sequence: int | None
-    answer_dtstamp: datetime | None
 
 
 @dataclass(frozen=True)
@@ -470,12 +468,17 @@ def _trusted(address: str, trusted: Iterable[str]) -> bool:
     return False
 
 
-def _pick_attendee(itip: ItipObject, message: MailMessage, event: KnownEvent) -> str | Refusal:
+def _pick_attendee(itip: ItipObject, event: KnownEvent) -> str | Refusal:
     attendees = list(itip.event.attendees)
     if itip.method == "COUNTER":
-        # A COUNTER may carry the whole attendee list: the sender is the one answering.
-        senders = {s for s in (*itip.part.senders, message.envelope_sender) if s}
-        mine = [a for a in attendees if a in senders and a in event.attendees]
+        # A COUNTER may carry the whole attendee list: the one answering is the From of
+        # the message that carries it (themselves, or through their SENT-BY).
+        sender = itip.part.senders[-1]
+        mine = [
+            a
+            for a, state in itip.event.attendees.items()
+            if sender is not None and sender in (a, state.sent_by) and a in event.attendees
+        ]
         if len(mine) == 1:
             return mine[0]
         if len(attendees) != 1:
@@ -492,20 +495,23 @@ def _pick_attendee(itip: ItipObject, message: MailMessage, event: KnownEvent) ->
 def _check_sender(
     attendee: ical.AttendeeState,
     part: CalendarPart,
-    envelope: str | None,
     organizer: str,
     trusted: Iterable[str],
 ) -> Refusal | None:
-    """RFC 6047 §2.2.1: the sender must be the attendee (or a trusted SENT-BY)."""
+    """RFC 6047 §2.2.1: the sender must be the attendee (or a trusted SENT-BY).
+
+    The sender is the From of the message that carries the calendar part: the one
+    address the student's mail program shows and DMARC protects. The envelope sender
+    and Return-Path never stand in for it: both are the sender's to choose. Nor are
+    they required to match it: calendar services answer with their own bounce address
+    (Google Calendar) and forwarders rewrite it (SRS).
+    """
     trusted = tuple(trusted)
     inner = part.senders[-1]
     allowed = {attendee.email}
     if attendee.sent_by and _trusted(attendee.sent_by, trusted):
         allowed.add(attendee.sent_by)
-    candidates = {inner}
-    if len(part.senders) == 1 and envelope:
-        candidates.add(envelope)  # a list or forwarder may rewrite From, not the envelope
-    if not candidates & allowed:
+    if inner not in allowed:
         shown = inner or "(no usable From)"
         if attendee.sent_by and attendee.sent_by == inner:
             return Refusal(
@@ -525,7 +531,6 @@ def _check_sender(
 
 def validate(
     itip: ItipObject,
-    message: MailMessage,
     event: KnownEvent | None,
     *,
     organizer: str,
@@ -535,9 +540,10 @@ def validate(
     """Decide whether an iTIP answer may be applied to the published session `event`.
 
     Refused: an unknown UID, an ORGANIZER that is not us, not exactly one ATTENDEE, an
-    attendee who is not invited, a sender who is not that attendee (unless a SENT-BY
-    address in `trust_sent_by`), or a SEQUENCE newer than the event's. An answer to an
-    older SEQUENCE is accepted: the apply step keeps it in the history only.
+    attendee who is not invited, a From address that is not that attendee (unless a
+    SENT-BY address in `trust_sent_by`) whatever the envelope sender, or a SEQUENCE
+    newer than the event's. An answer to an older SEQUENCE is accepted: the apply step
+    keeps it in the history only.
     """
     organizer = ical.normalise_address(organizer)
     state = itip.event
@@ -545,14 +551,14 @@ def validate(
         return Refusal(f"no published session has the UID {state.uid!r}")
     if state.organizer is not None and state.organizer != organizer:
         return Refusal(f"the ORGANIZER {state.organizer} is not {organizer}")
-    picked = _pick_attendee(itip, message, event)
+    picked = _pick_attendee(itip, event)
     if isinstance(picked, Refusal):
         return picked
     attendee = state.attendees[picked]
     known = event.attendees.get(picked)
     if known is None or not known.invited:
         return Refusal(f"{picked} is not an invited attendee of session {event.key}")
-    refused = _check_sender(attendee, itip.part, message.envelope_sender, organizer, trust_sent_by)
+    refused = _check_sender(attendee, itip.part, organizer, trust_sent_by)
     if refused is not None:
         return refused
     if state.sequence > event.sequence:

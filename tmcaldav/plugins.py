@@ -42,8 +42,6 @@ ENTRY_POINT_GROUP = "tmcaldav"
 LOCAL_PACKAGE = "tmcaldav_local_plugins"
 # `days_before` in a plugin's settings: when its on_no_response fires.
 DEFAULT_DAYS_BEFORE = 3
-# Hooks that are not event hooks (no suggestions, no event id).
-LIFECYCLE_HOOKS = frozenset({"on_shutdown"})
 
 
 def hook_names() -> list[str]:
@@ -333,13 +331,3 @@ def call_each(
             continue
         outcome.results.append((impl.plugin_name, value))
     return outcome
-
-
-def __getattr__(name: str) -> Any:
-    # The dispatcher lives in tmcaldav.dispatch (it needs the store and the publisher);
-    # it is importable from here too, without a circular import at load time.
-    if name in ("Dispatcher", "DispatchResult"):
-        from tmcaldav import dispatch
-
-        return getattr(dispatch, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -90,11 +90,7 @@ def known_event(db: Session, uid: str) -> imip.KnownEvent | None:
         attendees={
             e.person.email: imip.KnownAttendee(
                 enrollment_id=e.id,
-                email=e.person.email,
                 invited=e.calendar_status != "not_invited" and e.status != "cancelled",
-                calendar_status=e.calendar_status,
-                answer_sequence=e.answer_sequence,
-                answer_dtstamp=e.answer_dtstamp,
             )
             for e in session.enrollments
         },
@@ -142,7 +138,6 @@ def process(
         event = known_event(db, found.event.uid)
     decision = imip.validate(
         found,
-        message,
         event,
         organizer=config.scheduling.organizer_email,
         trust_sent_by=trusted_senders(config),
@@ -189,7 +184,7 @@ def _reply(
     if current == reply.calendar_status:
         # The same answer again (or already seen by a poll): nothing changes but a comment.
         with store.transaction() as db:
-            _add_comment(db, _enrollment(db, reply), _comment(reply), now)
+            _add_comment(db, _enrollment(db, reply), reply.comment, now)
         return Processed("unchanged", reply.calendar_status, reply.session_key, reply.email)
     written = None
     if newer:
@@ -223,7 +218,7 @@ def _reply(
             session = enrollment.session
             session.etag = written.event.etag
             session.href = written.event.href
-        _add_comment(db, enrollment, _comment(reply), now)
+        _add_comment(db, enrollment, reply.comment, now)
     outcome = "applied" if newer else "history"
     log.info(
         "session %s: %s answered %s by mail (%s)",
@@ -233,10 +228,6 @@ def _reply(
         outcome,
     )
     return Processed(outcome, reply.calendar_status, reply.session_key, reply.email)
-
-
-def _comment(reply: imip.Reply) -> str | None:
-    return reply.comment
 
 
 def _refresh(store: Store, reply: imip.Reply, now: datetime) -> Processed:

@@ -1,9 +1,13 @@
 """Suggestions: listing them, and what applying or dismissing each kind does.
 
 Applying performs the action through the same services an administrator's commands
-use (the Publisher for anything that changes the event), then marks the suggestion
-applied. Each action is idempotent, so a crash between the two is healed by applying
-again. A suggestion already applied or dismissed is refused with a clear error.
+use (the Publisher for anything that changes the event); then one transaction marks the
+suggestion applied, only if it is still open (compare-and-set), and writes the note
+that goes with it. The work before is idempotent: a crash before that transaction is
+healed by applying again, and of two applies racing (the daemon's auto-apply and
+`suggestions apply`) one marks it applied and writes its note, the other changes
+nothing more and is told so. A suggestion already applied or dismissed is refused
+with a clear error.
 
 | kind | applying it |
 |---|---|
@@ -22,7 +26,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tmcaldav.model import Enrollment, Person, Suggestion, TrainingSession, utcnow
@@ -123,14 +127,33 @@ def _require_open(target: Target) -> None:
         )
 
 
-def _decide(store: Store, suggestion_id: int, state: str) -> None:
+def _decide(store: Store, target: Target, state: str, note: tuple[str, str] | None = None) -> None:
+    """Mark an open suggestion decided and write `note` (session key, text) with it.
+
+    Compare-and-set on `open`, in the transaction that writes the note: when another
+    command or the daemon decided it first, nothing is written and SuggestionError says
+    so.
+    """
     with store.transaction() as db:
-        suggestion = db.scalars(
-            select(Suggestion).where(Suggestion.id == suggestion_id).with_for_update()
-        ).one()
-        if suggestion.state == "open":
-            suggestion.state = state
-            suggestion.decided_at = utcnow()
+        claimed = db.execute(
+            update(Suggestion)
+            .where(Suggestion.id == target.id, Suggestion.state == "open")
+            .values(state=state, decided_at=utcnow())
+            .execution_options(synchronize_session=False)
+        )
+        if getattr(claimed, "rowcount", 0) != 1:
+            now = db.execute(
+                select(Suggestion.state, Suggestion.decided_at).where(Suggestion.id == target.id)
+            ).one_or_none()
+            if now is None:
+                raise SuggestionError(f"suggestion {target.id} was deleted meanwhile")
+            raise SuggestionError(
+                f"suggestion {target.id} was {now.state} meanwhile ({iso(now.decided_at)}), "
+                "by another command or the daemon; nothing more done"
+            )
+        if note is not None:
+            key, text = note
+            add_note(db, get_enrollment(db, get_session(db, key), target.email), text)
 
 
 def dismiss_suggestion(store: Store, suggestion_id: int) -> str:
@@ -138,7 +161,7 @@ def dismiss_suggestion(store: Store, suggestion_id: int) -> str:
     with store.scratch() as db:
         target = _load(db, suggestion_id)
     _require_open(target)
-    _decide(store, suggestion_id, "dismissed")
+    _decide(store, target, "dismissed")
     return (
         f"dismissed suggestion {suggestion_id} ({target.kind} {target.email} in {target.session})"
     )
@@ -149,8 +172,10 @@ def apply_suggestion(
 ) -> str:
     """Perform an open suggestion's action and mark it applied; returns what was done.
 
+    `note` goes on the student's enrollment (in the other session for
+    offer_other_session), written with the mark: once, however many applies race.
     SuggestionError (or the service's own error) when it cannot be done; then the
-    suggestion stays open.
+    suggestion stays open. Losing a race to another apply is a SuggestionError too.
     """
     with store.scratch() as db:
         target = _load(db, suggestion_id)
@@ -158,13 +183,25 @@ def apply_suggestion(
     action = _ACTIONS.get(target.kind)
     if action is None:
         raise SuggestionError(f"suggestion {suggestion_id} has an unknown kind {target.kind!r}")
-    done = action(store, publisher, target, note)
-    _decide(store, suggestion_id, "applied")
-    log.info("applied suggestion %s: %s", suggestion_id, done)
-    return f"applied suggestion {suggestion_id}: {done}"
+    done = action(store, publisher, target)
+    text = note or done.note
+    _decide(store, target, "applied", (done.note_session or target.session, text) if text else None)
+    log.info("applied suggestion %s: %s", suggestion_id, done.text)
+    return f"applied suggestion {suggestion_id}: {done.text}"
 
 
 # ---- the actions (each safe to run again) -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Done:
+    """What an action did, and where its note goes (written when it is marked applied)."""
+
+    text: str
+    # The note when the administrator gives none (contact_student records the follow-up).
+    note: str | None = None
+    # The session whose enrollment gets the note; None: the suggestion's own.
+    note_session: str | None = None
 
 
 def _enrollment_status(store: Store, key: str, email: str) -> str:
@@ -172,14 +209,14 @@ def _enrollment_status(store: Store, key: str, email: str) -> str:
         return get_enrollment(db, get_session(db, key), email).status
 
 
-def _cancel(store: Store, publisher: Publisher, t: Target, note: str | None) -> str:
-    old = publisher.set_status(t.session, t.email, "cancelled", note)
+def _cancel(store: Store, publisher: Publisher, t: Target) -> _Done:
+    old = publisher.set_status(t.session, t.email, "cancelled")
     if old == "cancelled":
-        return f"{t.email} was already cancelled in {t.session}"
-    return f"{t.email} cancelled in {t.session} (was {old}) and removed from the event"
+        return _Done(f"{t.email} was already cancelled in {t.session}")
+    return _Done(f"{t.email} cancelled in {t.session} (was {old}) and removed from the event")
 
 
-def _invite(store: Store, publisher: Publisher, t: Target, note: str | None) -> str:
+def _invite(store: Store, publisher: Publisher, t: Target) -> _Done:
     status = _enrollment_status(store, t.session, t.email)
     if status == "cancelled":
         raise SuggestionError(
@@ -187,20 +224,18 @@ def _invite(store: Store, publisher: Publisher, t: Target, note: str | None) -> 
             f"set-status {t.session} {t.email} waitlisted first"
         )
     newly = publisher.invite(t.session, [t.email])
-    if note:
-        _note(store, t, note)
     if not newly:
-        return f"{t.email} was already invited to {t.session}"
-    return f"{t.email} invited to {t.session}"
+        return _Done(f"{t.email} was already invited to {t.session}")
+    return _Done(f"{t.email} invited to {t.session}")
 
 
-def _promote(store: Store, publisher: Publisher, t: Target, note: str | None) -> str:
+def _promote(store: Store, publisher: Publisher, t: Target) -> _Done:
     with store.scratch() as db:
         session = get_session(db, t.session)
         status = get_enrollment(db, session, t.email).status
         taken, capacity = seats_taken(session), session.capacity
     if status in ("enrolled", "attended", "no_show"):
-        return f"{t.email} already holds a seat in {t.session} ({status})"
+        return _Done(f"{t.email} already holds a seat in {t.session} ({status})")
     if status != "waitlisted":
         raise SuggestionError(
             f"{t.email} is {status} in {t.session}, not waitlisted; dismiss suggestion {t.id}"
@@ -210,21 +245,18 @@ def _promote(store: Store, publisher: Publisher, t: Target, note: str | None) ->
             f"session {t.session} is full ({taken}/{capacity}); cancel a seat first "
             f"(see: tmcaldav suggestions --session {t.session}) or raise --capacity"
         )
-    publisher.set_status(t.session, t.email, "enrolled", note)
-    return f"{t.email} enrolled in {t.session} (was waitlisted)"
+    publisher.set_status(t.session, t.email, "enrolled")
+    return _Done(f"{t.email} enrolled in {t.session} (was waitlisted)")
 
 
-def _contact(store: Store, publisher: Publisher, t: Target, note: str | None) -> str:
-    _note(store, t, note or f"followed up: {t.reason}")
-    return f"noted the follow-up with {t.email} in {t.session}"
+def _contact(store: Store, publisher: Publisher, t: Target) -> _Done:
+    # The follow-up is the note itself.
+    return _Done(
+        f"noted the follow-up with {t.email} in {t.session}", note=f"followed up: {t.reason}"
+    )
 
 
-def _note(store: Store, t: Target, text: str) -> None:
-    with store.transaction() as db:
-        add_note(db, get_enrollment(db, get_session(db, t.session), t.email), text)
-
-
-def _offer(store: Store, publisher: Publisher, t: Target, note: str | None) -> str:
+def _offer(store: Store, publisher: Publisher, t: Target) -> _Done:
     other = str(t.details.get("session") or "")
     if not other:
         raise SuggestionError(f"suggestion {t.id} names no other session; dismiss it")
@@ -244,25 +276,26 @@ def _offer(store: Store, publisher: Publisher, t: Target, note: str | None) -> s
             )
         else:
             status = existing.status
-        if note:
-            add_note(db, get_enrollment(db, session, t.email), note)
     if status == "waitlisted":
         # Invited when a seat frees, like everyone else on that waitlist.
-        return f"{t.email} waitlisted in {other} (it is full)"
+        return _Done(f"{t.email} waitlisted in {other} (it is full)", note_session=other)
     newly = publisher.invite(other, [t.email])
-    return f"{t.email} {status} in {other}" + (" and invited" if newly else " (already invited)")
+    return _Done(
+        f"{t.email} {status} in {other}" + (" and invited" if newly else " (already invited)"),
+        note_session=other,
+    )
 
 
-def _no_show(store: Store, publisher: Publisher, t: Target, note: str | None) -> str:
+def _no_show(store: Store, publisher: Publisher, t: Target) -> _Done:
     status = _enrollment_status(store, t.session, t.email)
     if status == "no_show":
-        return f"{t.email} was already recorded as a no-show in {t.session}"
+        return _Done(f"{t.email} was already recorded as a no-show in {t.session}")
     if status != "enrolled":
         raise SuggestionError(
             f"{t.email} is recorded as {status} in {t.session}; dismiss suggestion {t.id}"
         )
-    publisher.set_status(t.session, t.email, "no_show", note)
-    return f"{t.email} recorded as a no-show in {t.session}"
+    publisher.set_status(t.session, t.email, "no_show")
+    return _Done(f"{t.email} recorded as a no-show in {t.session}")
 
 
 _ACTIONS = {
