@@ -104,3 +104,21 @@ class StudentSide:
 
         found = re.findall(r"<(?:\w+:)?href>([^<]+\.ics)</(?:\w+:)?href>", r.text)
         return sorted(found)
+
+
+def add_people(tm: Cli, people: dict[str, str]) -> None:
+    """`person add` for each address → name."""
+    for email, name in people.items():
+        tm.ok("person", "add", email, "--name", name)
+
+
+def add_session(
+    tm: Cli,
+    key: str = "TM-1",
+    *options: str,
+    title: str = "Intro",
+    start: str = "2026-12-01T09:00",
+    end: str = "2026-12-01T17:00",
+) -> None:
+    """`session add` with the tests' usual title and times, plus `options`."""
+    tm.ok("session", "add", key, "--title", title, "--start", start, "--end", end, *options)

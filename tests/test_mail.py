@@ -24,7 +24,7 @@ from tests.imip_support import (
     smtp_section,
 )
 from tests.plugin_world import Recorder, config_for, dispatcher_for, seed
-from tests.scenario import StudentSide, cli_for
+from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav import deliveries
 from tmcaldav.config import load_config
 from tmcaldav.mail import MailService
@@ -46,23 +46,8 @@ STUDENTS = {
 
 def setup_cli(tmp_path: Path, server: RadicaleServer, extra: str) -> Cli:
     tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}", mode="imip", extra=extra)
-    for email, name in STUDENTS.items():
-        tm.ok("person", "add", email, "--name", name)
-    tm.ok(
-        "session",
-        "add",
-        "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T17:00",
-        "--location",
-        "Room 1",
-        "--tz",
-        "Europe/Berlin",
-    )
+    add_people(tm, STUDENTS)
+    add_session(tm, "TM-1", "--location", "Room 1", "--tz", "Europe/Berlin")
     tm.ok("enroll", "TM-1", *STUDENTS)
     return tm
 

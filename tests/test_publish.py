@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.scenario import StudentSide, cli_for
+from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav.config import load_config
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, get_session
@@ -22,23 +22,8 @@ EMAILS = ["ann@example.org", "bob@example.org", "cy@example.org"]
 @pytest.fixture
 def tm(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
     runner = cli_for(tmp_path, radicale_server, f"sqlite:///{tmp_path / 'store.db'}")
-    for email, name in zip(EMAILS, ["Ann Lee", "Bob", "Cy"], strict=True):
-        runner.ok("person", "add", email, "--name", name)
-    runner.ok(
-        "session",
-        "add",
-        "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T17:00",
-        "--capacity",
-        "3",
-        "--location",
-        "Room 1",
-    )
+    add_people(runner, dict(zip(EMAILS, ["Ann Lee", "Bob", "Cy"], strict=True)))
+    add_session(runner, "TM-1", "--capacity", "3", "--location", "Room 1")
     runner.ok("enroll", "TM-1", *EMAILS[:2])
     runner.ok("enroll", "TM-1", EMAILS[2], "--waitlist")
     return runner

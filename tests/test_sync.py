@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.scenario import StudentSide, cli_for
+from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav.config import load_config
 from tmcaldav.model import SyncState
 from tmcaldav.publish import Publisher
@@ -31,19 +31,8 @@ STUDENTS = {
 @pytest.fixture
 def tm(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
     runner = cli_for(tmp_path, radicale_server, f"sqlite:///{tmp_path / 'store.db'}")
-    for email, name in STUDENTS.items():
-        runner.ok("person", "add", email, "--name", name)
-    runner.ok(
-        "session",
-        "add",
-        "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T17:00",
-    )
+    add_people(runner, STUDENTS)
+    add_session(runner)
     runner.ok("enroll", "TM-1", *STUDENTS)
     runner.ok("invite", "TM-1", "--all-enrolled")
     return runner
@@ -88,6 +77,13 @@ def world(tm: Cli, student: StudentSide) -> World:
     w = World(tm, student)
     w.poller.poll()  # the first full sync
     return w
+
+
+def ann_in_another_session(tm: Cli, key: str) -> None:
+    """A second published session with Ann invited."""
+    add_session(tm, key, title=f"Other {key}", end="2026-12-01T10:00")
+    tm.ok("enroll", key, "ann@example.org")
+    tm.ok("invite", key, "--all-enrolled")
 
 
 def page(tm: Cli, key: str = "TM-1") -> dict:
@@ -210,19 +206,7 @@ def test_answer_on_cancelled_enrollment_is_recorded(
 
 def test_request_counts(tm: Cli, student: StudentSide, tmp_path: Path) -> None:
     for n in range(2, 13):
-        tm.ok(
-            "session",
-            "add",
-            f"TM-{n}",
-            "--title",
-            f"T{n}",
-            "--start",
-            "2026-12-01T09:00",
-            "--end",
-            "2026-12-01T10:00",
-        )
-        tm.ok("enroll", f"TM-{n}", "ann@example.org")
-        tm.ok("invite", f"TM-{n}", "--all-enrolled")
+        ann_in_another_session(tm, f"TM-{n}")
     world = World(tm, student)
     world.poller.poll()
     calendar = world.poller.calendar
@@ -304,19 +288,7 @@ def test_malformed_objects_are_skipped(
 
 
 def test_deleted_event_marks_session_missing(tm: Cli, world: World, student: StudentSide) -> None:
-    tm.ok(
-        "session",
-        "add",
-        "TM-2",
-        "--title",
-        "Other",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T10:00",
-    )
-    tm.ok("enroll", "TM-2", "ann@example.org")
-    tm.ok("invite", "TM-2", "--all-enrolled")
+    ann_in_another_session(tm, "TM-2")
     student.answer(world.href(), {"ann@example.org": "ACCEPTED"})
     world.poller.poll()
     student.delete(world.href())
@@ -399,19 +371,7 @@ def test_server_faults_fail_the_poll_as_a_whole(
 
 
 def test_server_without_sync_collection_compares_etags(tm: Cli, student: StudentSide) -> None:
-    tm.ok(
-        "session",
-        "add",
-        "TM-2",
-        "--title",
-        "Other",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T10:00",
-    )
-    tm.ok("enroll", "TM-2", "ann@example.org")
-    tm.ok("invite", "TM-2", "--all-enrolled")
+    ann_in_another_session(tm, "TM-2")
     world = World(tm, student)
     calendar = world.poller.calendar
     # Play a server that does not offer RFC 6578: the poller must list and compare.
