@@ -20,7 +20,14 @@ from datetime import timedelta
 from typing import Any
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import HookContext, ResponseChange, SessionView, StudentView, SuggestionSpec
+from tmcaldav.views import (
+    HookContext,
+    ResponseChange,
+    SessionView,
+    StudentView,
+    SuggestionSpec,
+    check_settings,
+)
 
 NAME = "followup"
 DEFAULT_DAYS_BEFORE = 3
@@ -37,9 +44,7 @@ class FollowupPlugin:
     __version__ = "1"
 
     def __init__(self, settings: Mapping[str, Any]):
-        unknown = set(settings) - {"days_before"}
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: days_before")
+        check_settings(settings)
         days = settings.get("days_before", DEFAULT_DAYS_BEFORE)
         if isinstance(days, bool) or not isinstance(days, int) or days < 0:
             raise ValueError(f"days_before must be a whole number of days, 0 or more: {days!r}")

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import SessionView, StudentView, SuggestionSpec
+from tmcaldav.views import SessionView, StudentView, SuggestionSpec, check_settings
 
 NAME = "noshow"
 
@@ -42,9 +42,7 @@ class NoShowPlugin:
     __version__ = "1"
 
     def __init__(self, settings: Mapping[str, Any]):
-        unknown = set(settings) - {"days_before"}
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; it takes none")
+        check_settings(settings)
 
     @hookimpl
     def on_session_ended(self, session: SessionView) -> list[SuggestionSpec]:

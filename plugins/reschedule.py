@@ -14,7 +14,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import HookContext, ResponseChange, SessionView, SuggestionSpec
+from tmcaldav.views import HookContext, ResponseChange, SessionView, SuggestionSpec, check_settings
 
 NAME = "reschedule"
 
@@ -37,9 +37,7 @@ class ReschedulePlugin:
     __version__ = "1"
 
     def __init__(self, settings: Mapping[str, Any]):
-        unknown = set(settings) - {"days_before"}
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; it takes none")
+        check_settings(settings)
 
     @hookimpl
     def on_decline(

@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import ResponseChange, SessionView, SuggestionSpec
+from tmcaldav.views import ResponseChange, SessionView, SuggestionSpec, check_settings
 
 NAME = "waitlist"
 
@@ -69,9 +69,7 @@ class WaitlistPlugin:
     __version__ = "1"
 
     def __init__(self, settings: Mapping[str, Any]):
-        unknown = set(settings) - {"days_before"}
-        if unknown:
-            raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; it takes none")
+        check_settings(settings)
 
     @hookimpl
     def on_decline(self, change: ResponseChange, session: SessionView) -> list[SuggestionSpec]:

@@ -21,7 +21,8 @@ def test_units_verify(tmp_path: Path) -> None:
         (tmp_path / unit.name).write_text(text)
     done = subprocess.run(
         [analyze, "verify", "--man=no", *sorted(str(p) for p in tmp_path.iterdir())],
-        capture_output=True, text=True,
+        capture_output=True,
+        text=True,
     )
     assert done.returncode == 0, done.stderr
 
@@ -29,9 +30,15 @@ def test_units_verify(tmp_path: Path) -> None:
 def test_service_is_notify_hardened_and_restarts() -> None:
     text = (UNITS / "tmcaldav.service").read_text()
     for line in (
-        "Type=notify", "WatchdogSec=", "Restart=on-failure", "StateDirectory=tmcaldav",
-        "ConfigurationDirectory=tmcaldav", "LoadCredential=caldav.pw:", "NoNewPrivileges=yes",
-        "ProtectSystem=strict", "ExecReload=/bin/kill -HUP $MAINPID",
+        "Type=notify",
+        "WatchdogSec=",
+        "Restart=on-failure",
+        "StateDirectory=tmcaldav",
+        "ConfigurationDirectory=tmcaldav",
+        "LoadCredential=caldav.pw:",
+        "NoNewPrivileges=yes",
+        "ProtectSystem=strict",
+        "ExecReload=/bin/kill -HUP $MAINPID",
         "RestartPreventExitStatus=2 75",
     ):
         assert line in text, line

@@ -37,6 +37,7 @@ from tmcaldav.page import page_order
 from tmcaldav.plugins import DEFAULT_DAYS_BEFORE, TmcaldavPluginManager, call_each
 from tmcaldav.publish import Published, Publisher
 from tmcaldav.store import Store, StoreError, waitlist_positions
+from tmcaldav.suggestions import record_suggestion
 from tmcaldav.views import (
     HookContext,
     NoteView,
@@ -473,25 +474,17 @@ class Dispatcher:
                 continue
             assert target is not None
             session_id, enrollment_id = target
-            suggestion = Suggestion(
-                session_id=session_id,
-                enrollment_id=enrollment_id,
-                kind=spec.kind,
-                reason=spec.reason,
-                plugin=plugin,
-                dedupe_key=key,
-                details=dict(spec.details),
-            )
-            db.add(suggestion)
-            db.flush()
-            db.add(
-                Outbox(
-                    event_id=f"suggestion:{suggestion.id}",
-                    hook="suggestion",
+            suggestion = record_suggestion(
+                db,
+                Suggestion(
                     session_id=session_id,
                     enrollment_id=enrollment_id,
-                    payload={"suggestion_id": suggestion.id},
-                )
+                    kind=spec.kind,
+                    reason=spec.reason,
+                    plugin=plugin,
+                    dedupe_key=key,
+                    details=dict(spec.details),
+                ),
             )
             log.info(
                 "suggestion %s from %s: %s %s in %s",

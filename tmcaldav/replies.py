@@ -27,12 +27,12 @@ from tmcaldav.model import (
     Enrollment,
     MailRefusal,
     Note,
-    Outbox,
     Suggestion,
     TrainingSession,
 )
 from tmcaldav.publish import Publisher, PublishError
 from tmcaldav.store import Store
+from tmcaldav.suggestions import record_suggestion
 from tmcaldav.sync import AnswerChange, apply_answers, is_newer
 
 log = logging.getLogger(__name__)
@@ -282,17 +282,7 @@ def _counter(store: Store, reply: imip.Reply, now: datetime) -> Processed:
                 details={"proposed_start": stamp, "email": reply.email},
                 created_at=now,
             )
-            db.add(suggestion)
-            db.flush()
             # Like a plugin's suggestion: on_suggestion hooks see it (and auto_apply may).
-            db.add(
-                Outbox(
-                    event_id=f"suggestion:{suggestion.id}",
-                    hook="suggestion",
-                    session_id=session.id,
-                    enrollment_id=enrollment.id,
-                    payload={"suggestion_id": suggestion.id},
-                )
-            )
+            record_suggestion(db, suggestion)
     log.info("session %s: %s proposed another time (COUNTER)", reply.session_key, reply.email)
     return Processed("counter", proposal, reply.session_key, reply.email)

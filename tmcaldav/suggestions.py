@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from tmcaldav.model import Enrollment, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
 from tmcaldav.page import iso
 from tmcaldav.publish import Publisher
 from tmcaldav.roster import enroll, seats_taken
@@ -40,6 +40,23 @@ log = logging.getLogger(__name__)
 
 class SuggestionError(Exception):
     """A suggestion that cannot be applied or dismissed; nothing was changed."""
+
+
+def record_suggestion(db: Session, suggestion: Suggestion) -> Suggestion:
+    """Store a new suggestion with the outbox row that runs `on_suggestion` for it
+    (and lets `auto_apply` see it), in the caller's transaction."""
+    db.add(suggestion)
+    db.flush()
+    db.add(
+        Outbox(
+            event_id=f"suggestion:{suggestion.id}",
+            hook="suggestion",
+            session_id=suggestion.session_id,
+            enrollment_id=suggestion.enrollment_id,
+            payload={"suggestion_id": suggestion.id},
+        )
+    )
+    return suggestion
 
 
 @dataclass(frozen=True)

@@ -233,3 +233,15 @@ class SuggestionSpec:
 
 # What a hook may return.
 SuggestionResult = SuggestionSpec | Sequence[SuggestionSpec] | None
+
+
+def check_settings(settings: Mapping[str, Any], known: tuple[str, ...] = ()) -> None:
+    """ValueError naming any key of a plugin's settings table it does not take.
+
+    `days_before` is always allowed: the dispatcher reads it for every plugin (the
+    window of its `on_no_response`).
+    """
+    unknown = set(settings) - {"days_before", *known}
+    if unknown:
+        takes = ", ".join(("days_before", *known))
+        raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {takes}")
