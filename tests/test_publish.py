@@ -217,17 +217,7 @@ def test_imip_mode_marks_schedule_agent_client(
         extra='\n[smtp]\nhost = "127.0.0.1"\nport = 2525\nsecurity = "none"\n',
     )
     tm.ok("person", "add", "ann@example.org", "--name", "Ann")
-    tm.ok(
-        "session",
-        "add",
-        "S",
-        "--title",
-        "t",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T10:00",
-    )
+    add_session(tm, "S", title="t", end="2026-12-01T10:00")
     tm.ok("enroll", "S", "ann@example.org")
     tm.ok("invite", "S", "--all-enrolled")
     text, _ = student.get(href_of(tm, "S"))
@@ -416,17 +406,7 @@ def small_server_session(tmp_path: Path, emails: list[str]):  # type: ignore[no-
     # Radicale answers 412 for an item over max_resource_size, as for a stale ETag.
     server = start_radicale(tmp_path / "small", server_options={"max_resource_size": "6000"})
     tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}")
-    tm.ok(
-        "session",
-        "add",
-        "S",
-        "--title",
-        "t",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T10:00",
-    )
+    add_session(tm, "S", title="t", end="2026-12-01T10:00")
     for email in emails:
         tm.ok("person", "add", email, "--name", f"Student {email}")
     tm.ok("enroll", "S", *emails)
