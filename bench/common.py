@@ -17,8 +17,8 @@ from urllib.parse import urljoin
 import niquests
 
 from tmcaldav.config import Config, parse_config
-from tmcaldav.model import Enrollment, Person, TrainingSession
 from tmcaldav.store import Store
+from tmcaldav.store.model import Enrollment, Person, TrainingSession
 from tmcaldav.testing import RadicaleServer, start_radicale
 
 

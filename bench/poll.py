@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RawClient, bench_config, radicale, ratio_line, seed
 from tests.scenario import StudentSide
 from tmcaldav import ical, sync
-from tmcaldav.model import SyncState, TrainingSession
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
+from tmcaldav.store.model import SyncState, TrainingSession
 
 SYNC = (
     '<?xml version="1.0" encoding="utf-8"?><sync-collection xmlns="DAV:">'

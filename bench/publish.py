@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RawClient, bench_config, radicale, ratio_line, seed
 from tmcaldav import ical
-from tmcaldav.calendar import resource_name
+from tmcaldav.caldav import resource_name
 from tmcaldav.publish import Plan, Publisher, merge_attendees, snapshot
 from tmcaldav.store import Store, get_session
 

@@ -23,9 +23,9 @@ from bench.common import RawClient, bench_config, radicale, seed
 from bench.poll import SYNC, current_token
 from tests.scenario import StudentSide
 from tmcaldav.daemon import Daemon
-from tmcaldav.model import TrainingSession
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
+from tmcaldav.store.model import TrainingSession
 
 
 def rss_kib() -> int:

@@ -67,7 +67,7 @@ from tmcaldav.config import PasswordSource
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.views import HookContext, ResponseChange, SuggestionView
 
-log = logging.getLogger("tmcaldav.plugins.webhook")
+log = logging.getLogger("tmcaldav.hooks.plugins.webhook")
 
 NAME = "webhook"
 SIGNATURE_HEADER = "X-Tmcaldav-Signature"

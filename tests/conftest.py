@@ -89,3 +89,22 @@ def tm_sqlite(tmp_path: Path) -> Cli:
     runner = Cli(write_config(tmp_path / "daemon.toml", f"sqlite:///{tmp_path / 'store.db'}"))
     runner.ok("db", "upgrade")
     return runner
+
+
+@pytest.fixture
+def imap_server(tls_files: object) -> Iterator[object]:
+    """Dovecot on 127.0.0.1 with the user ``training@example.org`` (password
+    ``pw-imap``); skipped, saying why, where Dovecot is not installed."""
+    from tests.dovecot import DovecotServer, ImapUnavailable
+    from tmcaldav.testing_mail import TlsFiles
+
+    assert isinstance(tls_files, TlsFiles)
+    server = DovecotServer({"training@example.org": "pw-imap"}, tls=tls_files)
+    try:
+        server.start()
+    except ImapUnavailable as e:
+        pytest.skip(f"IMAP tests need Dovecot: {e}")
+    try:
+        yield server
+    finally:
+        server.stop()

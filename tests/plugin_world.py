@@ -11,13 +11,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from tmcaldav.config import Config, parse_config
-from tmcaldav.dispatch import Dispatcher
+from tmcaldav.hooks.dispatch import Dispatcher
+from tmcaldav.hooks.plugins import TmcaldavPluginManager, get_plugin_manager, register_plugin
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.model import utcnow
-from tmcaldav.plugins import TmcaldavPluginManager, get_plugin_manager, register_plugin
 from tmcaldav.publish import Publisher
-from tmcaldav.roster import SessionFields, add_person, add_session, enroll
 from tmcaldav.store import Store, get_enrollment, get_session
+from tmcaldav.store.model import utcnow
+from tmcaldav.store.roster import SessionFields, add_person, add_session, enroll
 from tmcaldav.sync import AnswerChange, apply_answers
 from tmcaldav.views import SuggestionSpec
 

@@ -10,7 +10,7 @@ from email.utils import format_datetime
 import pytest
 from caldav.davclient import DAVClient
 
-from tmcaldav.calendar import (
+from tmcaldav.caldav import (
     AuthFailed,
     CalendarError,
     CalendarService,
@@ -21,9 +21,9 @@ from tmcaldav.calendar import (
     ServerError,
     StoredEvent,
     Unreachable,
-    parse_retry_after,
     resource_name,
 )
+from tmcaldav.retry import parse_retry_after
 from tmcaldav.testing import FaultProxy, RadicaleServer
 
 

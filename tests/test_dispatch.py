@@ -18,8 +18,8 @@ from tests.plugin_world import (
     seed,
 )
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.model import Outbox, Suggestion, utcnow
 from tmcaldav.store import Store, get_enrollment, get_session
+from tmcaldav.store.model import Outbox, Suggestion, utcnow
 from tmcaldav.views import SuggestionSpec
 
 
@@ -208,12 +208,12 @@ def test_no_response_fires_once_per_plugin_at_its_own_window(store: Store) -> No
         plugins={"enable": [], "early": {"days_before": 7}, "late": {"days_before": 2}},
     )
     early, late = Recorder(), Recorder()
-    from tmcaldav.plugins import get_plugin_manager, register_plugin
+    from tmcaldav.hooks.plugins import get_plugin_manager, register_plugin
 
     pm = get_plugin_manager(config, load_entrypoints=False)
     register_plugin(pm, early, "early", settings=config.plugins.settings["early"])
     register_plugin(pm, late, "late", settings=config.plugins.settings["late"])
-    from tmcaldav.dispatch import Dispatcher
+    from tmcaldav.hooks.dispatch import Dispatcher
     from tmcaldav.publish import Publisher
 
     dispatcher = Dispatcher(config, store, Publisher(config, store), pm)

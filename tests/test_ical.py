@@ -19,9 +19,8 @@ import vobject
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tmcaldav.domain import ICONS, CalendarStatus, values
 from tmcaldav.ical import (
-    CALENDAR_STATUSES,
-    ICONS,
     PARTSTAT_TO_STATUS,
     STATUS_TO_PARTSTAT,
     Attendee,
@@ -100,7 +99,7 @@ def event_text(*lines: str, calendar_lines: tuple[str, ...] = ()) -> str:
 
 
 def test_every_calendar_status_has_an_icon() -> None:
-    assert list(ICONS) == list(CALENDAR_STATUSES)
+    assert list(ICONS) == list(values(CalendarStatus))
     assert ICONS["accepted"] == "✓"
     assert ICONS["not_invited"] == "—"
 
@@ -109,7 +108,7 @@ def test_partstat_maps_are_inverse_and_leave_out_not_invited() -> None:
     assert {STATUS_TO_PARTSTAT[status] for status in PARTSTAT_TO_STATUS.values()} == set(
         PARTSTAT_TO_STATUS
     )
-    assert set(STATUS_TO_PARTSTAT) == set(CALENDAR_STATUSES) - {"not_invited"}
+    assert set(STATUS_TO_PARTSTAT) == set(values(CalendarStatus)) - {"not_invited"}
     assert STATUS_TO_PARTSTAT["invited"] == "NEEDS-ACTION"
     assert PARTSTAT_TO_STATUS["DELEGATED"] == "delegated"
 

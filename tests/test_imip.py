@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.imip_support import CLIENT_REPLIES, ORGANIZER, UID, check_imip, reply_bytes
-from tmcaldav import ical, imip
+from tmcaldav import ical
+from tmcaldav.imip import message as imip
 
 NOW = datetime(2026, 11, 25, 12, 0, tzinfo=UTC)
 STUDENTS = [

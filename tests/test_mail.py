@@ -12,6 +12,7 @@ from sqlalchemy import func, select
 from tmcaldav_plugins.waitlist import WaitlistPlugin
 
 from tests.conftest import Cli
+from tests.dovecot import DovecotServer, ImapUnavailable
 from tests.imip_support import (
     CLIENT_REPLIES,
     ORGANIZER,
@@ -25,15 +26,15 @@ from tests.imip_support import (
 )
 from tests.plugin_world import Recorder, config_for, dispatcher_for, seed
 from tests.scenario import StudentSide, add_people, add_session, cli_for
-from tmcaldav import deliveries
 from tmcaldav.config import load_config
-from tmcaldav.mail import MailService
-from tmcaldav.model import Delivery, MailRefusal, Outbox, Response, Suggestion, utcnow
+from tmcaldav.imip import deliveries
+from tmcaldav.imip.service import MailService
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, get_enrollment, get_session
+from tmcaldav.store.model import Delivery, MailRefusal, Outbox, Response, Suggestion, utcnow
 from tmcaldav.sync import Poller
 from tmcaldav.testing import RadicaleServer
-from tmcaldav.testing_mail import DovecotServer, ImapUnavailable, SmtpSink, TlsFiles
+from tmcaldav.testing_mail import SmtpSink, TlsFiles
 
 STUDENTS = {
     "ann@example.org": "Ann Lee",

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from tmcaldav import hookspecs
-from tmcaldav.plugins import hook_names
+from tmcaldav.hooks.plugins import hook_names
 
 ROOT = Path(__file__).resolve().parent.parent
 HOOKS = hook_names()

@@ -12,8 +12,8 @@ import pytest
 
 from tests.conftest import Cli, write_config
 from tests.plugin_world import Recorder, answer, config_for, seed
-from tmcaldav.dispatch import Dispatcher
-from tmcaldav.plugins import get_plugin_manager, hook_names, register_plugin
+from tmcaldav.hooks.dispatch import Dispatcher
+from tmcaldav.hooks.plugins import get_plugin_manager, hook_names, register_plugin
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
 

@@ -22,7 +22,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, cli_for
-from tmcaldav.model import utcnow
+from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
 CRASHY = '''

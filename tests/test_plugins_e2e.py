@@ -15,8 +15,8 @@ from tests.conftest import Cli
 from tests.scenario import StudentSide, cli_for
 from tests.webhook_receiver import Receiver, receiving
 from tmcaldav.config import load_config
-from tmcaldav.model import utcnow
 from tmcaldav.store import Store, get_session
+from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
 SECRET = "e2e-webhook-secret"

@@ -18,8 +18,8 @@ from tmcaldav_plugins.reschedule import ReschedulePlugin
 from tmcaldav_plugins.waitlist import WaitlistPlugin, next_in_line
 
 from tests.plugin_world import answer, config_for, dispatcher_for, seed
-from tmcaldav.model import Suggestion, utcnow
 from tmcaldav.store import Store
+from tmcaldav.store.model import Suggestion, utcnow
 from tmcaldav.views import (
     HookContext,
     ResponseChange,
@@ -264,7 +264,7 @@ def test_followup_through_the_dispatcher(store: Store) -> None:
     start = (utcnow() + timedelta(days=10)).replace(microsecond=0)
     seed(store, start=start, capacity=5)
     config = config_for(store.url, plugins={"enable": [], "followup": {"days_before": 4}})
-    from tmcaldav.plugins import get_plugin_manager, register_plugin
+    from tmcaldav.hooks.plugins import get_plugin_manager, register_plugin
 
     dispatcher = dispatcher_for(config, store)
     pm = dispatcher.pm

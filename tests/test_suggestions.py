@@ -16,10 +16,10 @@ from tmcaldav_plugins.waitlist import WaitlistPlugin
 from tests.conftest import Cli
 from tests.plugin_world import answer, config_for, dispatcher_for, seed
 from tmcaldav.config import Config, load_config
-from tmcaldav.model import Suggestion, utcnow
+from tmcaldav.hooks.suggestions import SuggestionError, apply_suggestion
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, get_enrollment, get_session
-from tmcaldav.suggestions import SuggestionError, apply_suggestion
+from tmcaldav.store.model import Suggestion, utcnow
 from tmcaldav.views import SuggestionSpec
 
 CONTRACT = {"id", "session", "email", "kind", "reason", "plugin", "state", "created_at"}

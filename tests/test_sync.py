@@ -12,9 +12,9 @@ import pytest
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav.config import load_config
-from tmcaldav.model import SyncState
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, get_session
+from tmcaldav.store.model import SyncState
 from tmcaldav.sync import EmptyCalendar, Poller
 from tmcaldav.testing import FaultProxy, RadicaleServer
 
@@ -197,7 +197,7 @@ def test_answer_on_cancelled_enrollment_is_recorded(
     assert world.calendars()["bob@example.org"] == "declined"
     from sqlalchemy import select
 
-    from tmcaldav.model import Outbox
+    from tmcaldav.store.model import Outbox
 
     with world.store.transaction() as db:
         rows = db.scalars(select(Outbox).where(Outbox.hook == "response")).all()
@@ -342,7 +342,7 @@ def test_server_faults_fail_the_poll_as_a_whole(
     # Point a new poller at the proxy, which breaks the next request.
     from dataclasses import replace
 
-    from tmcaldav.calendar import CalendarError, CalendarService, CalendarSettings
+    from tmcaldav.caldav import CalendarError, CalendarService, CalendarSettings
 
     settings = CalendarSettings(
         url=radicale_faults.url,
@@ -394,7 +394,7 @@ def test_the_same_answer_applied_twice_is_recorded_once(world: World) -> None:
     # that commits second finds it already shown and records nothing.
     from sqlalchemy import func, select
 
-    from tmcaldav.model import Outbox, Response, utcnow
+    from tmcaldav.store.model import Outbox, Response, utcnow
     from tmcaldav.sync import AnswerChange, apply_answers
 
     with world.store.transaction() as db:

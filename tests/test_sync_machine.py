@@ -18,10 +18,10 @@ from sqlalchemy import select
 from tests.scenario import StudentSide
 from tmcaldav import sync
 from tmcaldav.config import parse_config
-from tmcaldav.model import Enrollment, Person, Response, TrainingSession
 from tmcaldav.publish import Publisher
-from tmcaldav.roster import SessionFields
 from tmcaldav.store import Store, get_session
+from tmcaldav.store.model import Enrollment, Person, Response, TrainingSession
+from tmcaldav.store.roster import SessionFields
 from tmcaldav.testing import RadicaleServer
 
 EMAILS = ("ann@example.org", "bob@example.org", "cy@example.org")

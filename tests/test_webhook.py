@@ -14,8 +14,8 @@ from tmcaldav_plugins.webhook import WebhookPlugin, safe_url, sign
 
 from tests.plugin_world import answer, config_for, seed
 from tests.webhook_receiver import Receiver, receiving
-from tmcaldav.dispatch import Dispatcher
-from tmcaldav.plugins import get_plugin_manager
+from tmcaldav.hooks.dispatch import Dispatcher
+from tmcaldav.hooks.plugins import get_plugin_manager
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
 from tmcaldav.views import HookContext, ResponseChange, SuggestionView

@@ -19,11 +19,14 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from tmcaldav.domain import SuggestionKind, normalise_address, values
+from tmcaldav.errors import UsageError
+
 DEFAULT_CONFIG = "daemon.toml"
 CONFIG_ENV = "TMCALDAV_CONFIG"
 
 
-class ConfigError(Exception):
+class ConfigError(UsageError):
     """A configuration that cannot be used; `problems` lists every reason, one per line."""
 
     def __init__(self, path: str, problems: list[str]):
@@ -38,7 +41,7 @@ class ConfigError(Exception):
         return "\n".join(lines)
 
 
-class SecretError(Exception):
+class SecretError(UsageError):
     """A password source that cannot be read (missing file, unsafe mode, failed command)."""
 
 
@@ -240,14 +243,7 @@ class Config:
     path: str = DEFAULT_CONFIG
 
 
-SUGGESTION_KINDS = (
-    "cancel_enrollment",
-    "invite_waitlisted",
-    "promote_waitlisted",
-    "contact_student",
-    "offer_other_session",
-    "mark_no_show",
-)
+SUGGESTION_KINDS = values(SuggestionKind)
 SCHEDULING_MODES = ("server", "imip")
 SECURITY_MODES = ("starttls", "tls", "none")
 
@@ -471,8 +467,11 @@ def _check_password(
 
 
 def _looks_like_email(value: str) -> bool:
-    local, _, domain = value.partition("@")
-    return bool(local) and "." in domain and not any(c.isspace() for c in value)
+    try:
+        normalise_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def check_timezone(name: str) -> ZoneInfo:

@@ -19,12 +19,12 @@ from datetime import datetime, timedelta
 from types import FrameType
 from typing import Any
 
-from tmcaldav.calendar import CalendarError, ServerError
+from tmcaldav.caldav import CalendarError, ServerError
 from tmcaldav.config import Config, ConfigError, SecretError, load_config
-from tmcaldav.lock import AlreadyRunning, StoreLock
-from tmcaldav.model import utcnow
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, StoreError, StoreUnavailable
+from tmcaldav.store.lock import AlreadyRunning, StoreLock
+from tmcaldav.store.model import utcnow
 from tmcaldav.sync import EmptyCalendar, Poller, load_state, state_key
 from tmcaldav.systemd import Notifier
 
@@ -79,8 +79,8 @@ class Daemon:
 
     def _build(self) -> None:
         """(Re)build the services from the current config."""
-        from tmcaldav.dispatch import Dispatcher
-        from tmcaldav.plugins import get_plugin_manager
+        from tmcaldav.hooks.dispatch import Dispatcher
+        from tmcaldav.hooks.plugins import get_plugin_manager
 
         if getattr(self, "dispatcher", None) is not None:
             self.dispatcher.close()
@@ -91,7 +91,7 @@ class Daemon:
         )
         self.mail: Any = None
         if self.config.scheduling.mode == "imip":
-            from tmcaldav.mail import MailService
+            from tmcaldav.imip.service import MailService
 
             self.mail = MailService(self.config, self.store, self.publisher)
             self.mail.attach(self.publisher)

@@ -80,7 +80,7 @@ class Demo:
     def start_server(self) -> None:
         """Radicale on 127.0.0.1, a free port, storage in the demo folder."""
         try:
-            from tmcaldav.testing import start_radicale
+            from tmcaldav.radicale import start_radicale
         except ImportError as e:
             raise click.ClickException(
                 f"the demo needs Radicale ({e}); install it: pip install 'tmcaldav[demo]'"

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 
-from tmcaldav.calendar import CalendarError
+from tmcaldav.caldav import CalendarError
 from tmcaldav.config import Config, SecretError
 
 if TYPE_CHECKING:
@@ -32,7 +32,7 @@ def run_doctor(config: Config, say: Callable[[str], None]) -> bool:
         try:
             store_ok = _check_store(store, say)
             if config.scheduling.mode == "imip":
-                from tmcaldav.mail import doctor_mail
+                from tmcaldav.imip.service import doctor_mail
 
                 store_ok = doctor_mail(config, store, say) and store_ok
         finally:
@@ -44,7 +44,7 @@ def run_doctor(config: Config, say: Callable[[str], None]) -> bool:
 
 
 def _check_store(store: Store, say: Callable[[str], None]) -> bool:
-    from tmcaldav.model import TrainingSession
+    from tmcaldav.store.model import TrainingSession
 
     with store.scratch() as db:
         missing = db.scalars(

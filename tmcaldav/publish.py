@@ -20,7 +20,7 @@ from datetime import datetime
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
-from tmcaldav.calendar import (
+from tmcaldav.caldav import (
     CalendarService,
     CalendarSettings,
     NotFound,
@@ -28,9 +28,11 @@ from tmcaldav.calendar import (
     StoredEvent,
 )
 from tmcaldav.config import Config, ConfigError
-from tmcaldav.model import Enrollment, Response, TrainingSession, utcnow
-from tmcaldav.roster import RosterError, SessionFields, check_email, edit_session
+from tmcaldav.domain import normalise_address
+from tmcaldav.errors import TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
+from tmcaldav.store.model import Enrollment, Response, TrainingSession, utcnow
+from tmcaldav.store.roster import RosterError, SessionFields, edit_session
 
 log = logging.getLogger(__name__)
 
@@ -43,7 +45,7 @@ CONTENT_CHANGES = {"title", "location", "description", "tz"}
 TIME_CHANGES = {"start_at", "end_at"}
 
 
-class PublishError(Exception):
+class PublishError(TmcaldavError):
     """A publish that could not be done; the store is unchanged."""
 
 
@@ -399,7 +401,7 @@ class Publisher:
         resend: bool = False,
     ) -> list[str]:
         """Add students to the event as attendees; returns the addresses newly invited."""
-        wanted = [check_email(e) for e in emails]
+        wanted = [normalise_address(e) for e in emails]
         newly: list[str] = []
 
         def chosen(session: TrainingSession) -> list[Enrollment]:
@@ -486,7 +488,7 @@ class Publisher:
 
     def set_status(self, key: str, email: str, status: str, note: str | None = None) -> str:
         """Set an enrollment's status; cancelling removes the attendee (SEQUENCE+1)."""
-        from tmcaldav.roster import set_status
+        from tmcaldav.store.roster import set_status
 
         old: list[str] = []
 
@@ -505,7 +507,7 @@ class Publisher:
                 attendees=snapshot(session).attendees(),
                 kind="remove",
                 bump=True,
-                removed=frozenset({check_email(email)}),
+                removed=frozenset({normalise_address(email)}),
             )
 
         def record(db: Session, session: TrainingSession, written: Written | None) -> None:

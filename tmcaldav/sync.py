@@ -20,9 +20,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
-from tmcaldav.calendar import CalendarService, Changes, InvalidSyncToken, StoredEvent
+from tmcaldav.caldav import CalendarService, Changes, InvalidSyncToken, StoredEvent
 from tmcaldav.config import Config
-from tmcaldav.model import (
+from tmcaldav.domain import normalise_address
+from tmcaldav.errors import TmcaldavError
+from tmcaldav.store import Store
+from tmcaldav.store.model import (
     Enrollment,
     Outbox,
     Person,
@@ -31,7 +34,6 @@ from tmcaldav.model import (
     TrainingSession,
     utcnow,
 )
-from tmcaldav.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -321,7 +323,7 @@ def apply_answers(
 # ---- the poll ------------------------------------------------------------------------------
 
 
-class EmptyCalendar(Exception):
+class EmptyCalendar(TmcaldavError):
     """The calendar lists none of the events it had: refused until an administrator agrees."""
 
 
@@ -447,7 +449,7 @@ class Poller:
     ):
         self.store = store
         self.calendar = calendar
-        self.organizer = ical.normalise_address(organizer)
+        self.organizer = normalise_address(organizer)
         self.key = key or calendar.url
 
     @classmethod

@@ -1,247 +1,32 @@
-"""What plugins see: frozen views of sessions, students, answers and suggestions.
+"""What plugins see, at its stable import path: `from tmcaldav.views import SuggestionSpec`.
 
-Hooks never receive ORM objects or database sessions: the dispatcher builds these
-plain, immutable values from the store (`tmcaldav.dispatch`), so a plugin cannot
-change the store behind the dispatcher's back and a view stays valid after its
-transaction ends. Plugins give their advice back as `SuggestionSpec` values.
+The frozen views are defined in `tmcaldav.hooks.views`; this module re-exports them so
+third-party plugins never break when the code moves. Importing it loads no database
+code.
 """
 
-from __future__ import annotations
+from tmcaldav.hooks.views import (
+    INVITATION_OUT,
+    HookContext,
+    NoteView,
+    ResponseChange,
+    SessionView,
+    StudentView,
+    SuggestionResult,
+    SuggestionSpec,
+    SuggestionView,
+    check_settings,
+)
 
-import types
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
-from typing import Any
-
-from tmcaldav.config import SUGGESTION_KINDS
-from tmcaldav.roster import SEAT_STATUSES
-
-# Calendar statuses of a student who holds an invitation they have not turned down.
-INVITATION_OUT = frozenset({"invited", "accepted", "tentative"})
-
-
-def _frozen_mapping(value: Mapping[str, Any] | None) -> Mapping[str, Any]:
-    return types.MappingProxyType(dict(value or {}))
-
-
-@dataclass(frozen=True)
-class NoteView:
-    """A follow-up note on an enrollment."""
-
-    text: str
-    created_at: datetime
-
-
-@dataclass(frozen=True)
-class StudentView:
-    """One student in one session: the session page's line, frozen."""
-
-    enrollment_id: int
-    email: str
-    name: str | None
-    phone: str | None
-    # enrolled, waitlisted, cancelled, attended, no_show
-    status: str
-    # not_invited, invited, accepted, tentative, declined, delegated
-    calendar_status: str
-    # Why the calendar status is not the student's own answer ("rescheduled", "removed").
-    calendar_reason: str | None
-    responded_at: datetime | None
-    invited_at: datetime | None
-    # 1-based place on the waitlist; None when not waitlisted.
-    waitlist_position: int | None
-    notes: tuple[NoteView, ...] = ()
-
-    @property
-    def holds_seat(self) -> bool:
-        """True when the enrollment counts against the capacity."""
-        return self.status in SEAT_STATUSES
-
-    @property
-    def invitation_out(self) -> bool:
-        """Invited and has not declined or delegated (nor been cancelled)."""
-        return self.status != "cancelled" and self.calendar_status in INVITATION_OUT
-
-
-@dataclass(frozen=True)
-class SuggestionView:
-    """A suggestion as stored: its id, what it advises and where it stands."""
-
-    id: int
-    session: str
-    email: str | None
-    kind: str
-    reason: str
-    plugin: str
-    # open, applied, dismissed
-    state: str
-    dedupe_key: str
-    created_at: datetime
-    decided_at: datetime | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "details", _frozen_mapping(self.details))
-
-
-@dataclass(frozen=True)
-class SessionView:
-    """One session with its students (page order: seated, waitlist in order, the rest).
-
-    `suggestions` holds every suggestion made for the session (open, applied and
-    dismissed), so a plugin can see what has been advised and decided already. Views
-    of other sessions (`HookContext.later_sessions`) carry no suggestions.
-    """
-
-    id: int
-    key: str
-    title: str
-    course: str | None
-    start: datetime
-    end: datetime
-    tz: str
-    location: str | None
-    # None: no limit.
-    capacity: int | None
-    # scheduled or cancelled
-    status: str
-    # unpublished, published or missing (the event on the CalDAV server)
-    calendar_state: str
-    students: tuple[StudentView, ...]
-    suggestions: tuple[SuggestionView, ...] = ()
-
-    @property
-    def seats_taken(self) -> int:
-        """How many students hold a seat (enrolled, attended, no_show)."""
-        return sum(1 for s in self.students if s.holds_seat)
-
-    @property
-    def free_seats(self) -> int | None:
-        """Seats left (never below 0), or None when the capacity is unlimited."""
-        if self.capacity is None:
-            return None
-        return max(self.capacity - self.seats_taken, 0)
-
-    @property
-    def is_full(self) -> bool:
-        """True when a capacity is set and every seat is taken."""
-        return self.free_seats == 0
-
-    @property
-    def waitlist(self) -> tuple[StudentView, ...]:
-        """Waitlisted students in waitlist order (earliest first)."""
-        waiting = [s for s in self.students if s.waitlist_position is not None]
-        return tuple(sorted(waiting, key=lambda s: s.waitlist_position or 0))
-
-    def student(self, email: str) -> StudentView | None:
-        """The student with this address (any case), or None."""
-        address = email.strip().lower()
-        return next((s for s in self.students if s.email == address), None)
-
-    def suggestions_for(
-        self, email: str, kind: str | None = None, states: Iterable[str] | None = None
-    ) -> tuple[SuggestionView, ...]:
-        """This session's suggestions about one student, of one kind and state if given."""
-        address = email.strip().lower()
-        wanted = None if states is None else frozenset(states)
-        return tuple(
-            s
-            for s in self.suggestions
-            if s.email == address
-            and (kind is None or s.kind == kind)
-            and (wanted is None or s.state in wanted)
-        )
-
-
-@dataclass(frozen=True)
-class ResponseChange:
-    """A student's calendar status changed: the payload of the response hooks.
-
-    `event_id` is unique per change and stays the same if the hook runs again after a
-    crash: use it as an idempotency key for side effects outside tmcaldav.
-    """
-
-    event_id: str
-    session: str
-    email: str
-    old: str
-    new: str
-    responded_at: datetime
-    # The event SEQUENCE the answer was given to.
-    sequence: int | None
-    # poll, imip or manual
-    source: str
-    # The enrollment's status when the answer was recorded ("cancelled": record only).
-    enrollment_status: str
-
-
-@dataclass(frozen=True)
-class HookContext:
-    """What every hook gets besides its subject: the time, the event id, other sessions.
-
-    `later_sessions` are the scheduled sessions of the same course that start after the
-    hook's session, soonest first (empty when the session has no course).
-    """
-
-    now: datetime
-    event_id: str
-    later_sessions: tuple[SessionView, ...] = ()
-
-
-@dataclass(frozen=True)
-class SuggestionSpec:
-    """A plugin's advice, as a hook returns it; the dispatcher stores it once.
-
-    `session` defaults to the session the hook was called for. The stored dedupe key is
-    `kind:session:email`, plus `details["session"]` for offer_other_session, plus
-    `dedupe_key` when given: the same advice is stored once, whichever plugin gives it
-    and however often. Give a `dedupe_key` to make advice distinct that would otherwise
-    share a key (two different reasons to contact the same student).
-    """
-
-    kind: str
-    email: str
-    reason: str
-    details: Mapping[str, Any] = field(default_factory=dict)
-    session: str | None = None
-    dedupe_key: str | None = None
-
-    def __post_init__(self) -> None:
-        if self.kind not in SUGGESTION_KINDS:
-            raise ValueError(
-                f"unknown suggestion kind {self.kind!r} (known: {', '.join(SUGGESTION_KINDS)})"
-            )
-        if not self.email or not self.email.strip():
-            raise ValueError("a suggestion names the student it is about (email)")
-        if not self.reason or not self.reason.strip():
-            raise ValueError("a suggestion needs a reason in plain words")
-        object.__setattr__(self, "email", self.email.strip().lower())
-        object.__setattr__(self, "details", _frozen_mapping(self.details))
-        if self.kind == "offer_other_session" and not self.details.get("session"):
-            raise ValueError('offer_other_session needs details={"session": KEY}')
-
-    def key_for(self, session_key: str) -> str:
-        """The dedupe key this advice is stored under, for the hook's session."""
-        parts = [self.kind, self.session or session_key, self.email]
-        if self.kind == "offer_other_session":
-            parts.append(str(self.details["session"]))
-        if self.dedupe_key:
-            parts.append(self.dedupe_key)
-        return ":".join(parts)
-
-
-# What a hook may return.
-SuggestionResult = SuggestionSpec | Sequence[SuggestionSpec] | None
-
-
-def check_settings(settings: Mapping[str, Any], known: tuple[str, ...] = ()) -> None:
-    """ValueError naming any key of a plugin's settings table it does not take.
-
-    `days_before` is always allowed: the dispatcher reads it for every plugin (the
-    window of its `on_no_response`).
-    """
-    unknown = set(settings) - {"days_before", *known}
-    if unknown:
-        takes = ", ".join(("days_before", *known))
-        raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {takes}")
+__all__ = [
+    "INVITATION_OUT",
+    "HookContext",
+    "NoteView",
+    "ResponseChange",
+    "SessionView",
+    "StudentView",
+    "SuggestionResult",
+    "SuggestionSpec",
+    "SuggestionView",
+    "check_settings",
+]

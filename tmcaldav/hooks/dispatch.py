@@ -1,0 +1,716 @@
+"""Outbox dispatch: pending changes → plugin hooks → suggestions, exactly once per change.
+
+The sync writes one outbox row per answer in the transaction that records it. Each
+tick the `Dispatcher` reads the pending rows oldest first, builds frozen views,
+calls the hooks (each plugin on its own), and stores what they returned in ONE
+transaction that also marks the row done. A crash before that commit leaves the row
+pending, so the hooks run again; suggestions are deduplicated by their unique dedupe
+key, so nothing is doubled.
+
+Time hooks (`on_no_response`, `on_session_ended`) are turned into outbox rows with
+deterministic event ids ("no_response:<enrollment>:<plugin>", "session_ended:<session>")
+when they become due, so they fire once however many ticks see them due. Invitations
+become rows through a listener on the Publisher, in the transaction that records them.
+New suggestions become "suggestion" rows (for `on_suggestion`); kinds in
+`[suggestions] auto_apply` are then applied. One that cannot be applied stays open; the
+warning is logged once and it is tried again after a growing wait.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import String, cast, exists, literal, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from tmcaldav.config import Config
+from tmcaldav.hooks.plugins import DEFAULT_DAYS_BEFORE, TmcaldavPluginManager, call_each
+from tmcaldav.hooks.suggestions import record_suggestion
+from tmcaldav.hooks.views import (
+    HookContext,
+    NoteView,
+    ResponseChange,
+    SessionView,
+    StudentView,
+    SuggestionSpec,
+    SuggestionView,
+)
+from tmcaldav.publish import Published, Publisher
+from tmcaldav.store import Store, StoreError, waitlist_positions
+from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.store.pages import page_order
+
+log = logging.getLogger(__name__)
+
+# Which hook answers which new calendar status (besides on_response, which gets all).
+ANSWER_HOOKS = {"accepted": "on_accept", "declined": "on_decline", "tentative": "on_tentative"}
+# Sessions that ended longer ago than this do not fire on_session_ended.
+ENDED_LOOKBACK = timedelta(days=30)
+# Rows read per query; a run goes on until none is pending (or MAX_ROUNDS).
+BATCH_SIZE = 200
+# Suggestions can lead to suggestions (on_suggestion); dedupe keys end that, this caps it.
+MAX_ROUNDS = 20
+# A failed auto-apply is tried again after this, doubled per failure, at most the cap.
+AUTO_RETRY_BASE = timedelta(minutes=1)
+AUTO_RETRY_CAP = timedelta(minutes=30)
+# Column limits of the model.
+EVENT_ID_LENGTH = 100
+DEDUPE_KEY_LENGTH = 500
+
+
+# ---- building views from the store ------------------------------------------------------
+
+
+def student_view(enrollment: Enrollment, position: int | None) -> StudentView:
+    """Freeze one enrollment."""
+    person = enrollment.person
+    return StudentView(
+        enrollment_id=enrollment.id,
+        email=person.email,
+        name=person.name,
+        phone=person.phone,
+        status=enrollment.status,
+        calendar_status=enrollment.calendar_status,
+        calendar_reason=enrollment.calendar_reason,
+        responded_at=enrollment.responded_at,
+        invited_at=enrollment.invited_at,
+        waitlist_position=position,
+        notes=tuple(NoteView(n.text, n.created_at) for n in enrollment.notes),
+    )
+
+
+def suggestion_view(suggestion: Suggestion, session_key: str, email: str | None) -> SuggestionView:
+    """Freeze one stored suggestion."""
+    return SuggestionView(
+        id=suggestion.id,
+        session=session_key,
+        email=email,
+        kind=suggestion.kind,
+        reason=suggestion.reason,
+        plugin=suggestion.plugin,
+        state=suggestion.state,
+        dedupe_key=suggestion.dedupe_key,
+        created_at=suggestion.created_at,
+        decided_at=suggestion.decided_at,
+        details=suggestion.details or {},
+    )
+
+
+def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = ()) -> SessionView:
+    """Freeze a session loaded with its enrollments (and the given suggestions)."""
+    positions = waitlist_positions(session)
+    emails = {e.id: e.person.email for e in session.enrollments}
+    return SessionView(
+        id=session.id,
+        key=session.key,
+        title=session.title,
+        course=session.course,
+        start=session.start_at,
+        end=session.end_at,
+        tz=session.tz,
+        location=session.location,
+        capacity=session.capacity,
+        status=session.status,
+        calendar_state=session.calendar_state,
+        students=tuple(
+            student_view(e, positions.get(e.id)) for e in page_order(session, positions)
+        ),
+        suggestions=tuple(
+            suggestion_view(s, session.key, emails.get(s.enrollment_id or -1)) for s in suggestions
+        ),
+    )
+
+
+def _with_enrollments() -> Any:
+    return selectinload(TrainingSession.enrollments).selectinload(Enrollment.notes)
+
+
+def build_session_view(db: Session, session_id: int) -> SessionView | None:
+    """The view of one session with its suggestions; None when it no longer exists."""
+    session = db.scalars(
+        select(TrainingSession).where(TrainingSession.id == session_id).options(_with_enrollments())
+    ).one_or_none()
+    if session is None:
+        return None
+    suggestions = db.scalars(
+        select(Suggestion).where(Suggestion.session_id == session_id).order_by(Suggestion.id)
+    ).all()
+    return session_view(session, suggestions)
+
+
+def build_later_sessions(db: Session, view: SessionView) -> tuple[SessionView, ...]:
+    """Scheduled sessions of the same course that start after `view`, soonest first."""
+    if view.course is None:
+        return ()
+    sessions = db.scalars(
+        select(TrainingSession)
+        .where(
+            TrainingSession.course == view.course,
+            TrainingSession.status == "scheduled",
+            TrainingSession.start_at > view.start,
+            TrainingSession.id != view.id,
+        )
+        .options(_with_enrollments())
+        .order_by(TrainingSession.start_at, TrainingSession.key)
+    ).all()
+    return tuple(session_view(s) for s in sessions)
+
+
+def _bounded(text: str, limit: int) -> str:
+    """`text`, or a prefix of it with a digest when it is longer than a column allows."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return f"{text[: limit - 33]}#{digest}"
+
+
+# ---- invitations become outbox rows ----------------------------------------------------------
+
+
+def record_invitations(db: Session, published: Published) -> None:
+    """Publisher listener: an outbox row for newly invited students, in the same transaction."""
+    if not published.invited:
+        return
+    session_id = db.scalar(
+        select(TrainingSession.id).where(TrainingSession.key == published.session_key)
+    )
+    if session_id is None:
+        return
+    db.add(
+        Outbox(
+            event_id=uuid.uuid4().hex,
+            hook="invitation",
+            session_id=session_id,
+            payload={
+                "session": published.session_key,
+                "emails": sorted(published.invited),
+                "sequence": published.sequence,
+            },
+        )
+    )
+
+
+def watch_invitations(publisher: Publisher) -> None:
+    """Make `publisher` record its invitations for `on_invitation_sent` (once per publisher)."""
+    if record_invitations not in publisher.on_published:
+        publisher.on_published.append(record_invitations)
+
+
+# ---- the dispatcher ----------------------------------------------------------------------------
+
+
+@dataclass
+class DispatchResult:
+    """What one run did, for the summary line and the daemon's status."""
+
+    events: int = 0
+    hook_calls: int = 0
+    plugin_failures: int = 0
+    suggestions: int = 0
+    applied: int = 0
+    # Time hooks that became due in this run.
+    due: int = 0
+    # Events left pending (an error while dispatching them; retried next run).
+    left_pending: int = 0
+    seconds: float = 0.0
+    new_suggestion_ids: list[int] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def summary(self) -> str:
+        """One line: events dispatched, suggestions made and applied, failures."""
+        text = f"{self.events} event(s) dispatched, {self.suggestions} new suggestion(s)"
+        if self.applied:
+            text += f", {self.applied} applied"
+        if self.plugin_failures:
+            text += f", {self.plugin_failures} plugin failure(s) (see the log)"
+        if self.left_pending:
+            text += f", {self.left_pending} event(s) left for the next run"
+        return text
+
+
+@dataclass(frozen=True)
+class _AutoFailure:
+    """The last failed auto-apply of one suggestion, and when to try it again."""
+
+    error: str
+    failures: int
+    retry_at: datetime
+
+
+@dataclass(frozen=True)
+class _Call:
+    hook: str
+    kwargs: Mapping[str, Any]
+    only: str | None = None
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What a pending row needs: the hook calls, and the session suggestions default to."""
+
+    calls: tuple[_Call, ...]
+    session: SessionView | None
+
+
+class Dispatcher:
+    """Runs the plugin hooks for the outbox rows, and the time checks, once per change."""
+
+    def __init__(
+        self,
+        config: Config,
+        store: Store,
+        publisher: Publisher,
+        plugin_manager: TmcaldavPluginManager,
+        *,
+        batch_size: int = BATCH_SIZE,
+    ):
+        self.config = config
+        self.store = store
+        self.pm = plugin_manager
+        self.batch_size = batch_size
+        self.publisher = publisher
+        # Suggestion id -> its last failed auto-apply (this process only).
+        self._auto_failures: dict[int, _AutoFailure] = {}
+
+    @property
+    def publisher(self) -> Publisher:
+        """The publisher suggestions are applied with; it records invitations for the hooks."""
+        return self._publisher
+
+    @publisher.setter
+    def publisher(self, publisher: Publisher) -> None:
+        # The daemon swaps in a new publisher after a server failure: watch that one too.
+        watch_invitations(publisher)
+        self._publisher = publisher
+
+    def close(self) -> None:
+        """Tell the plugins tmcaldav is done with them (on_shutdown)."""
+        self.pm.close()
+
+    def run(self, now: datetime | None = None) -> DispatchResult:
+        """One tick: schedule due time hooks, dispatch every pending row, auto-apply."""
+        started = time.perf_counter()
+        now = now or utcnow()
+        result = DispatchResult()
+        result.due = self._schedule_time_hooks(now)
+        tried: set[int] = set()
+        auto_tried: set[int] = set()
+        # Rows may be left pending only when one could not be dispatched, or when the
+        # rounds ran out; otherwise the last round found none, and no count is needed.
+        leftovers = False
+        for _round in range(MAX_ROUNDS):
+            pending = self._pending(exclude=tried)
+            for row_id in pending:
+                tried.add(row_id)
+                if not self._dispatch(row_id, now, result):
+                    leftovers = True
+            applied = self._auto_apply(result, auto_tried, now)
+            if not pending and not applied:
+                break
+        else:
+            leftovers = True
+        result.left_pending = len(self._pending(exclude=set())) if leftovers else 0
+        result.seconds = time.perf_counter() - started
+        return result
+
+    # ---- reading the outbox ----------------------------------------------------------------
+
+    def _pending(self, exclude: set[int]) -> list[int]:
+        with self.store.scratch() as db:
+            stmt = (
+                select(Outbox.id)
+                .where(Outbox.done_at.is_(None))
+                .order_by(Outbox.created_at, Outbox.id)
+                .limit(self.batch_size + len(exclude))
+            )
+            return [i for i in db.scalars(stmt) if i not in exclude][: self.batch_size]
+
+    def _dispatch(self, row_id: int, now: datetime, result: DispatchResult) -> bool:
+        """Run one row's hooks and store their results; False when it is left pending."""
+        try:
+            with self.store.scratch() as db:
+                row = db.get(Outbox, row_id)
+                if row is None or row.done_at is not None:
+                    return True
+                event_id = row.event_id
+                plan = self._plan(db, row, now)
+        except Exception:
+            # A row we cannot read (a bug, a payload from a newer version) must not
+            # block the rest of the outbox; it stays pending and is tried next run.
+            log.exception("outbox event %s could not be prepared; it is left pending", row_id)
+            return False
+        returned: list[tuple[str, SuggestionSpec]] = []
+        for call in plan.calls:
+            outcome = call_each(self.pm, call.hook, call.kwargs, event_id=event_id, only=call.only)
+            result.hook_calls += outcome.calls
+            result.plugin_failures += len(outcome.failed)
+            for plugin, value in outcome.results:
+                specs = _as_specs(value)
+                if specs is None:
+                    log.error(
+                        "plugin %s returned %r from %s for event %s; expected None, a "
+                        "SuggestionSpec or a list of them; ignored",
+                        plugin,
+                        value,
+                        call.hook,
+                        event_id,
+                    )
+                    result.plugin_failures += 1
+                    continue
+                returned += [(plugin, spec) for spec in specs]
+        try:
+            with self.store.transaction() as db:
+                row = db.scalars(
+                    select(Outbox)
+                    .where(Outbox.id == row_id, Outbox.done_at.is_(None))
+                    .with_for_update()
+                ).one_or_none()
+                if row is None:
+                    return True  # done by another dispatcher meanwhile
+                new = self._store_suggestions(db, returned, plan.session, event_id)
+                row.done_at = utcnow()
+        except StoreError:
+            raise  # the store is unusable: the daemon backs off and retries
+        except Exception:
+            log.exception("outbox event %s could not be recorded; it is left pending", event_id)
+            return False
+        result.events += 1
+        result.suggestions += len(new)
+        result.new_suggestion_ids += new
+        return True
+
+    def _plan(self, db: Session, row: Outbox, now: datetime) -> _Plan:
+        """The hook calls for one row, with fresh views of its session."""
+        session = build_session_view(db, row.session_id) if row.session_id is not None else None
+        if session is None:
+            log.warning("outbox event %s: its session is gone; nothing to dispatch", row.event_id)
+            return _Plan((), None)
+        context = HookContext(now, row.event_id, build_later_sessions(db, session))
+        base = {"session": session, "context": context}
+        payload = row.payload or {}
+        if row.hook == "response":
+            change = _response_change(row.event_id, payload)
+            calls = [_Call("on_response", {**base, "change": change})]
+            answer_hook = ANSWER_HOOKS.get(change.new)
+            # An answer on a cancelled enrollment, or to a session cancelled by the time
+            # its hooks run (a late REPLY, a decline after the CANCEL), is recorded and
+            # told to on_response, but moves no seats.
+            if (
+                answer_hook is not None
+                and change.enrollment_status != "cancelled"
+                and session.status != "cancelled"
+            ):
+                calls.append(_Call(answer_hook, {**base, "change": change}))
+            return _Plan(tuple(calls), session)
+        if row.hook == "no_response":
+            student = session.student(payload.get("email", ""))
+            if student is None:
+                return _Plan((), session)
+            return _Plan(
+                (_Call("on_no_response", {**base, "student": student}, payload.get("plugin")),),
+                session,
+            )
+        if row.hook == "session_ended":
+            return _Plan((_Call("on_session_ended", base),), session)
+        if row.hook == "invitation":
+            students = tuple(
+                s for s in (session.student(e) for e in payload.get("emails", [])) if s is not None
+            )
+            if not students:
+                return _Plan((), session)
+            return _Plan((_Call("on_invitation_sent", {**base, "students": students}),), session)
+        if row.hook == "suggestion":
+            suggestion = next(
+                (s for s in session.suggestions if s.id == payload.get("suggestion_id")), None
+            )
+            if suggestion is None:
+                return _Plan((), session)
+            return _Plan((_Call("on_suggestion", {**base, "suggestion": suggestion}),), session)
+        log.warning("outbox event %s: unknown kind %r; marked done", row.event_id, row.hook)
+        return _Plan((), session)
+
+    # ---- storing what the hooks returned -------------------------------------------------
+
+    def _store_suggestions(
+        self,
+        db: Session,
+        returned: list[tuple[str, SuggestionSpec]],
+        session: SessionView | None,
+        event_id: str,
+    ) -> list[int]:
+        if session is None:
+            return []
+        new: list[int] = []
+        seen: set[str] = set()
+        for plugin, spec in returned:
+            key = _bounded(spec.key_for(session.key), DEDUPE_KEY_LENGTH)
+            if key in seen:
+                continue
+            seen.add(key)
+            if db.scalar(select(Suggestion.id).where(Suggestion.dedupe_key == key)) is not None:
+                continue  # the same advice was given before
+            target = _target(db, spec.session or session.key, spec.email)
+            problem = _check_target(db, spec, target)
+            if problem:
+                log.error(
+                    "plugin %s suggested %s for %s in %s (event %s), dropped: %s",
+                    plugin,
+                    spec.kind,
+                    spec.email,
+                    spec.session or session.key,
+                    event_id,
+                    problem,
+                )
+                continue
+            assert target is not None
+            session_id, enrollment_id = target
+            suggestion = record_suggestion(
+                db,
+                Suggestion(
+                    session_id=session_id,
+                    enrollment_id=enrollment_id,
+                    kind=spec.kind,
+                    reason=spec.reason,
+                    plugin=plugin,
+                    dedupe_key=key,
+                    details=dict(spec.details),
+                ),
+            )
+            log.info(
+                "suggestion %s from %s: %s %s in %s",
+                suggestion.id,
+                plugin,
+                spec.kind,
+                spec.email,
+                spec.session or session.key,
+            )
+            new.append(suggestion.id)
+        return new
+
+    # ---- time hooks ------------------------------------------------------------------------------
+
+    def _schedule_time_hooks(self, now: datetime) -> int:
+        """Outbox rows for time hooks that are due and have not fired; returns how many.
+
+        The queries leave out what has fired (NOT EXISTS an outbox row with the same
+        deterministic event id, found through its unique index), so an idle tick reads
+        nothing however many sessions are in the window.
+        """
+        due: dict[str, Outbox] = {}
+        with self.store.scratch() as db:
+            due.update(self._due_no_response(db, now))
+            due.update(self._due_session_ended(db, now))
+            if not due:
+                return 0
+            # Fired meanwhile by another process, or ids too long to check in SQL.
+            existing = set()
+            ids = list(due)
+            for i in range(0, len(ids), 500):
+                existing.update(
+                    db.scalars(select(Outbox.event_id).where(Outbox.event_id.in_(ids[i : i + 500])))
+                )
+        fresh = [row for event_id, row in due.items() if event_id not in existing]
+        if not fresh:
+            return 0
+        try:
+            with self.store.transaction() as db:
+                db.add_all(fresh)
+        except IntegrityError:
+            # Another process scheduled them between our read and our write.
+            log.info("time hooks were scheduled by another process meanwhile")
+            return 0
+        return len(fresh)
+
+    def _plugins_with(self, hook: str) -> list[str]:
+        return sorted({impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()})
+
+    def _due_no_response(self, db: Session, now: datetime) -> dict[str, Outbox]:
+        due = {}
+        # One query per plugin: each has its own window (and its own event ids).
+        for plugin in self._plugins_with("on_no_response"):
+            window = timedelta(days=self.pm.days_before.get(plugin, DEFAULT_DAYS_BEFORE))
+            # The sessions in the window as a subquery, not a join: SQLite then starts
+            # from them (and the enrollments' session index) instead of checking every
+            # enrollment of the store against the outbox.
+            starting = select(TrainingSession.id).where(
+                TrainingSession.status == "scheduled",
+                TrainingSession.calendar_state == "published",
+                TrainingSession.start_at > now,
+                TrainingSession.start_at <= now + window,
+            )
+            stmt = (
+                select(Enrollment.id, Enrollment.session_id, Person.email)
+                .join(Person, Person.id == Enrollment.person_id)
+                .where(
+                    Enrollment.session_id.in_(starting),
+                    Enrollment.status.in_(("enrolled", "waitlisted")),
+                    Enrollment.calendar_status.in_(("invited", "tentative")),
+                )
+            )
+            if len(f"no_response:{2**63}:{plugin}") <= EVENT_ID_LENGTH:
+                # The id is never shortened for this plugin, so SQL can build it.
+                fired = literal("no_response:") + cast(Enrollment.id, String) + f":{plugin}"
+                stmt = stmt.where(~exists().where(Outbox.event_id == fired))
+            for row in db.execute(stmt):
+                event_id = _bounded(f"no_response:{row.id}:{plugin}", EVENT_ID_LENGTH)
+                due[event_id] = Outbox(
+                    event_id=event_id,
+                    hook="no_response",
+                    session_id=row.session_id,
+                    enrollment_id=row.id,
+                    payload={"plugin": plugin, "email": row.email},
+                )
+        return due
+
+    def _due_session_ended(self, db: Session, now: datetime) -> dict[str, Outbox]:
+        if not self._plugins_with("on_session_ended"):
+            return {}
+        fired = literal("session_ended:") + cast(TrainingSession.id, String)
+        rows = db.execute(
+            select(TrainingSession.id, TrainingSession.key).where(
+                TrainingSession.status == "scheduled",
+                TrainingSession.end_at <= now,
+                TrainingSession.end_at > now - ENDED_LOOKBACK,
+                ~exists().where(Outbox.event_id == fired),
+            )
+        )
+        return {
+            f"session_ended:{row.id}": Outbox(
+                event_id=f"session_ended:{row.id}",
+                hook="session_ended",
+                session_id=row.id,
+                payload={"session": row.key},
+            )
+            for row in rows
+        }
+
+    # ---- auto-apply -------------------------------------------------------------------------
+
+    def _auto_apply(self, result: DispatchResult, tried: set[int], now: datetime) -> int:
+        kinds = self.config.suggestions.auto_apply
+        if not kinds:
+            return 0
+        from tmcaldav.hooks.suggestions import apply_suggestion
+
+        with self.store.scratch() as db:
+            open_ids = list(
+                db.scalars(
+                    select(Suggestion.id)
+                    .where(Suggestion.state == "open", Suggestion.kind.in_(kinds))
+                    .order_by(Suggestion.id)
+                )
+            )
+        # Forget failures of suggestions decided meanwhile (by an administrator).
+        still_open = set(open_ids)
+        for gone in [i for i in self._auto_failures if i not in still_open]:
+            del self._auto_failures[gone]
+        applied = 0
+        for suggestion_id in open_ids:
+            if suggestion_id in tried:
+                continue
+            tried.add(suggestion_id)
+            failure = self._auto_failures.get(suggestion_id)
+            if failure is not None and now < failure.retry_at:
+                continue
+            try:
+                message = apply_suggestion(self.store, self.publisher, suggestion_id)
+            except Exception as e:
+                self._auto_failed(suggestion_id, str(e), now)
+                continue
+            self._auto_failures.pop(suggestion_id, None)
+            log.info("auto-applied suggestion %s: %s", suggestion_id, message)
+            applied += 1
+        result.applied += applied
+        return applied
+
+    def _auto_failed(self, suggestion_id: int, error: str, now: datetime) -> None:
+        """Remember a failed auto-apply: said once, tried again after a growing wait.
+
+        Most failures are refusals that hold until something changes (a full session):
+        retrying every tick would only repeat the warning. The suggestion stays open for
+        an administrator meanwhile.
+        """
+        before = self._auto_failures.get(suggestion_id)
+        failures = before.failures + 1 if before is not None else 1
+        wait = min(AUTO_RETRY_BASE * 2 ** (failures - 1), AUTO_RETRY_CAP)
+        self._auto_failures[suggestion_id] = _AutoFailure(error, failures, now + wait)
+        if before is None or before.error != error:
+            log.warning(
+                "auto-apply of suggestion %s failed: %s; it stays open (tried again from "
+                "time to time, or apply or dismiss it: tmcaldav suggestions)",
+                suggestion_id,
+                error,
+            )
+        else:
+            log.debug(
+                "auto-apply of suggestion %s failed again (%d times): %s",
+                suggestion_id,
+                failures,
+                error,
+            )
+
+
+def _as_specs(value: Any) -> list[SuggestionSpec] | None:
+    if value is None:
+        return []
+    if isinstance(value, SuggestionSpec):
+        return [value]
+    if isinstance(value, list | tuple) and all(isinstance(v, SuggestionSpec) for v in value):
+        return list(value)
+    return None
+
+
+def _response_change(event_id: str, payload: Mapping[str, Any]) -> ResponseChange:
+    return ResponseChange(
+        event_id=event_id,
+        session=payload["session"],
+        email=payload["email"],
+        old=payload["old"],
+        new=payload["new"],
+        responded_at=datetime.fromisoformat(payload["responded_at"]),
+        sequence=payload.get("sequence"),
+        source=payload.get("source", "poll"),
+        enrollment_status=payload.get("enrollment_status", "enrolled"),
+    )
+
+
+def _target(db: Session, session_key: str, email: str) -> tuple[int, int] | None:
+    """(session id, enrollment id) of a student in a session, or None."""
+    row = db.execute(
+        select(TrainingSession.id, Enrollment.id)
+        .join(Enrollment, Enrollment.session_id == TrainingSession.id)
+        .join(Person, Person.id == Enrollment.person_id)
+        .where(TrainingSession.key == session_key, Person.email == email)
+    ).one_or_none()
+    return (row[0], row[1]) if row is not None else None
+
+
+def _check_target(db: Session, spec: SuggestionSpec, target: tuple[int, int] | None) -> str:
+    if target is None:
+        return "the student is not in that session"
+    if spec.kind == "offer_other_session":
+        other = str(spec.details["session"])
+        if db.scalar(select(TrainingSession.id).where(TrainingSession.key == other)) is None:
+            return f"no session with key {other!r}"
+    return ""
+
+
+__all__ = [
+    "DispatchResult",
+    "Dispatcher",
+    "build_later_sessions",
+    "build_session_view",
+    "record_invitations",
+    "session_view",
+    "watch_invitations",
+]

@@ -1,0 +1,134 @@
+"""CSV import of sessions, people and enrollments: all rows or none.
+
+Every bad row is reported with its line number in the file; if there is any, the
+transaction is rolled back and nothing is written.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy.orm import Session
+
+from tmcaldav.errors import TmcaldavError
+from tmcaldav.store import roster
+
+# kind -> (required columns, optional columns)
+COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "sessions": (
+        ("key", "title", "start", "end"),
+        ("tz", "location", "capacity", "course", "description"),
+    ),
+    "people": (("email",), ("name", "phone")),
+    "enrollments": (("session", "email"), ("status",)),
+}
+
+
+class CsvImportError(TmcaldavError, ValueError):
+    """The file was refused; `problems` lists each with its line number."""
+
+    def __init__(self, path: str, problems: list[str]):
+        self.problems = problems
+        super().__init__(
+            f"{path}: import refused, nothing was written:\n"
+            + "\n".join(f"  {p}" for p in problems)
+        )
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What an import wrote."""
+
+    kind: str
+    rows: int
+
+
+def import_csv(db: Session, path: str, kind: str, default_tz: str) -> ImportResult:
+    """Import one CSV file of `kind` inside the caller's transaction; all rows or none."""
+    if kind not in COLUMNS:
+        raise CsvImportError(path, [f"unknown kind {kind!r}; use one of {', '.join(COLUMNS)}"])
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except OSError as e:
+        raise CsvImportError(path, [f"cannot read the file: {e.strerror}"]) from e
+    except UnicodeDecodeError as e:
+        raise CsvImportError(path, [f"not UTF-8 text (byte {e.start}); save it as UTF-8"]) from e
+    required, optional = COLUMNS[kind]
+    reader = csv.DictReader(text.splitlines(keepends=True))
+    header = [h.strip() for h in (reader.fieldnames or [])]
+    reader.fieldnames = header
+    missing = [c for c in required if c not in header]
+    unknown = [c for c in header if c not in required + optional]
+    problems = []
+    if missing:
+        problems.append(f"line 1: missing column(s) {', '.join(missing)}")
+    if unknown:
+        problems.append(
+            f"line 1: unknown column(s) {', '.join(unknown)} "
+            f"(known: {', '.join(required + optional)})"
+        )
+    if problems:
+        raise CsvImportError(path, problems)
+    apply_row = _ROW_HANDLERS[kind]
+    rows = 0
+    for row in reader:
+        line = reader.line_num
+        if None in row or any(v is None for v in row.values()):
+            problems.append(f"line {line}: expected {len(header)} fields")
+            continue
+        values = {k: v.strip() for k, v in row.items()}
+        if not any(values.values()):
+            continue
+        empty = [c for c in required if not values[c]]
+        if empty:
+            problems.append(f"line {line}: empty {', '.join(empty)}")
+            continue
+        try:
+            apply_row(db, values, default_tz)
+            rows += 1
+        except TmcaldavError as e:
+            problems.append(f"line {line}: {e}")
+    if problems:
+        raise CsvImportError(path, problems)
+    return ImportResult(kind, rows)
+
+
+def _session_row(db: Session, row: dict[str, str], default_tz: str) -> None:
+    capacity = None
+    if row.get("capacity"):
+        try:
+            capacity = int(row["capacity"])
+        except ValueError as e:
+            raise roster.RosterError(f"capacity is not a whole number: {row['capacity']!r}") from e
+    fields = roster.SessionFields(
+        title=row["title"],
+        start=row["start"],
+        end=row["end"],
+        tz=row.get("tz") or None,
+        location=row.get("location") or None,
+        capacity=capacity,
+        course=row.get("course") or None,
+        description=row.get("description") or None,
+    )
+    roster.add_session(db, row["key"], fields, default_tz)
+
+
+def _person_row(db: Session, row: dict[str, str], _tz: str) -> None:
+    roster.add_person(db, row["email"], row.get("name") or None, row.get("phone") or None)
+
+
+def _enrollment_row(db: Session, row: dict[str, str], _tz: str) -> None:
+    status = row.get("status") or "enrolled"
+    if status not in ("enrolled", "waitlisted"):
+        raise roster.RosterError(f"status must be enrolled or waitlisted, not {status!r}")
+    roster.enroll(db, row["session"], [row["email"]], waitlist=status == "waitlisted")
+
+
+_ROW_HANDLERS: dict[str, Callable[[Session, dict[str, str], str], None]] = {
+    "sessions": _session_row,
+    "people": _person_row,
+    "enrollments": _enrollment_row,
+}

@@ -1,0 +1,318 @@
+"""The enrollment store's tables, as SQLAlchemy 2 typed ORM models.
+
+Times are stored as UTC and always come back timezone-aware, on SQLite as on
+PostgreSQL. Status values are plain strings checked by CHECK constraints, so a
+migration is not needed to read them with any SQL tool.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    CheckConstraint,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+from tmcaldav.domain import (
+    CalendarState,
+    CalendarStatus,
+    DeliveryState,
+    EnrollmentStatus,
+    ResponseSource,
+    SessionStatus,
+    SuggestionState,
+    values,
+)
+
+ENROLLMENT_STATUSES = values(EnrollmentStatus)
+CALENDAR_STATUSES = values(CalendarStatus)
+SESSION_STATUSES = values(SessionStatus)
+CALENDAR_STATES = values(CalendarState)
+RESPONSE_SOURCES = values(ResponseSource)
+DELIVERY_STATES = values(DeliveryState)
+SUGGESTION_STATES = values(SuggestionState)
+
+
+def utcnow() -> datetime:
+    """The current time, aware, in UTC."""
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """An aware datetime stored as naive UTC, so SQLite and PostgreSQL agree."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the store; times must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+
+
+class Base(DeclarativeBase):
+    """Base of all models; constraint names are fixed so migrations can name them."""
+
+    metadata = MetaData(
+        naming_convention={
+            "ix": "ix_%(column_0_label)s",
+            "uq": "uq_%(table_name)s_%(column_0_name)s",
+            "ck": "ck_%(table_name)s_%(constraint_name)s",
+            "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+            "pk": "pk_%(table_name)s",
+        }
+    )
+    type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - read by SQLAlchemy
+
+
+class TrainingSession(Base):
+    """One scheduled training, published as one CalDAV event."""
+
+    __tablename__ = "training_sessions"
+    __table_args__ = (
+        CheckConstraint(_in("status", SESSION_STATUSES), name="status"),
+        CheckConstraint(_in("calendar_state", CALENDAR_STATES), name="calendar_state"),
+        CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity"),
+        CheckConstraint("end_at > start_at", name="times"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(200), unique=True)
+    title: Mapped[str] = mapped_column(String(500))
+    course: Mapped[str | None] = mapped_column(String(200))
+    start_at: Mapped[datetime]
+    end_at: Mapped[datetime]
+    tz: Mapped[str] = mapped_column(String(64))
+    location: Mapped[str | None] = mapped_column(String(500))
+    capacity: Mapped[int | None]
+    description: Mapped[str | None] = mapped_column(Text)
+    status: Mapped[str] = mapped_column(String(20), default="scheduled")
+    # The published event: UID, where it is, its ETag and SEQUENCE as we last wrote or saw them.
+    uid: Mapped[str | None] = mapped_column(String(300), unique=True)
+    href: Mapped[str | None] = mapped_column(String(1000))
+    etag: Mapped[str | None] = mapped_column(String(300))
+    sequence: Mapped[int] = mapped_column(default=0)
+    calendar_state: Mapped[str] = mapped_column(String(20), default="unpublished")
+    published_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    enrollments: Mapped[list[Enrollment]] = relationship(
+        back_populates="session", cascade="all, delete-orphan", order_by="Enrollment.id"
+    )
+
+
+class Person(Base):
+    """A student, identified by e-mail address (stored lower-cased, so unique ignoring case)."""
+
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(300))
+    phone: Mapped[str | None] = mapped_column(String(50))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    enrollments: Mapped[list[Enrollment]] = relationship(back_populates="person")
+
+
+class Enrollment(Base):
+    """A person in a session: their status and their calendar status (the Calendar column)."""
+
+    __tablename__ = "enrollments"
+    __table_args__ = (
+        UniqueConstraint("session_id", "person_id", name="session_person"),
+        CheckConstraint(_in("status", ENROLLMENT_STATUSES), name="status"),
+        CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="RESTRICT"))
+    status: Mapped[str] = mapped_column(String(20), default="enrolled")
+    # Waitlist order is the time the student joined the waitlist.
+    waitlisted_at: Mapped[datetime | None]
+    calendar_status: Mapped[str] = mapped_column(String(20), default="not_invited")
+    # Why the calendar status is what it is when it is not a student's answer ("rescheduled").
+    calendar_reason: Mapped[str | None] = mapped_column(String(50))
+    invited_at: Mapped[datetime | None]
+    responded_at: Mapped[datetime | None]
+    # iTIP order of the answer shown: the SEQUENCE and DTSTAMP it answered.
+    answer_sequence: Mapped[int | None]
+    answer_dtstamp: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    session: Mapped[TrainingSession] = relationship(back_populates="enrollments")
+    person: Mapped[Person] = relationship(back_populates="enrollments", lazy="joined")
+    notes: Mapped[list[Note]] = relationship(
+        back_populates="enrollment", cascade="all, delete-orphan", order_by="Note.id"
+    )
+    responses: Mapped[list[Response]] = relationship(
+        back_populates="enrollment", cascade="all, delete-orphan", order_by="Response.id"
+    )
+
+
+class Response(Base):
+    """One answer as it was seen: the history behind the Calendar column."""
+
+    __tablename__ = "responses"
+    __table_args__ = (
+        CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
+        CheckConstraint(_in("source", RESPONSE_SOURCES), name="source"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    calendar_status: Mapped[str] = mapped_column(String(20))
+    responded_at: Mapped[datetime]
+    observed_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sequence: Mapped[int | None]
+    dtstamp: Mapped[datetime | None]
+    source: Mapped[str] = mapped_column(String(10))
+    reason: Mapped[str | None] = mapped_column(String(50))
+
+    enrollment: Mapped[Enrollment] = relationship(back_populates="responses")
+
+
+class Note(Base):
+    """A follow-up note on an enrollment ("phoned, will come")."""
+
+    __tablename__ = "notes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    author: Mapped[str | None] = mapped_column(String(100))
+
+    enrollment: Mapped[Enrollment] = relationship(back_populates="notes")
+
+
+class Suggestion(Base):
+    """Advice from a plugin; the dedupe key keeps the same advice from being given twice."""
+
+    __tablename__ = "suggestions"
+    __table_args__ = (CheckConstraint(_in("state", SUGGESTION_STATES), name="state"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    session_id: Mapped[int] = mapped_column(
+        ForeignKey("training_sessions.id", ondelete="CASCADE"), index=True
+    )
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE")
+    )
+    kind: Mapped[str] = mapped_column(String(40))
+    reason: Mapped[str] = mapped_column(Text)
+    plugin: Mapped[str] = mapped_column(String(100))
+    state: Mapped[str] = mapped_column(String(20), default="open")
+    dedupe_key: Mapped[str] = mapped_column(String(500), unique=True)
+    # Kind-specific details, e.g. the other session's key for offer_other_session.
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    decided_at: Mapped[datetime | None]
+
+
+class Outbox(Base):
+    """A change waiting for its hooks; written with the change, marked done with the results."""
+
+    __tablename__ = "outbox"
+    __table_args__ = (Index("ix_outbox_pending", "done_at"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # Unique per change: hooks and webhook receivers use it as an idempotency key.
+    event_id: Mapped[str] = mapped_column(String(100), unique=True)
+    hook: Mapped[str] = mapped_column(String(50))
+    session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("training_sessions.id", ondelete="CASCADE")
+    )
+    enrollment_id: Mapped[int | None] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE")
+    )
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    done_at: Mapped[datetime | None]
+
+
+class SyncState(Base):
+    """Per calendar: the sync token, ctag, and the daemon's backoff, persisted across restarts."""
+
+    __tablename__ = "sync_state"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    calendar_url: Mapped[str] = mapped_column(String(1000), unique=True)
+    sync_token: Mapped[str | None] = mapped_column(String(1000))
+    ctag: Mapped[str | None] = mapped_column(String(300))
+    # How many events the calendar held at the last poll (guards against a calendar
+    # that suddenly lists nothing).
+    event_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_poll_at: Mapped[datetime | None]
+    failures: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime | None]
+    last_error: Mapped[str | None] = mapped_column(Text)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Delivery(Base):
+    """One iMIP message to one attendee (imip mode): what was sent, or why it failed.
+
+    A delivery that is `sent` is never sent again, except on purpose (`invite --resend`).
+    """
+
+    __tablename__ = "deliveries"
+    __table_args__ = (
+        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        Index("ix_deliveries_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    # REQUEST, CANCEL (or a REFRESH answered with a REQUEST).
+    method: Mapped[str] = mapped_column(String(20))
+    sequence: Mapped[int]
+    # Why it is sent: invite, update, reschedule, cancel, remove, resend or refresh.
+    reason: Mapped[str | None] = mapped_column(String(20))
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class MailRefusal(Base):
+    """An incoming iMIP message that was refused (spoofed, unknown, broken): for `doctor`."""
+
+    __tablename__ = "mail_refusals"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+    sender: Mapped[str | None] = mapped_column(String(320))
+    message_id: Mapped[str | None] = mapped_column(String(300))
+    reason: Mapped[str] = mapped_column(Text)

@@ -1,0 +1,212 @@
+"""People, sessions and enrollments: the administrator's edits to the store.
+
+Each function works inside the caller's transaction and raises RosterError (or
+NotFoundError) before it changes anything, so a refused edit leaves the store as it was.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tmcaldav.config import check_timezone
+from tmcaldav.domain import SEAT_STATUSES, normalise_address
+from tmcaldav.errors import TmcaldavError
+from tmcaldav.store import add_note, find_person, get_enrollment, get_person, get_session
+from tmcaldav.store.model import ENROLLMENT_STATUSES, Enrollment, Person, TrainingSession, utcnow
+
+
+class RosterError(TmcaldavError, ValueError):
+    """An edit that cannot be made; the message says why and what to do instead."""
+
+
+def parse_time(value: str, tz: str) -> datetime:
+    """An ISO 8601 time; one without an offset is read in the zone `tz`."""
+    try:
+        parsed = datetime.fromisoformat(value.strip())
+    except ValueError as e:
+        raise RosterError(f"not an ISO 8601 time: {value!r} (e.g. 2026-12-01T09:00)") from e
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=zone(tz))
+    return parsed
+
+
+def zone(tz: str) -> Any:
+    """The ZoneInfo for `tz`, as a RosterError when the zone is unknown."""
+    try:
+        return check_timezone(tz)
+    except ValueError as e:
+        raise RosterError(str(e)) from e
+
+
+def add_person(db: Session, email: str, name: str | None, phone: str | None = None) -> Person:
+    """Add a student; RosterError when the address is taken (in any spelling)."""
+    address = normalise_address(email)
+    check_length("the name", name, 300)
+    check_length("the phone number", phone, 50)
+    if find_person(db, address) is not None:
+        raise RosterError(f"{address} is already a person; nothing changed")
+    person = Person(email=address, name=name, phone=phone)
+    db.add(person)
+    db.flush()
+    return person
+
+
+@dataclass(frozen=True)
+class SessionFields:
+    """What an administrator can set on a session; None means "leave as it is"."""
+
+    title: str | None = None
+    start: str | None = None
+    end: str | None = None
+    tz: str | None = None
+    location: str | None = None
+    capacity: int | None = None
+    course: str | None = None
+    description: str | None = None
+
+
+def check_length(what: str, value: str | None, limit: int) -> None:
+    """RosterError when a text is longer than the store keeps."""
+    if value is not None and len(value) > limit:
+        raise RosterError(f"{what} is too long ({len(value)} characters; at most {limit})")
+
+
+def add_session(db: Session, key: str, fields: SessionFields, default_tz: str) -> TrainingSession:
+    """Create a session; RosterError on a taken key, bad times, bad zone or capacity."""
+    key = key.strip()
+    if not key:
+        raise RosterError("a session key must not be empty")
+    check_length("the session key", key, 200)
+    if db.query(TrainingSession.id).filter_by(key=key).first() is not None:
+        raise RosterError(f"session {key!r} already exists; change it with: tmcaldav session edit")
+    if not fields.title or fields.start is None or fields.end is None:
+        raise RosterError("a session needs --title, --start and --end")
+    session = TrainingSession(key=key, title=fields.title, tz=fields.tz or default_tz)
+    _apply_fields(session, fields)
+    db.add(session)
+    db.flush()
+    return session
+
+
+# The session's columns an edit can change.
+EDITABLE = ("title", "location", "description", "start_at", "end_at", "tz", "capacity", "course")
+
+
+def edit_session(db: Session, key: str, fields: SessionFields) -> set[str]:
+    """Change a session; returns the names of the columns that really changed."""
+    session = get_session(db, key)
+    before = {c: getattr(session, c) for c in EDITABLE}
+    _apply_fields(session, fields)
+    changed = {c for c, old in before.items() if getattr(session, c) != old}
+    db.flush()
+    return changed
+
+
+def _apply_fields(session: TrainingSession, fields: SessionFields) -> None:
+    tz = fields.tz if fields.tz is not None else session.tz
+    new_zone = zone(tz)
+    if fields.tz is not None and session.start_at is not None and session.tz:
+        # A new zone alone keeps the wall-clock times: "09:00, but in London" moves
+        # the session (a reschedule) unless both zones agree on that day.
+        old_zone = zone(session.tz)
+        session.start_at = session.start_at.astimezone(old_zone).replace(tzinfo=new_zone)
+        session.end_at = session.end_at.astimezone(old_zone).replace(tzinfo=new_zone)
+    for what, value, limit in (
+        ("the title", fields.title, 500),
+        ("the location", fields.location, 500),
+        ("the course", fields.course, 200),
+    ):
+        check_length(what, value, limit)
+    if fields.title is not None:
+        if not fields.title.strip():
+            raise RosterError("the title must not be empty")
+        session.title = fields.title
+    start = parse_time(fields.start, tz) if fields.start is not None else session.start_at
+    end = parse_time(fields.end, tz) if fields.end is not None else session.end_at
+    if end <= start:
+        raise RosterError(
+            f"the end ({end.isoformat()}) must be after the start ({start.isoformat()})"
+        )
+    if fields.capacity is not None and fields.capacity < 0:
+        raise RosterError(f"capacity must not be negative (got {fields.capacity})")
+    session.start_at, session.end_at, session.tz = start, end, tz
+    for name in ("location", "capacity", "course", "description"):
+        value = getattr(fields, name)
+        if value is not None:
+            # An empty string clears an optional text field.
+            setattr(session, name, None if value == "" else value)
+
+
+def seats_taken(session: TrainingSession) -> int:
+    """How many enrollments hold a seat."""
+    return sum(1 for e in session.enrollments if e.status in SEAT_STATUSES)
+
+
+def enroll(db: Session, key: str, emails: list[str], *, waitlist: bool = False) -> list[Enrollment]:
+    """Enroll (or waitlist) people; all or nothing."""
+    session = get_session(db, key)
+    people = [get_person(db, normalise_address(e)) for e in emails]
+    seen: set[int] = set()
+    for person in people:
+        if person.id in seen:
+            raise RosterError(f"{person.email} is named twice; nothing changed")
+        seen.add(person.id)
+        for e in session.enrollments:
+            if e.person_id == person.id:
+                raise RosterError(
+                    f"{person.email} is already in session {key} ({e.status}); "
+                    f"change it with: tmcaldav set-status {key} {person.email} STATUS"
+                )
+    if session.status == "cancelled":
+        raise RosterError(f"session {key} is cancelled; nothing changed")
+    if not waitlist and session.capacity is not None:
+        free = session.capacity - seats_taken(session)
+        if len(people) > free:
+            raise RosterError(
+                f"session {key} has {max(free, 0)} free seat(s) of {session.capacity}; "
+                f"enroll fewer, raise --capacity, or add them with --waitlist"
+            )
+    now = utcnow()
+    created = []
+    for person in people:
+        enrollment = Enrollment(
+            person=person,
+            status="waitlisted" if waitlist else "enrolled",
+            waitlisted_at=now if waitlist else None,
+        )
+        session.enrollments.append(enrollment)
+        created.append(enrollment)
+    db.flush()
+    return created
+
+
+def set_status(
+    db: Session, key: str, email: str, status: str, note: str | None = None
+) -> tuple[Enrollment, str]:
+    """Set an enrollment's status; returns it and its old status."""
+    if status not in ENROLLMENT_STATUSES:
+        raise RosterError(
+            f"unknown status {status!r}; use one of: {', '.join(ENROLLMENT_STATUSES)}"
+        )
+    session = get_session(db, key)
+    enrollment = get_enrollment(db, session, email)
+    old = enrollment.status
+    if status == "waitlisted" and old != "waitlisted":
+        enrollment.waitlisted_at = utcnow()
+    enrollment.status = status
+    if note:
+        add_note(db, enrollment, note)
+    db.flush()
+    return enrollment, old
+
+
+def note(db: Session, key: str, email: str, text: str) -> None:
+    """Add a follow-up note to an enrollment."""
+    if not text.strip():
+        raise RosterError("a note must not be empty")
+    session = get_session(db, key)
+    add_note(db, get_enrollment(db, session, email), text)
