@@ -65,6 +65,7 @@ from urllib.parse import urlsplit
 
 from tmcaldav.config import PasswordSource
 from tmcaldav.hookspecs import hookimpl
+from tmcaldav.retry import backoff, parse_retry_after
 from tmcaldav.views import HookContext, ResponseChange, SuggestionView
 
 log = logging.getLogger("tmcaldav.hooks.plugins.webhook")
@@ -448,7 +449,7 @@ class Sender:
                     d.event_id,
                 )
                 return None
-            retry_after = _retry_after(e.headers.get("Retry-After"))
+            retry_after = parse_retry_after(e.headers.get("Retry-After"))
         except (OSError, ValueError) as e:
             problem = type(e).__name__ + (f": {e.reason}" if hasattr(e, "reason") else "")
         if d.attempts >= self.settings.max_attempts:
@@ -460,9 +461,16 @@ class Sender:
                 problem,
             )
             return None
-        wait = min(self.settings.backoff * 2 ** (d.attempts - 1), self.settings.backoff_max)
-        if retry_after is not None:
-            wait = min(max(wait, retry_after), self.settings.backoff_max)
+        # A Retry-After is honoured up to backoff_max: the queue must keep moving.
+        wait = min(
+            backoff(
+                d.attempts,
+                self.settings.backoff,
+                self.settings.backoff_max,
+                retry_after=retry_after,
+            ),
+            self.settings.backoff_max,
+        )
         log.info(
             "webhook: event %s to %s failed (%s); retry %s in %.1f s",
             d.event_id,
@@ -472,15 +480,6 @@ class Sender:
             wait,
         )
         return wait
-
-
-def _retry_after(value: str | None) -> float | None:
-    if value is None:
-        return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        return None  # an HTTP date: use our own backoff
 
 
 def suggestion_data(suggestion: SuggestionView) -> dict[str, Any]:

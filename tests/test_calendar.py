@@ -23,7 +23,6 @@ from tmcaldav.caldav import (
     Unreachable,
     resource_name,
 )
-from tmcaldav.retry import parse_retry_after
 from tmcaldav.testing import FaultProxy, RadicaleServer
 
 
@@ -473,15 +472,6 @@ def test_server_info_for_doctor(service: CalendarService) -> None:
 
 
 # -- pure helpers -----------------------------------------------------------------------
-
-
-def test_parse_retry_after() -> None:
-    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
-    assert parse_retry_after("120", now) == 120.0
-    assert parse_retry_after("Sun, 29 Nov 2026 12:01:30 GMT", now) == 90.0
-    assert parse_retry_after("Sun, 29 Nov 2026 11:00:00 GMT", now) == 0.0
-    assert parse_retry_after("soon", now) is None
-    assert parse_retry_after(None, now) is None
 
 
 def test_resource_names() -> None:

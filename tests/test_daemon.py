@@ -17,7 +17,6 @@ import pytest
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, cli_for, radicale_config
-from tmcaldav.daemon import backoff_delay
 from tmcaldav.testing import FaultProxy, RadicaleServer
 
 STUDENTS = ["ann@example.org", "bob@example.org", "cy@example.org"]
@@ -123,16 +122,6 @@ def href(tm: Cli) -> str:
     store.close()
     assert value
     return value
-
-
-def test_backoff_delay() -> None:
-    assert backoff_delay(1, 60, 900, None, 0.0) == 30
-    assert backoff_delay(1, 60, 900, None, 0.999) == pytest.approx(60, abs=0.1)
-    assert backoff_delay(3, 60, 900, None, 1.0) == 240
-    assert backoff_delay(10, 60, 900, None, 1.0) == 900  # capped
-    assert backoff_delay(1, 60, 900, 600.0, 0.0) == 600  # Retry-After honoured
-    assert backoff_delay(5, 60, 900, 1.0, 0.0) == 450  # a short Retry-After does not shorten
-    assert backoff_delay(1, 60, 900, 10 * 86400.0, 0.0) == 86400  # an absurd one is bounded
 
 
 def test_sd_notify_ready_status_watchdog_reload_stop(
@@ -408,7 +397,7 @@ def test_a_store_error_fails_the_tick_not_the_daemon(scenario: Cli) -> None:
     from tmcaldav.store import StoreError
 
     daemon = Daemon(str(scenario.config))
-    poller = daemon._connected_poller()
+    poller = daemon.app.poller
 
     def locked(**_: object) -> None:
         raise StoreError("store sqlite:///x.db: database is locked; nothing was changed")

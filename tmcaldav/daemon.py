@@ -14,43 +14,24 @@ import random
 import signal
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
-from typing import Any
 
+from tmcaldav.app import App
 from tmcaldav.caldav import CalendarError, ServerError
 from tmcaldav.config import Config, ConfigError, SecretError, load_config
-from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, StoreError, StoreUnavailable
-from tmcaldav.store.lock import AlreadyRunning, StoreLock
+from tmcaldav.retry import backoff
+from tmcaldav.store import StoreError, StoreUnavailable
+from tmcaldav.store.lock import AlreadyRunning
 from tmcaldav.store.model import utcnow
-from tmcaldav.sync import EmptyCalendar, Poller, load_state, state_key
+from tmcaldav.sync import EmptyCalendar, load_state, state_key
 from tmcaldav.systemd import Notifier
 
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
-# A Retry-After longer than this is not believed (a misconfigured proxy).
-RETRY_AFTER_MAX = 24 * 3600.0
-
-
-def backoff_delay(
-    failures: int, interval: float, cap: float, retry_after: float | None, jitter: float
-) -> float:
-    """Seconds to wait after `failures` failures in a row (pure).
-
-    Exponential from the poll interval, capped, with "equal jitter" (`jitter` in [0, 1)
-    spreads each wait over its upper half) so many daemons do not retry in step; a
-    server's Retry-After is honoured when it asks for longer.
-    """
-    exponential = min(cap, interval * 2 ** max(failures - 1, 0))
-    delay = exponential * (0.5 + jitter / 2)
-    if retry_after is not None:
-        delay = max(delay, min(retry_after, RETRY_AFTER_MAX))
-    return delay
-
-
 @dataclass(frozen=True)
 class TickResult:
     """What one tick did."""
@@ -64,50 +45,15 @@ class Daemon:
 
     def __init__(self, config_path: str, notifier: Notifier | None = None):
         self.config_path = config_path
-        self.config: Config = load_config(config_path)
-        self.store = Store(self.config.store.url)
-        self.store.check_schema()
+        self.app = App(config_path)
+        self.config: Config = self.app.config
+        self.store = self.app.store
         self.notifier = notifier or Notifier()
         self.wake = threading.Event()
         self.stop_requested = False
         self.reload_requested = False
         self.poll_requested = False
         self._failing: str | None = None  # the kind of failure being backed off from
-        self._build()
-
-    # ---- wiring ---------------------------------------------------------------------
-
-    def _build(self) -> None:
-        """(Re)build the services from the current config."""
-        from tmcaldav.hooks.dispatch import Dispatcher
-        from tmcaldav.hooks.plugins import get_plugin_manager
-
-        if getattr(self, "dispatcher", None) is not None:
-            self.dispatcher.close()
-        self.publisher = Publisher(self.config, self.store)
-        self.poller: Poller | None = None
-        self.dispatcher = Dispatcher(
-            self.config, self.store, self.publisher, get_plugin_manager(self.config)
-        )
-        self.mail: Any = None
-        if self.config.scheduling.mode == "imip":
-            from tmcaldav.imip.service import MailService
-
-            self.mail = MailService(self.config, self.store, self.publisher)
-            self.mail.attach(self.publisher)
-
-    def _reconnect(self) -> None:
-        """A fresh publisher (and so a fresh connection) for every service next tick."""
-        self.poller = None
-        self.publisher = Publisher(self.config, self.store)
-        self.dispatcher.publisher = self.publisher
-        if self.mail is not None:
-            self.mail.attach(self.publisher)
-
-    def _connected_poller(self) -> Poller:
-        if self.poller is None:
-            self.poller = Poller.for_config(self.config, self.store, self.publisher.calendar)
-        return self.poller
 
     # ---- signals ---------------------------------------------------------------------
 
@@ -148,9 +94,9 @@ class Daemon:
             log.error("the poll could not be stored, it is retried next tick: %s", e)
             parts.append("store busy")
             ok = False
-        steps = [("hooks", self.dispatcher.run)]
-        if self.mail is not None:
-            steps.append(("mail", self.mail.tick))
+        steps: list[tuple[str, Callable[[datetime], object]]] = [("hooks", self.app.run_hooks)]
+        if self.app.mail is not None:
+            steps.append(("mail", self.app.read_mail))
         for name, step in steps:
             if self.stop_requested:
                 break
@@ -171,16 +117,16 @@ class Daemon:
             return False
         self.poll_requested = False
         try:
-            result = self._connected_poller().poll()
+            result = self.app.poll()
         except EmptyCalendar as e:
-            self._record_failure(now, "empty", str(e), None, backoff=False)
+            self._record_failure(now, "empty", str(e), None, wait=False)
             parts.append("calendar lists no events: waiting for `tmcaldav sync --accept-empty`")
             return False
         except (CalendarError, SecretError) as e:
             retry_after = e.retry_after if isinstance(e, ServerError) else None
             self._record_failure(now, type(e).__name__, str(e), retry_after)
             # Reconnect next time: the server may have come back as someone else.
-            self._reconnect()
+            self.app.reconnect()
             parts.append(f"server failing ({type(e).__name__})")
             return False
         self._record_success()
@@ -194,20 +140,20 @@ class Daemon:
         message: str,
         retry_after: float | None,
         *,
-        backoff: bool = True,
+        wait: bool = True,
     ) -> None:
         with self.store.transaction() as db:
             state = load_state(db, state_key(self.config))
             state.failures += 1
             state.last_error = message
             delay = 0.0
-            if backoff:
-                delay = backoff_delay(
+            if wait:
+                delay = backoff(
                     state.failures,
                     self.config.daemon.poll_interval,
                     self.config.daemon.backoff_max,
-                    retry_after,
-                    random.random(),
+                    jitter=random.random(),
+                    retry_after=retry_after,
                 )
                 state.next_attempt_at = now + timedelta(seconds=delay)
             failures = state.failures
@@ -247,8 +193,9 @@ class Daemon:
             )
             self.notifier.ready(f"reload refused: {e.problems[0]}")
             return False
+        self.app.close()
+        self.app = App(self.config_path, config=new, store=self.store)
         self.config = new
-        self._build()
         log.info(
             "configuration reloaded from %s (poll every %g s)",
             self.config_path,
@@ -261,7 +208,7 @@ class Daemon:
 
     def run(self, *, once: bool = False) -> int:
         """Run until stopped (or one tick with `once`); returns the exit code."""
-        lock = StoreLock(self.store, self.config.daemon.lock_file)
+        lock = self.app.lock()
         try:
             lock.acquire()
         except AlreadyRunning as e:
@@ -299,7 +246,7 @@ class Daemon:
                 self.reload_requested = False
                 self.reload()
         self.notifier.stopping()
-        self.dispatcher.close()
+        self.app.close()
         log.info("tmcaldav daemon stopped")
         return EXIT_OK
 
@@ -321,6 +268,7 @@ def run_daemon(config_path: str, *, once: bool = False) -> int:
     """Entry point of `tmcaldav run`; returns the exit code."""
     try:
         daemon = Daemon(config_path)
+        # A config that loads may still lack what a tick needs ([caldav]): say so now.
     except ConfigError as e:
         log.error("%s", e.report())
         return EXIT_CONFIG

@@ -9,66 +9,18 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from functools import cached_property
-from typing import TYPE_CHECKING, Any, NoReturn
+from collections.abc import Callable
+from typing import Any, NoReturn
 
 import click
 
 from tmcaldav import __version__
-from tmcaldav.config import Config, ConfigError, SecretError, config_path, load_config
+from tmcaldav.app import App
+from tmcaldav.config import ConfigError, SecretError, config_path
 from tmcaldav.errors import EXIT_FAILED, EXIT_USAGE, TmcaldavError
-
-if TYPE_CHECKING:
-    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
-
-
-class App:
-    """What every command needs, loaded on first use so `--help` stays fast."""
-
-    def __init__(self, path: str):
-        self.path = path
-
-    @cached_property
-    def config(self) -> Config:
-        """The validated configuration (ConfigError when it is not usable)."""
-        return load_config(self.path)
-
-    @cached_property
-    def store(self) -> Any:
-        """The store, checked to be at the current schema."""
-        from tmcaldav.store import Store
-
-        store = Store(self.config.store.url)
-        store.check_schema()
-        return store
-
-    @cached_property
-    def publisher(self) -> Any:
-        """The publisher for this store and the configured calendar (connected on use)."""
-        from tmcaldav.publish import Publisher
-
-        publisher = Publisher(self.config, self.store)
-        from tmcaldav.hooks.dispatch import watch_invitations
-
-        # Invitations made by any command reach on_invitation_sent at the next sync.
-        watch_invitations(publisher)
-        if self.config.scheduling.mode == "imip":
-            from tmcaldav.imip.service import MailService
-
-            # tmcaldav is the scheduling agent: each publish mails the students.
-            MailService(self.config, self.store, publisher).attach()
-        return publisher
-
-    @contextmanager
-    def transaction(self) -> Iterator[Session]:
-        """A store transaction."""
-        with self.store.transaction() as db:
-            yield db
 
 
 def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
@@ -170,7 +122,7 @@ def person_add(app: App, email: str, name: str, phone: str | None) -> None:
     """Add a student."""
     from tmcaldav.store.roster import add_person
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         added = add_person(db, email, name, phone)
         click.echo(f"added {added.email}")
 
@@ -183,7 +135,7 @@ def person_list(app: App, as_json: bool) -> None:
     from tmcaldav.store import list_people
     from tmcaldav.store.pages import person_row, table
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         rows = [person_row(p) for p in list_people(db)]
     if as_json:
         emit_json(rows)
@@ -238,7 +190,7 @@ def session_add(app: App, key: str, **fields: Any) -> None:
     """Add a session with a KEY chosen by the organisation."""
     from tmcaldav.store.roster import SessionFields, add_session
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         added = add_session(db, key, SessionFields(**fields), app.config.scheduling.timezone)
         click.echo(f"added session {added.key}")
 
@@ -275,7 +227,7 @@ def session_list(app: App, as_json: bool) -> None:
     from tmcaldav.store import list_sessions
     from tmcaldav.store.pages import session_summary, table
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         rows = [session_summary(s) for s in list_sessions(db)]
     if as_json:
         emit_json(rows)
@@ -310,7 +262,7 @@ def session_show(app: App, key: str, as_json: bool) -> None:
     from tmcaldav.store import get_session
     from tmcaldav.store.pages import render_page, session_page
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         page = session_page(get_session(db, key))
     if as_json:
         emit_json(page)
@@ -328,7 +280,7 @@ def session_history(app: App, key: str, email: str, as_json: bool) -> None:
     from tmcaldav.store import get_enrollment, get_session, history
     from tmcaldav.store.pages import history_rows, table
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         enrollment = get_enrollment(db, get_session(db, key), email)
         rows = history_rows(list(history(db, enrollment)))
     if as_json:
@@ -365,7 +317,7 @@ def enroll(app: App, key: str, emails: tuple[str, ...], waitlist: bool) -> None:
     """Enroll students in a session (all or none)."""
     from tmcaldav.store.roster import enroll as enroll_people
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         created = enroll_people(db, key, list(emails), waitlist=waitlist)
     what = "waitlisted" if waitlist else "enrolled"
     click.echo(f"{what} {len(created)} in {key}")
@@ -394,7 +346,7 @@ def note(app: App, key: str, email: str, text: str) -> None:
     """Add a follow-up note to a student's enrollment."""
     from tmcaldav.store.roster import note as add_note
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         add_note(db, key, email, text)
     click.echo(f"noted for {email} in {key}")
 
@@ -452,36 +404,24 @@ def sync(app: App, accept_empty: bool) -> None:
 
     Exits 75 while the daemon runs on the same store (it polls by itself; SIGUSR1 makes
     it poll now)."""
-    from tmcaldav.store.lock import AlreadyRunning, StoreLock
-    from tmcaldav.sync import EmptyCalendar, Poller
+    from tmcaldav.store.lock import AlreadyRunning
+    from tmcaldav.sync import EmptyCalendar
 
-    lock = StoreLock(app.store, app.config.daemon.lock_file)
+    lock = app.lock()
     try:
         lock.acquire()
     except AlreadyRunning as e:
         fail(f"{e}; it polls by itself (`systemctl kill -s USR1 tmcaldav` polls now)", 75)
     try:
-        poller = Poller.for_config(app.config, app.store, app.publisher.calendar)
         try:
-            result = poller.poll(accept_empty=accept_empty)
+            result = app.poll(accept_empty=accept_empty)
         except EmptyCalendar as e:
             fail(str(e))
-        dispatched = _dispatch(app)
+        dispatched = app.run_hooks()
     finally:
+        app.close()
         lock.release()
     click.echo(f"{result.summary()}; {dispatched.summary()}")
-
-
-def _dispatch(app: App) -> Any:
-    """Run the hooks for what is pending (and the time checks) once, then close the plugins."""
-    from tmcaldav.hooks.dispatch import Dispatcher
-    from tmcaldav.hooks.plugins import get_plugin_manager
-
-    dispatcher = Dispatcher(app.config, app.store, app.publisher, get_plugin_manager(app.config))
-    try:
-        return dispatcher.run()
-    finally:
-        dispatcher.close()
 
 
 @cli.command()
@@ -532,17 +472,16 @@ def mail_ingest(app: App, file: str | None, sender: str | None) -> None:
     75 (EX_TEMPFAIL) the CalDAV server could not be reached: deliver it again later.
     """
     from tmcaldav.imip.replies import TemporaryFailure
-    from tmcaldav.imip.service import MailService, MailTickResult
     from tmcaldav.store.model import utcnow
 
-    service = MailService(app.config, app.store, app.publisher)
+    service = app.mail
+    if service is None:
+        fail('mail ingest needs scheduling.mode = "imip"', EXIT_USAGE)
     if file is None:
         if app.config.imap is None and app.config.maildir is None:
             fail("no [imap] or [maildir] section; name a FILE or - for stdin", EXIT_USAGE)
-        result = MailTickResult()
-        now = utcnow()
-        service.read_inbox(now, result)
-        result.sent, result.failed = service.send_due(now)
+        result = app.read_mail()
+        assert result is not None
         click.echo(result.summary())
         if result.errors and not result.read:
             raise click.exceptions.Exit(EXIT_FAILED)
@@ -555,6 +494,7 @@ def mail_ingest(app: App, file: str | None, sender: str | None) -> None:
                 raw = f.read()
         except OSError as e:
             fail(f"cannot read {file}: {e.strerror}", EXIT_USAGE)
+    app.publisher  # noqa: B018 - answers are written with the app's publisher
     try:
         processed = service.ingest(raw, envelope_sender=sender)
     except TemporaryFailure as e:
@@ -573,7 +513,7 @@ def import_file(app: App, file: str, kind: str) -> None:
     """Import a CSV file; any bad row aborts the import and nothing is written."""
     from tmcaldav.store.csv_import import import_csv
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         result = import_csv(db, file, kind, app.config.scheduling.timezone)
     click.echo(f"imported {result.rows} {kind}")
 
@@ -643,7 +583,7 @@ def suggestions(ctx: click.Context, session_key: str | None, everything: bool, a
 
     app = ctx.find_object(App)
     assert app is not None
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         rows = list_suggestions(db, session_key=session_key, include_decided=everything)
     if as_json:
         emit_json(rows)
@@ -685,7 +625,7 @@ def report_no_shows(app: App, as_json: bool) -> None:
     from tmcaldav.store.pages import table
     from tmcaldav.store.reports import no_show_report
 
-    with app.transaction() as db:
+    with app.store.transaction() as db:
         rows = no_show_report(db)
     if as_json:
         emit_json(rows)

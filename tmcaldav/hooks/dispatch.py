@@ -44,6 +44,7 @@ from tmcaldav.hooks.views import (
     SuggestionView,
 )
 from tmcaldav.publish import Published, Publisher
+from tmcaldav.retry import backoff
 from tmcaldav.store import Store, StoreError, waitlist_positions
 from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
 from tmcaldav.store.pages import page_order
@@ -642,7 +643,11 @@ class Dispatcher:
         """
         before = self._auto_failures.get(suggestion_id)
         failures = before.failures + 1 if before is not None else 1
-        wait = min(AUTO_RETRY_BASE * 2 ** (failures - 1), AUTO_RETRY_CAP)
+        wait = timedelta(
+            seconds=backoff(
+                failures, AUTO_RETRY_BASE.total_seconds(), AUTO_RETRY_CAP.total_seconds()
+            )
+        )
         self._auto_failures[suggestion_id] = _AutoFailure(error, failures, now + wait)
         if before is None or before.error != error:
             log.warning(

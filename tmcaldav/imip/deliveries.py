@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from tmcaldav import ical
 from tmcaldav.imip import message as imip
+from tmcaldav.retry import backoff
 from tmcaldav.store import get_session
 from tmcaldav.store.model import Delivery, Enrollment, TrainingSession
 
@@ -33,7 +34,8 @@ log = logging.getLogger(__name__)
 
 #: A claimed delivery belongs to its sender this long; after a crash it is due again.
 LEASE = timedelta(minutes=5)
-#: Backoff after the n-th failure: BASE * 2**(n-1), at most CAP, with ±20 % jitter.
+#: Backoff after the n-th failure: BASE * 2**(n-1), at most CAP, with jitter
+#: (`tmcaldav.retry.backoff`).
 BACKOFF_BASE = timedelta(minutes=1)
 BACKOFF_CAP = timedelta(hours=6)
 #: After this many failures a delivery is given up (shown as failed; --resend tries anew).
@@ -41,12 +43,6 @@ MAX_ATTEMPTS = 12
 BATCH = 200
 # States a delivery can be sent from; `queue` moves them to superseded.
 _CLAIMABLE = ("pending", "failed")
-
-
-def backoff(attempts: int, jitter: float = 0.0) -> timedelta:
-    """The wait after `attempts` failures; `jitter` in [-1, 1] spreads it by ±20 %."""
-    delay = min(BACKOFF_BASE * 2 ** max(attempts - 1, 0), BACKOFF_CAP)
-    return delay * (1 + 0.2 * max(-1.0, min(1.0, jitter)))
 
 
 # ---- queueing ---------------------------------------------------------------------------
@@ -257,7 +253,14 @@ def _record_failure(
     if permanent or delivery.attempts >= MAX_ATTEMPTS:
         delivery.next_attempt_at = None  # given up: `invite --resend` tries again
     else:
-        delivery.next_attempt_at = now + backoff(delivery.attempts, jitter)
+        delivery.next_attempt_at = now + timedelta(
+            seconds=backoff(
+                delivery.attempts,
+                BACKOFF_BASE.total_seconds(),
+                BACKOFF_CAP.total_seconds(),
+                jitter=jitter,
+            )
+        )
 
 
 def record(
@@ -308,7 +311,7 @@ def record(
             delivery.next_attempt_at = None
             delivery.message_id = claim.outgoing.message_id
         else:
-            _record_failure(delivery, outcome.error, outcome.permanent, now, rng() * 2 - 1)
+            _record_failure(delivery, outcome.error, outcome.permanent, now, rng())
             failed += 1
             log.warning(
                 "session %s: the %s to %s was not sent (attempt %d): %s",

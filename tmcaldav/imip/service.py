@@ -429,15 +429,22 @@ class MailService:
         self,
         config: Config,
         store: Store,
-        publisher: Publisher,
+        publisher: Publisher | None = None,
         *,
         rng: Callable[[], float] = random.random,
     ):
         self.config = config
         self.store = store
-        self.publisher = publisher
+        self._publisher = publisher
         self.rng = rng
         self._imap: ImapInbox | None = None
+
+    @property
+    def publisher(self) -> Publisher:
+        """The publisher answers are written with (the one attached last)."""
+        if self._publisher is None:
+            raise RuntimeError("MailService has no publisher: call attach(publisher) first")
+        return self._publisher
 
     # -- outgoing ----------------------------------------------------------------------
 
@@ -446,7 +453,7 @@ class MailService:
         # The given publisher also becomes the one answers are written with, so a caller
         # that rebuilds its publisher (after a server failure) attaches the new one.
         target = publisher or self.publisher
-        self.publisher = target
+        self._publisher = target
         if self._queue not in target.on_published:
             target.on_published.append(self._queue)
             target.after_published.append(self._send_after)
