@@ -26,16 +26,22 @@ from __future__ import annotations
 import argparse
 import math
 import random
-import statistics
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tmcaldav.forecast import PastOutcome, Seat, fit, forecast_session, turnout
+from tmcaldav.forecast import (
+    Model,
+    PastOutcome,
+    Seat,
+    fit,
+    forecast_session,
+    poisson_binomial,
+)
 
 EPOCH = datetime(2023, 1, 2, 9, 0, tzinfo=UTC)
 # Course name -> how much more (>1) or less (<1) the odds of coming are than usual.
@@ -92,14 +98,16 @@ class SessionStory:
     seats: list[SeatStory]
 
 
-def make_students(rng: random.Random, count: int) -> list[Student]:
-    """`count` students with their own habits."""
+def make_students(rng: random.Random, count: int, unanswered: float) -> list[Student]:
+    """`count` students with their own habits; on average they leave a share
+    `unanswered` of invitations without an answer (some nearly all, most few)."""
+    answering = (2.7 * (1 - unanswered), 2.7 * unanswered)
     return [
         Student(
             email=f"s{i:05d}@example.org",
             reliability=rng.betavariate(7.0, 1.4),
             steadiness=rng.betavariate(9.0, 1.0),
-            responsive=rng.betavariate(2.0, 0.7),
+            responsive=rng.betavariate(*answering),
             delay_days=rng.lognormvariate(math.log(2.0), 0.9),
             tidy=rng.betavariate(2.0, 2.0),
             doubtful=rng.betavariate(1.0, 9.0),
@@ -226,69 +234,140 @@ def past_outcomes(stories: list[SessionStory]) -> list[PastOutcome]:
     return outcomes
 
 
-def main() -> None:
-    """Generate, fit, forecast, and print the figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--seed", type=int, default=7)
-    parser.add_argument("--students", type=int, default=1500)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--days-before", type=float, default=3.0)
-    parser.add_argument("--split", type=float, default=0.6, help="share of the timeline fit on")
-    args = parser.parse_args()
-    t0 = time.perf_counter()
-    rng = random.Random(args.seed)
-    students = make_students(rng, args.students)
+BASELINES = {
+    "count ✓": {"accepted": 1.0},
+    "✓ + ½ ?": {"accepted": 1.0, "tentative": 0.5},
+}
+METHODS = ("model", *BASELINES)
+
+
+@dataclass
+class Scores:
+    """Errors over held-out sessions, per method, and the interval's record."""
+
+    sessions: int = 0
+    seats: int = 0
+    abs_error: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METHODS, 0.0))
+    squared: dict[str, float] = field(default_factory=lambda: dict.fromkeys(METHODS, 0.0))
+    covered: int = 0
+    held: float = 0.0  # the model's own chance of its intervals, summed
+    chance: float = 0.0  # the model's own expected absolute error, summed
+
+    def add(self, other: Scores) -> None:
+        """Pool `other` into these scores."""
+        self.sessions += other.sessions
+        self.seats += other.seats
+        for name in METHODS:
+            self.abs_error[name] += other.abs_error[name]
+            self.squared[name] += other.squared[name]
+        self.covered += other.covered
+        self.held += other.held
+        self.chance += other.chance
+
+    def mae(self, name: str) -> float:
+        """Mean absolute error of the expected turnout."""
+        return self.abs_error[name] / self.sessions
+
+    def brier(self, name: str) -> float:
+        """Mean squared error of the students' chances."""
+        return self.squared[name] / self.seats
+
+    def ratio(self) -> float:
+        """Model MAE over the better baseline's MAE."""
+        return self.mae("model") / min(self.mae(name) for name in BASELINES)
+
+
+def evaluate(seed: int, args: argparse.Namespace) -> tuple[Scores, Model]:
+    """One synthetic history: fit on the past, forecast the held-out sessions."""
+    rng = random.Random(seed)
+    students = make_students(rng, args.students, args.unanswered)
     stories = make_history(rng, students, args.sessions)
     split = stories[0].start + args.split * (stories[-1].start - stories[0].start)
     lead = timedelta(days=args.days_before)
     model = fit(past_outcomes([s for s in stories if s.start < split]))
-    held_out = [s for s in stories if s.start - lead >= split]
-
-    errors: dict[str, list[float]] = {"model": [], "count ✓": [], "✓ + ½ ?": []}
-    briers: dict[str, list[float]] = {name: [] for name in errors}
-    covered = 0
-    for story in held_out:
+    scores = Scores()
+    for story in stories:
         now = story.start - lead
-        seats = []
-        for seat in story.seats:
-            calendar, at = seat.status_at(now)
-            seats.append(Seat(seat.email, calendar, seat.invited_at, at))
-        row = forecast_session(story.key, story.start, story.capacity, seats, model, now)
-        p = {s["email"]: s["p_attend"] for s in row["students"]}
-        chances = {
-            "model": [model.p_attend(seat, now, story.start).p for seat in seats],
-            "count ✓": [1.0 if s.calendar == "accepted" else 0.0 for s in seats],
-            "✓ + ½ ?": [{"accepted": 1.0, "tentative": 0.5}.get(s.calendar, 0.0) for s in seats],
-        }
+        if now < split:
+            continue  # fit on, or too close to the split to be forecast after it
+        seats = [
+            Seat(seat.email, *seat.status_at(now)[:1], seat.invited_at, seat.status_at(now)[1])
+            for seat in story.seats
+        ]
+        entry = forecast_session(story.key, story.start, story.capacity, seats, model, now)
+        chances = {"model": [model.p_attend(seat, now, story.start).p for seat in seats]}
+        for name, weights in BASELINES.items():
+            chances[name] = [weights.get(seat.calendar, 0.0) for seat in seats]
         came = [seat.attended for seat in story.seats]
         actual = sum(came)
-        assert abs(row["expected"] - sum(p.values())) < 0.05
         for name, ps in chances.items():
-            errors[name].append(abs(sum(ps) - actual))
-            briers[name].extend((q - c) ** 2 for q, c in zip(ps, came, strict=True))
-        result = turnout(chances["model"], story.capacity)
-        covered += result.low <= actual <= result.high
+            scores.abs_error[name] += abs(math.fsum(ps) - actual)
+            scores.squared[name] += sum((p - c) ** 2 for p, c in zip(ps, came, strict=True))
+        scores.sessions += 1
+        scores.seats += len(seats)
+        scores.covered += entry["low"] <= actual <= entry["high"]
+        pmf = poisson_binomial(chances["model"])
+        scores.held += math.fsum(pmf[entry["low"] : entry["high"] + 1])
+        mean = math.fsum(chances["model"])
+        scores.chance += math.fsum(mass * abs(k - mean) for k, mass in enumerate(pmf))
+    return scores, model
 
-    seats_fit = model.past_seats
-    print(
-        f"forecast: {len(stories)} sessions, {args.students} students (seed {args.seed}); "
-        f"fit on {len(stories) - len(held_out)} earlier sessions ({seats_fit} seats), "
-        f"forecast {len(held_out)} later ones {args.days_before:g} days before the start"
+
+def line(label: str, scores: Scores) -> str:
+    """One row of the table."""
+    maes = "".join(f"{scores.mae(name):9.2f}" for name in METHODS)
+    briers = "".join(f"{scores.brier(name):9.3f}" for name in METHODS)
+    coverage = scores.covered / scores.sessions
+    return f"{label:>5} {scores.sessions:8} {maes}  {briers}  {scores.ratio():6.2f} {coverage:9.1%}"
+
+
+def main() -> None:
+    """Generate, fit, forecast, and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seed", type=int, default=7, help="the first history's seed")
+    parser.add_argument("--runs", type=int, default=5, help="histories, seeds from --seed on")
+    parser.add_argument("--students", type=int, default=1500)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--days-before", type=float, default=3.0)
+    parser.add_argument("--split", type=float, default=0.6, help="share of the timeline fit on")
+    parser.add_argument(
+        "--unanswered",
+        type=float,
+        default=0.26,
+        help="share of invitations students leave unanswered, on average",
     )
-    print(f"{'':12} {'MAE':>6} {'Brier':>7}")
-    for name in errors:
+    args = parser.parse_args()
+    t0 = time.perf_counter()
+    seeds = range(args.seed, args.seed + args.runs)
+    print(
+        f"forecast: {args.runs} synthetic histories (seeds {seeds[0]}-{seeds[-1]}) of "
+        f"{args.sessions} sessions (8-30 seats) and {args.students} students over three "
+        f"years, {args.unanswered:.0%} of invitations unanswered;\n"
+        f"fit on the first {args.split:.0%} of the timeline, the later sessions "
+        f"forecast {args.days_before:g} days before their start\n"
+    )
+    head = "".join(f"{name:>9}" for name in METHODS)
+    print(f"{'':5} {'':8} {'MAE of expected turnout':^27}  {'Brier (per student)':^27}")
+    print(f"{'seed':>5} {'sessions':>8} {head}  {head}  {'ratio':>6} {'coverage':>9}")
+    total = Scores()
+    first: Model | None = None
+    for seed in seeds:
+        scores, model = evaluate(seed, args)
+        first = first or model
+        total.add(scores)
+        print(line(str(seed), scores))
+    print(line("all", total))
+    print(
+        f"\nmodel MAE / best baseline MAE: {total.ratio():.2f} (target <= 0.60); "
+        f"chance alone, by the model's odds, makes {total.chance / total.sessions:.2f}\n"
+        f"80% interval coverage: {total.covered / total.sessions:.1%} (target 75-85%); "
+        f"by the model's own odds the intervals hold {total.held / total.sessions:.1%}"
+    )
+    assert first is not None
+    print(f"\norganisation rates fit on seed {seeds[0]}'s history (came/times, prior strength):")
+    for situation, rate in first.rates.items():
         print(
-            f"{name:12} {statistics.mean(errors[name]):6.2f} {statistics.mean(briers[name]):7.3f}"
-        )
-    best = min(statistics.mean(errors["count ✓"]), statistics.mean(errors["✓ + ½ ?"]))
-    ratio = statistics.mean(errors["model"]) / best
-    coverage = covered / len(held_out)
-    print(f"model MAE / best baseline MAE: {ratio:.2f} (target <= 0.60)")
-    print(f"80% interval coverage: {coverage:.1%} (target 75-85%)")
-    print("organisation rates (came / times, prior strength):")
-    for situation, rate in model.rates.items():
-        print(
-            f"  {situation:14} {rate.mean:5.1%} ({rate.came}/{rate.times}, "
+            f"  {situation:14} {rate.mean:6.1%} ({rate.came}/{rate.times}, "
             f"strength {rate.strength:.1f})"
         )
     print(f"({time.perf_counter() - t0:.1f} s)")

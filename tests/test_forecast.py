@@ -104,13 +104,13 @@ def test_turnout_interval_and_overbooking(ps: list[float], capacity: int) -> Non
     result = turnout(ps, capacity)
     assert result.expected == pytest.approx(sum(ps))
     assert result.expected == pytest.approx(sum(k * m for k, m in enumerate(pmf)))
-    # Inside the 10th-90th percentiles, trimmed toward 80%, and around the mean (a
+    # Inside the 10th-90th percentiles, holding at least 80%, and around the mean (a
     # count cannot straddle 0.95 exactly: it is 1 with 95%, so the interval is [1, 1]).
     assert percentile(pmf, 0.1) <= result.low <= result.high <= percentile(pmf, 0.9)
     assert result.low <= math.ceil(result.expected + 1e-9)
     assert result.high >= math.floor(result.expected - 1e-9)
     held = math.fsum(pmf[result.low : result.high + 1])
-    assert held >= 0.8 - max(pmf) / 2 - 1e-9
+    assert held >= 0.8 - 1e-9
     assert 0.0 <= result.p_over_capacity <= 1.0
     assert result.p_over_capacity == pytest.approx(math.fsum(pmf[capacity + 1 :]), abs=1e-12)
 
@@ -124,10 +124,13 @@ def test_over_capacity_against_enumeration(ps: list[float], capacity: int) -> No
 
 
 def test_interval_of_a_known_distribution() -> None:
-    # Ten students at 50%: Binomial(10, 0.5); 3..7 holds 89%, 4..6 66%, 3..6 or 4..7 78%.
+    # Ten students at 50%: Binomial(10, 0.5); 3..7 holds 89%, 3..6 and 4..7 hold 78%.
     result = turnout([0.5] * 10, 8)
-    assert (result.expected, result.high - result.low) == (5.0, 3)
+    assert (result.expected, result.low, result.high) == (5.0, 3, 7)
     assert result.p_over_capacity == pytest.approx(11 / 1024)
+    # Binomial(20, 0.5): the 10th-90th percentiles 7..13 hold 88%, 8..13 81%, 8..12 74%.
+    result = turnout([0.5] * 20, 20)
+    assert (result.low, result.high) == (8, 13)
 
 
 def test_empty_session() -> None:

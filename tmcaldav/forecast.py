@@ -22,8 +22,8 @@ gets the organisation's rate exactly. With no history at all, neutral rates are 
 and the model says so.
 
 Turnout is the sum of the students' chances, taken as independent: its exact
-distribution (Poisson-binomial) gives the expected number, an 80% interval (the 10th
-to 90th percentile, trimmed so it holds close to 80%) and the chance the session is
+distribution (Poisson-binomial) gives the expected number, an 80% interval (within the
+10th to 90th percentiles, as narrow as holds at least 80%) and the chance the session is
 over capacity. From that follows how many students can be invited from the waitlist
 while the chance of overbooking stays under a limit.
 """
@@ -416,15 +416,14 @@ def interval80(pmf: Sequence[float]) -> tuple[int, int]:
     """The 80% interval of a distribution over 0..n: (low, high), both included.
 
     It starts from the 10th and 90th percentiles, which for a count of a few dozen
-    hold about 88% (each end's whole point is in). An end is then dropped, the less
-    likely one first, while that brings the interval's chance closer to 80%, so that
-    "80%" means what it says (the interval then holds 80% give or take half an end).
+    hold about 90% (each end's whole point is in); then the less likely end is dropped,
+    again and again, while what is left still holds at least 80%.
     """
     low, high = percentile(pmf, 0.1), percentile(pmf, 0.9)
     mass = math.fsum(pmf[low : high + 1])
     while low < high:
         end = low if pmf[low] <= pmf[high] else high
-        if abs(mass - pmf[end] - 0.8) >= abs(mass - 0.8):
+        if mass - pmf[end] < 0.8 - 1e-9:
             break
         mass -= pmf[end]
         if end == low:
