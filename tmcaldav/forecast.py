@@ -8,9 +8,9 @@ The model, in an administrator's words. Each enrolled student is in one *situati
 - they accepted, answered maybe (tentative), or declined (delegated counts as declined);
 - or they have not answered ("silent"; not yet invited counts as just invited), and
   then it matters how long they have been silent compared with the time from the
-  invitation to the session: four bands, from "invited recently" to "silent until the
-  last days". Students who are still silent late come less often than those just
-  invited, since many of the ones who will come have answered by then.
+  invitation to the session: four bands, by the share of that time still left (over
+  half, 20-50%, 5-20%, under 5%). Students still silent late often come less than
+  those just invited, since many of the ones who will come have answered by then.
 
 For each situation the organisation's rate comes from its own past sessions ("accepted
 students came 92% of the time"). A student's own record in that situation ("this
@@ -53,8 +53,10 @@ _KIND = {
 class SilenceBand:
     """A band of "how much of the time from invitation to session has passed in silence".
 
-    A silent student falls in the band holding that share; past sessions count in it
-    when the student was still silent at `checkpoint` (a share inside the band).
+    A silent student falls in the band holding that share (below `upto`); past seats
+    count in it when the student was still silent at `checkpoint` (a share inside the
+    band). `words` say it by the time left ("with 5-20% of the time to the session
+    left": invited 30 days before, 1.5 to 6 days left).
     """
 
     key: str
@@ -64,10 +66,10 @@ class SilenceBand:
 
 
 SILENCE_BANDS = (
-    SilenceBand("silent_recent", 0.5, 0.25, "invited recently"),
-    SilenceBand("silent_half", 0.8, 0.65, "silent for over half the time since the invitation"),
-    SilenceBand("silent_most", 0.95, 0.875, "silent for most of the time since the invitation"),
-    SilenceBand("silent_last", math.inf, 0.975, "silent until the last days"),
+    SilenceBand("silent_recent", 0.5, 0.25, "with over half the time to the session left"),
+    SilenceBand("silent_half", 0.8, 0.65, "with 20-50% of the time to the session left"),
+    SilenceBand("silent_most", 0.95, 0.875, "with 5-20% of the time to the session left"),
+    SilenceBand("silent_last", math.inf, 0.975, "with under 5% of the time to the session left"),
 )
 
 SITUATIONS = ("accepted", "tentative", "declined", *(b.key for b in SILENCE_BANDS))
@@ -209,7 +211,7 @@ class Model:
         else:
             first = f"{_WHO[situation]} came {_pct(rate.mean)} of the time"
         if times:
-            own = f"this student came {came} of {times} times {_WHEN[situation]}"
+            own = f"this student came {came} of {times} {_TIMES[times == 1]} {_WHEN[situation]}"
         else:
             own = f"no record of this student {_WHEN[situation]}"
         return f"{first}; {own}; estimate {_pct(p)}"
@@ -219,21 +221,24 @@ _WHO = {
     "accepted": "accepted students",
     "tentative": "students who answered maybe",
     "declined": "students who declined",
-    **{b.key: f"students {b.words}" for b in SILENCE_BANDS},
+    **{b.key: f"students silent {b.words}" for b in SILENCE_BANDS},
 }
+_TIMES = {True: "time", False: "times"}
 _WHEN = {
     "accepted": "after accepting",
     "tentative": "after answering maybe",
     "declined": "after declining",
-    **{b.key: f"when {b.words}" for b in SILENCE_BANDS},
+    **{b.key: "when silent at that point" for b in SILENCE_BANDS},
 }
 
 
 def _pct(p: float) -> str:
+    """0.918 -> "92%"."""
     return f"{round(100 * p)}%"
 
 
 def _person(email: str) -> str:
+    """The key a student's record is kept under (addresses compare case-blind)."""
     return email.strip().lower()
 
 
