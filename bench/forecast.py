@@ -86,6 +86,11 @@ class SeatStory:
                 status, at = answer, moment
         return status, at
 
+    def as_seen(self, when: datetime) -> Seat:
+        """The seat as the store shows it at `when`."""
+        status, at = self.status_at(when)
+        return Seat(self.email, status, self.invited_at, at)
+
 
 @dataclass
 class SessionStory:
@@ -290,10 +295,7 @@ def evaluate(seed: int, args: argparse.Namespace) -> tuple[Scores, Model]:
         now = story.start - lead
         if now < split:
             continue  # fit on, or too close to the split to be forecast after it
-        seats = [
-            Seat(seat.email, *seat.status_at(now)[:1], seat.invited_at, seat.status_at(now)[1])
-            for seat in story.seats
-        ]
+        seats = [seat.as_seen(now) for seat in story.seats]
         entry = forecast_session(story.key, story.start, story.capacity, seats, model, now)
         chances = {"model": [model.p_attend(seat, now, story.start).p for seat in seats]}
         for name, weights in BASELINES.items():
