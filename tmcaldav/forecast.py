@@ -105,7 +105,9 @@ class PastOutcome:
     `answer` is the calendar status at the session (accepted, tentative, declined,
     delegated, invited = silent, not_invited); `responded_at` the time of that answer;
     `first_responded_at` the time of the student's first answer when the store's
-    answer history has it (else `responded_at` is taken).
+    answer history has it (else `responded_at` is taken). `course` is carried for
+    reports; the model does not use it (in the benchmark, course differences showed
+    in the answers already and a per-course factor gained nothing).
     """
 
     email: str
@@ -120,7 +122,10 @@ class PastOutcome:
 
 @dataclass(frozen=True)
 class Seat:
-    """An enrolled student of an upcoming session, with their calendar status."""
+    """An enrolled student of an upcoming session, with their calendar status.
+
+    The model reads `calendar` and `invited_at`; `responded_at` is carried for reports.
+    """
 
     email: str
     calendar: str
@@ -204,8 +209,8 @@ class Model:
         )
 
     def _explain(self, situation: str, rate: Rate, came: int, times: int, p: float) -> str:
-        """ "accepted students came 92% of the time; this student came 1 of 3 times
-        after accepting; estimate 68%"."""
+        """The words behind an estimate, e.g. "accepted students came 92% of the time;
+        this student came 1 of 3 times after accepting; estimate 85%"."""
         if self.no_history:
             first = f"{NO_HISTORY} ({_WHO[situation]}: {_pct(rate.mean)})"
         else:
@@ -283,8 +288,8 @@ def refuse_past(start: datetime, now: datetime) -> None:
     """ForecastError when the session starts at or before `now`."""
     if start <= now:
         raise ForecastError(
-            f"the session started at {start.isoformat(timespec='minutes')}, "
-            f"not after now ({now.isoformat(timespec='minutes')}): "
+            f"the session started at {start.isoformat(timespec='minutes')} "
+            f"(now is {now.isoformat(timespec='minutes')}): "
             "a forecast is for upcoming sessions; record attendance instead"
         )
 
