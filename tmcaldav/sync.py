@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -22,12 +21,12 @@ from sqlalchemy.orm import Session
 from tmcaldav import ical
 from tmcaldav.caldav import CalendarService, Changes, InvalidSyncToken, StoredEvent
 from tmcaldav.config import Config
-from tmcaldav.domain import normalise_address
+from tmcaldav.domain import ANSWERS, normalise_address
 from tmcaldav.errors import TmcaldavError
+from tmcaldav.hooks.outbox import ResponseEvent, to_row
 from tmcaldav.store import Store
 from tmcaldav.store.model import (
     Enrollment,
-    Outbox,
     Person,
     Response,
     SyncState,
@@ -37,8 +36,6 @@ from tmcaldav.store.model import (
 
 log = logging.getLogger(__name__)
 
-# Answers that are a student's own; "invited" after a reschedule is the organizer's reset.
-ANSWERS = frozenset({"accepted", "tentative", "declined", "delegated"})
 
 
 # ---- the store's view, detached ----------------------------------------------------------
@@ -299,24 +296,17 @@ def apply_answers(
         enrollment.answer_sequence = change.sequence
         enrollment.answer_dtstamp = change.dtstamp
         if change.fires_hooks:
-            db.add(
-                Outbox(
-                    event_id=uuid.uuid4().hex,
-                    hook="response",
-                    session_id=enrollment.session_id,
-                    enrollment_id=enrollment.id,
-                    payload={
-                        "session": change.session_key,
-                        "email": change.email,
-                        "old": old,
-                        "new": change.new,
-                        "responded_at": when.isoformat(),
-                        "sequence": change.sequence,
-                        "source": source,
-                        "enrollment_status": change.enrollment_status,
-                    },
-                )
+            event = ResponseEvent(
+                session=change.session_key,
+                email=change.email,
+                old=old,
+                new=change.new,
+                responded_at=when,
+                sequence=change.sequence,
+                source=source,
+                enrollment_status=change.enrollment_status,
             )
+            db.add(to_row(event, session_id=enrollment.session_id, enrollment_id=enrollment.id))
     return count
 
 

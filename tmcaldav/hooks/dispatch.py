@@ -21,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -32,6 +31,15 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.config import Config
+from tmcaldav.hooks.outbox import (
+    InvitationEvent,
+    NoResponseEvent,
+    ResponseEvent,
+    SessionEndedEvent,
+    UnknownKind,
+    from_row,
+    to_row,
+)
 from tmcaldav.hooks.plugins import DEFAULT_DAYS_BEFORE, TmcaldavPluginManager, call_each
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.hooks.views import (
@@ -47,7 +55,7 @@ from tmcaldav.publish import Published, Publisher
 from tmcaldav.retry import backoff
 from tmcaldav.store import Store, StoreError, waitlist_positions
 from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
-from tmcaldav.store.pages import page_order
+from tmcaldav.store.queries import page_order
 
 log = logging.getLogger(__name__)
 
@@ -185,18 +193,10 @@ def record_invitations(db: Session, published: Published) -> None:
     )
     if session_id is None:
         return
-    db.add(
-        Outbox(
-            event_id=uuid.uuid4().hex,
-            hook="invitation",
-            session_id=session_id,
-            payload={
-                "session": published.session_key,
-                "emails": sorted(published.invited),
-                "sequence": published.sequence,
-            },
-        )
+    event = InvitationEvent(
+        published.session_key, tuple(sorted(published.invited)), published.sequence
     )
+    db.add(to_row(event, session_id=session_id))
 
 
 def watch_invitations(publisher: Publisher) -> None:
@@ -398,9 +398,13 @@ class Dispatcher:
             return _Plan((), None)
         context = HookContext(now, row.event_id, build_later_sessions(db, session))
         base = {"session": session, "context": context}
-        payload = row.payload or {}
-        if row.hook == "response":
-            change = _response_change(row.event_id, payload)
+        try:
+            event = from_row(row)
+        except UnknownKind:
+            log.warning("outbox event %s: unknown kind %r; marked done", row.event_id, row.hook)
+            return _Plan((), session)
+        if isinstance(event, ResponseEvent):
+            change = _response_change(row.event_id, event)
             calls = [_Call("on_response", {**base, "change": change})]
             answer_hook = ANSWER_HOOKS.get(change.new)
             # An answer on a cancelled enrollment, or to a session cancelled by the time
@@ -413,32 +417,26 @@ class Dispatcher:
             ):
                 calls.append(_Call(answer_hook, {**base, "change": change}))
             return _Plan(tuple(calls), session)
-        if row.hook == "no_response":
-            student = session.student(payload.get("email", ""))
+        if isinstance(event, NoResponseEvent):
+            student = session.student(event.email)
             if student is None:
                 return _Plan((), session)
             return _Plan(
-                (_Call("on_no_response", {**base, "student": student}, payload.get("plugin")),),
-                session,
+                (_Call("on_no_response", {**base, "student": student}, event.plugin),), session
             )
-        if row.hook == "session_ended":
+        if isinstance(event, SessionEndedEvent):
             return _Plan((_Call("on_session_ended", base),), session)
-        if row.hook == "invitation":
+        if isinstance(event, InvitationEvent):
             students = tuple(
-                s for s in (session.student(e) for e in payload.get("emails", [])) if s is not None
+                s for s in (session.student(e) for e in event.emails) if s is not None
             )
             if not students:
                 return _Plan((), session)
             return _Plan((_Call("on_invitation_sent", {**base, "students": students}),), session)
-        if row.hook == "suggestion":
-            suggestion = next(
-                (s for s in session.suggestions if s.id == payload.get("suggestion_id")), None
-            )
-            if suggestion is None:
-                return _Plan((), session)
-            return _Plan((_Call("on_suggestion", {**base, "suggestion": suggestion}),), session)
-        log.warning("outbox event %s: unknown kind %r; marked done", row.event_id, row.hook)
-        return _Plan((), session)
+        suggestion = next((s for s in session.suggestions if s.id == event.suggestion_id), None)
+        if suggestion is None:
+            return _Plan((), session)
+        return _Plan((_Call("on_suggestion", {**base, "suggestion": suggestion}),), session)
 
     # ---- storing what the hooks returned -------------------------------------------------
 
@@ -558,18 +556,17 @@ class Dispatcher:
                     Enrollment.calendar_status.in_(("invited", "tentative")),
                 )
             )
-            if len(f"no_response:{2**63}:{plugin}") <= EVENT_ID_LENGTH:
+            if len(NoResponseEvent.event_id_for(2**63, plugin)) <= EVENT_ID_LENGTH:
                 # The id is never shortened for this plugin, so SQL can build it.
                 fired = literal("no_response:") + cast(Enrollment.id, String) + f":{plugin}"
                 stmt = stmt.where(~exists().where(Outbox.event_id == fired))
             for row in db.execute(stmt):
-                event_id = _bounded(f"no_response:{row.id}:{plugin}", EVENT_ID_LENGTH)
-                due[event_id] = Outbox(
-                    event_id=event_id,
-                    hook="no_response",
+                event_id = _bounded(NoResponseEvent.event_id_for(row.id, plugin), EVENT_ID_LENGTH)
+                due[event_id] = to_row(
+                    NoResponseEvent(plugin, row.email),
                     session_id=row.session_id,
                     enrollment_id=row.id,
-                    payload={"plugin": plugin, "email": row.email},
+                    event_id=event_id,
                 )
         return due
 
@@ -586,11 +583,10 @@ class Dispatcher:
             )
         )
         return {
-            f"session_ended:{row.id}": Outbox(
-                event_id=f"session_ended:{row.id}",
-                hook="session_ended",
+            SessionEndedEvent.event_id_for(row.id): to_row(
+                SessionEndedEvent(row.key),
                 session_id=row.id,
-                payload={"session": row.key},
+                event_id=SessionEndedEvent.event_id_for(row.id),
             )
             for row in rows
         }
@@ -675,17 +671,17 @@ def _as_specs(value: Any) -> list[SuggestionSpec] | None:
     return None
 
 
-def _response_change(event_id: str, payload: Mapping[str, Any]) -> ResponseChange:
+def _response_change(event_id: str, event: ResponseEvent) -> ResponseChange:
     return ResponseChange(
         event_id=event_id,
-        session=payload["session"],
-        email=payload["email"],
-        old=payload["old"],
-        new=payload["new"],
-        responded_at=datetime.fromisoformat(payload["responded_at"]),
-        sequence=payload.get("sequence"),
-        source=payload.get("source", "poll"),
-        enrollment_status=payload.get("enrollment_status", "enrolled"),
+        session=event.session,
+        email=event.email,
+        old=event.old,
+        new=event.new,
+        responded_at=event.responded_at,
+        sequence=event.sequence,
+        source=event.source,
+        enrollment_status=event.enrollment_status,
     )
 
 

@@ -22,7 +22,6 @@ with a clear error.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,9 +29,10 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tmcaldav.errors import TmcaldavError
+from tmcaldav.hooks.outbox import SuggestionEvent, to_row
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, add_note, get_enrollment, get_session
-from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.store.model import Enrollment, Person, Suggestion, TrainingSession, utcnow
 from tmcaldav.store.pages import iso
 from tmcaldav.store.roster import enroll, seats_taken
 
@@ -49,12 +49,11 @@ def record_suggestion(db: Session, suggestion: Suggestion) -> Suggestion:
     db.add(suggestion)
     db.flush()
     db.add(
-        Outbox(
-            event_id=f"suggestion:{suggestion.id}",
-            hook="suggestion",
+        to_row(
+            SuggestionEvent(suggestion.id),
             session_id=suggestion.session_id,
             enrollment_id=suggestion.enrollment_id,
-            payload={"suggestion_id": suggestion.id},
+            event_id=SuggestionEvent.event_id_for(suggestion.id),
         )
     )
     return suggestion
@@ -324,26 +323,3 @@ _ACTIONS = {
     "offer_other_session": _offer,
     "mark_no_show": _no_show,
 }
-
-
-def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:
-    """Suggestions as a text table."""
-    from tmcaldav.store.pages import table
-
-    header = ("ID", "SESSION", "STUDENT", "KIND", "STATE", "PLUGIN", "REASON")
-    return table(
-        [header]
-        + [
-            (
-                str(r["id"]),
-                r["session"],
-                r["email"] or "",
-                r["kind"]
-                + (f" → {r['details']['session']}" if r["details"].get("session") else ""),
-                r["state"],
-                r["plugin"],
-                r["reason"].replace("\n", " ")[:80],
-            )
-            for r in rows
-        ]
-    )

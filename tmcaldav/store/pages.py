@@ -1,19 +1,18 @@
-"""The session page: a session's students with their Calendar column, as data and as text.
+"""Read models: the session page, a student's history and a person, as the JSON objects
+of the contract (DESIGN §5) that the CLI's `--json` and the web API both print.
 
-`session_page` builds the JSON object of DESIGN.md §5 from the store; `render_page`
-turns it into the table administrators read in a terminal.
+Rendering them for people (tables, HTML) belongs to the front ends, not here.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
 from tmcaldav.domain import ICONS
-from tmcaldav.store import waitlist_positions
 from tmcaldav.store.model import Enrollment, Person, Response, TrainingSession
+from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
 
 
@@ -85,64 +84,6 @@ def session_page(session: TrainingSession) -> dict[str, Any]:
     return page
 
 
-def page_order(session: TrainingSession, positions: Mapping[int, int]) -> list[Enrollment]:
-    """Seated students first, then the waitlist in order (`positions`), then the rest."""
-    rank = {"enrolled": 0, "attended": 0, "no_show": 0, "waitlisted": 1, "cancelled": 2}
-    return sorted(
-        session.enrollments,
-        key=lambda e: (rank.get(e.status, 3), positions.get(e.id, 0), e.person.email),
-    )
-
-
-def render_page(page: dict[str, Any]) -> str:
-    """The session page as a text table."""
-    capacity = page["capacity"] if page["capacity"] is not None else "∞"
-    lines = [
-        f"{page['key']}  {page['title']}"
-        + (f"  [{page['status']}]" if page["status"] != "scheduled" else ""),
-        f"  {page['start']} – {page['end']} ({page['tz']})"
-        + (f"  @ {page['location']}" if page["location"] else ""),
-        f"  seats {page['seats_taken']}/{capacity}, waitlist {page['waitlisted']}, "
-        f"calendar: {page['calendar_state']}"
-        + (f" (uid {page['uid']}, sequence {page['sequence']})" if page["uid"] else ""),
-    ]
-    if page["calendar_state"] == "missing":
-        lines.append(
-            "  ! the event is missing on the CalDAV server; `tmcaldav invite` republishes it"
-        )
-    rows = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
-    mailed = any(s.get("delivery") for s in page["students"])
-    if mailed:
-        rows[0] += ("MAIL",)
-    for s in page["students"]:
-        note = s["notes"][-1]["text"] if s["notes"] else ""
-        if s["calendar_reason"] == "rescheduled" and s["calendar"] == "invited":
-            note = note or "(rescheduled: waiting for a new answer)"
-        who = f"{s['name']} <{s['email']}>" if s["name"] else s["email"]
-        rows.append(
-            (
-                "",
-                who,
-                s["status"],
-                str(s["waitlist_position"] or ""),
-                f"{s['icon']} {s['calendar']}",
-                s["responded_at"] or "",
-                note.replace("\n", " ")[:60],
-            )
-        )
-        if mailed:
-            rows[-1] += (_mail_cell(s.get("delivery")),)
-    lines.append(table(rows) if len(rows) > 1 else "  (no students)")
-    return "\n".join(lines)
-
-
-def _mail_cell(delivery: dict[str, Any] | None) -> str:
-    if delivery is None:
-        return ""
-    what = f"{delivery['method']} {delivery['state']}"
-    return what + (f" ({delivery['error'][:40]})" if delivery["state"] == "failed" else "")
-
-
 def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
     """A student's answers as JSON-ready rows."""
     return [
@@ -162,13 +103,3 @@ def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
 def person_row(person: Person) -> dict[str, Any]:
     """A person as JSON."""
     return {"email": person.email, "name": person.name, "phone": person.phone}
-
-
-def table(rows: list[tuple[str, ...]]) -> str:
-    """Plain aligned columns; the first row is the header."""
-    if len(rows) <= 1:
-        return "(none)"
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
-    )

@@ -1,0 +1,124 @@
+"""Commands that look after tmcaldav itself: the store's schema, the config, the
+server check, the daemon, the demo and the plugins."""
+
+from __future__ import annotations
+
+import logging
+
+import click
+
+from tmcaldav.app import App
+from tmcaldav.cli.base import EXIT_FAILED, cli, emit_json, json_option, pass_app
+from tmcaldav.config import ConfigError, SecretError
+
+# ---- db, config --------------------------------------------------------------------------
+
+
+@cli.group()
+def db() -> None:
+    """The enrollment store's schema."""
+
+
+@db.command("upgrade")
+@pass_app
+def db_upgrade(app: App) -> None:
+    """Create the store or upgrade it to the current schema."""
+    from tmcaldav.store import Store
+
+    store = Store(app.config.store.url)
+    head = store.upgrade()
+    click.echo(f"store {store.safe_url} is at revision {head}")
+
+
+@cli.command("check-config")
+@pass_app
+def check_config(app: App) -> None:
+    """Validate the config file (and that its password sources can be read)."""
+    config = app.config
+    for name in ("caldav", "smtp", "imap"):
+        section = getattr(config, name)
+        if section is not None and section.password.configured:
+            try:
+                section.password.read()
+            except SecretError as e:
+                raise ConfigError(config.path, [f"{name}: {e}"]) from e
+    click.echo(f"{config.path}: ok (scheduling mode {config.scheduling.mode})")
+
+
+@cli.command()
+@click.option("--once", is_flag=True, help="Run exactly one tick, then exit.")
+@click.pass_context
+def run(ctx: click.Context, once: bool) -> None:
+    """The daemon: poll, run the hooks, read mail, every [daemon] poll_interval.
+
+    Exit codes: 0 ok, 1 the tick failed (--once), 2 config error, 75 another instance
+    holds the store's lock. SIGTERM/SIGINT stop after the current step, SIGHUP reloads
+    the config, SIGUSR1 polls now.
+    """
+    from tmcaldav.daemon import run_daemon
+    from tmcaldav.logs import setup_logging
+
+    # A service logs what it does; -v adds debug output.
+    if logging.getLogger("tmcaldav").level > logging.INFO:
+        setup_logging(logging.INFO)
+    app: App = ctx.obj
+    raise click.exceptions.Exit(run_daemon(app.path, once=once))
+
+
+@cli.command()
+@pass_app
+def doctor(app: App) -> None:
+    """Check the server: reachable, sync-collection, scheduling, and the store."""
+    from tmcaldav.doctor import run_doctor
+
+    ok = run_doctor(app.config, click.echo)
+    if not ok:
+        raise click.exceptions.Exit(EXIT_FAILED)
+
+
+@cli.command()
+@click.option("--keep", is_flag=True, help="Leave the server and files for exploring.")
+@click.option(
+    "--pace", type=click.FloatRange(0, 10), default=1.0, show_default=True,
+    help="Scale the pauses between answers (1 takes about a minute; 0 is quickest).",
+)
+def demo(keep: bool, pace: float) -> None:
+    """Show the daemon at work: embedded Radicale, SQLite, students answering."""
+    from tmcaldav.demo import main as run_demo
+
+    run_demo(keep, pace)
+
+
+@cli.command("plugins")
+@json_option
+@pass_app
+def plugins_command(app: App, as_json: bool) -> None:
+    """The plugins loaded, their versions and hooks, and those that failed to load.
+
+    Exits 1 when a plugin named in [plugins] enable could not be loaded."""
+    from tmcaldav.cli.render import table
+    from tmcaldav.hooks.plugins import get_plugin_manager
+
+    pm = get_plugin_manager(app.config)
+    data = {
+        "loaded": [
+            {"name": p.name, "version": p.version, "source": p.source, "hooks": list(p.hooks)}
+            for p in pm.loaded
+        ],
+        "failed": [{"name": f.name, "reason": f.reason} for f in pm.failures],
+        "available": pm.available,
+    }
+    if as_json:
+        emit_json(data)
+    else:
+        rows = [("NAME", "VERSION", "HOOKS", "SOURCE")] + [
+            (p["name"], p["version"] or "", ", ".join(p["hooks"]), p["source"])
+            for p in data["loaded"]
+        ]
+        click.echo(table(rows) if data["loaded"] else "no plugins loaded")
+        for f in data["failed"]:
+            click.echo(f"failed to load {f['name']}: {f['reason']}")
+        if data["available"]:
+            click.echo(f"available, not enabled: {', '.join(data['available'])}")
+    if pm.failures:
+        raise click.exceptions.Exit(EXIT_FAILED)
