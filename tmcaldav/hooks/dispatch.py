@@ -18,17 +18,15 @@ warning is logged once and it is tried again after a growing wait.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, cast, exists, literal, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tmcaldav.config import Config
 from tmcaldav.hooks.outbox import (
@@ -37,32 +35,29 @@ from tmcaldav.hooks.outbox import (
     ResponseEvent,
     SessionEndedEvent,
     UnknownKind,
+    bounded,
     from_row,
     to_row,
 )
-from tmcaldav.hooks.plugins import DEFAULT_DAYS_BEFORE, TmcaldavPluginManager, call_each
+from tmcaldav.hooks.plugins import TmcaldavPluginManager, call_each
+from tmcaldav.hooks.snapshots import build_later_sessions, build_session_view, session_view
 from tmcaldav.hooks.suggestions import record_suggestion
+from tmcaldav.hooks.timers import schedule_time_hooks
 from tmcaldav.hooks.views import (
     HookContext,
-    NoteView,
     ResponseChange,
     SessionView,
-    StudentView,
     SuggestionSpec,
-    SuggestionView,
 )
 from tmcaldav.publish import Published, Publisher
 from tmcaldav.retry import backoff
-from tmcaldav.store import Store, StoreError, waitlist_positions
+from tmcaldav.store import Store, StoreError
 from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
-from tmcaldav.store.queries import page_order
 
 log = logging.getLogger(__name__)
 
 # Which hook answers which new calendar status (besides on_response, which gets all).
 ANSWER_HOOKS = {"accepted": "on_accept", "declined": "on_decline", "tentative": "on_tentative"}
-# Sessions that ended longer ago than this do not fire on_session_ended.
-ENDED_LOOKBACK = timedelta(days=30)
 # Rows read per query; a run goes on until none is pending (or MAX_ROUNDS).
 BATCH_SIZE = 200
 # Suggestions can lead to suggestions (on_suggestion); dedupe keys end that, this caps it.
@@ -70,115 +65,8 @@ MAX_ROUNDS = 20
 # A failed auto-apply is tried again after this, doubled per failure, at most the cap.
 AUTO_RETRY_BASE = timedelta(minutes=1)
 AUTO_RETRY_CAP = timedelta(minutes=30)
-# Column limits of the model.
-EVENT_ID_LENGTH = 100
+# Column limit of the model.
 DEDUPE_KEY_LENGTH = 500
-
-
-# ---- building views from the store ------------------------------------------------------
-
-
-def student_view(enrollment: Enrollment, position: int | None) -> StudentView:
-    """Freeze one enrollment."""
-    person = enrollment.person
-    return StudentView(
-        enrollment_id=enrollment.id,
-        email=person.email,
-        name=person.name,
-        phone=person.phone,
-        status=enrollment.status,
-        calendar_status=enrollment.calendar_status,
-        calendar_reason=enrollment.calendar_reason,
-        responded_at=enrollment.responded_at,
-        invited_at=enrollment.invited_at,
-        waitlist_position=position,
-        notes=tuple(NoteView(n.text, n.created_at) for n in enrollment.notes),
-    )
-
-
-def suggestion_view(suggestion: Suggestion, session_key: str, email: str | None) -> SuggestionView:
-    """Freeze one stored suggestion."""
-    return SuggestionView(
-        id=suggestion.id,
-        session=session_key,
-        email=email,
-        kind=suggestion.kind,
-        reason=suggestion.reason,
-        plugin=suggestion.plugin,
-        state=suggestion.state,
-        dedupe_key=suggestion.dedupe_key,
-        created_at=suggestion.created_at,
-        decided_at=suggestion.decided_at,
-        details=suggestion.details or {},
-    )
-
-
-def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = ()) -> SessionView:
-    """Freeze a session loaded with its enrollments (and the given suggestions)."""
-    positions = waitlist_positions(session)
-    emails = {e.id: e.person.email for e in session.enrollments}
-    return SessionView(
-        id=session.id,
-        key=session.key,
-        title=session.title,
-        course=session.course,
-        start=session.start_at,
-        end=session.end_at,
-        tz=session.tz,
-        location=session.location,
-        capacity=session.capacity,
-        status=session.status,
-        calendar_state=session.calendar_state,
-        students=tuple(
-            student_view(e, positions.get(e.id)) for e in page_order(session, positions)
-        ),
-        suggestions=tuple(
-            suggestion_view(s, session.key, emails.get(s.enrollment_id or -1)) for s in suggestions
-        ),
-    )
-
-
-def _with_enrollments() -> Any:
-    return selectinload(TrainingSession.enrollments).selectinload(Enrollment.notes)
-
-
-def build_session_view(db: Session, session_id: int) -> SessionView | None:
-    """The view of one session with its suggestions; None when it no longer exists."""
-    session = db.scalars(
-        select(TrainingSession).where(TrainingSession.id == session_id).options(_with_enrollments())
-    ).one_or_none()
-    if session is None:
-        return None
-    suggestions = db.scalars(
-        select(Suggestion).where(Suggestion.session_id == session_id).order_by(Suggestion.id)
-    ).all()
-    return session_view(session, suggestions)
-
-
-def build_later_sessions(db: Session, view: SessionView) -> tuple[SessionView, ...]:
-    """Scheduled sessions of the same course that start after `view`, soonest first."""
-    if view.course is None:
-        return ()
-    sessions = db.scalars(
-        select(TrainingSession)
-        .where(
-            TrainingSession.course == view.course,
-            TrainingSession.status == "scheduled",
-            TrainingSession.start_at > view.start,
-            TrainingSession.id != view.id,
-        )
-        .options(_with_enrollments())
-        .order_by(TrainingSession.start_at, TrainingSession.key)
-    ).all()
-    return tuple(session_view(s) for s in sessions)
-
-
-def _bounded(text: str, limit: int) -> str:
-    """`text`, or a prefix of it with a digest when it is longer than a column allows."""
-    if len(text) <= limit:
-        return text
-    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
-    return f"{text[: limit - 33]}#{digest}"
 
 
 # ---- invitations become outbox rows ----------------------------------------------------------
@@ -303,7 +191,7 @@ class Dispatcher:
         started = time.perf_counter()
         now = now or utcnow()
         result = DispatchResult()
-        result.due = self._schedule_time_hooks(now)
+        result.due = schedule_time_hooks(self.store, self.pm, now)
         tried: set[int] = set()
         auto_tried: set[int] = set()
         # Rows may be left pending only when one could not be dispatched, or when the
@@ -452,7 +340,7 @@ class Dispatcher:
         new: list[int] = []
         seen: set[str] = set()
         for plugin, spec in returned:
-            key = _bounded(spec.key_for(session.key), DEDUPE_KEY_LENGTH)
+            key = bounded(spec.key_for(session.key), DEDUPE_KEY_LENGTH)
             if key in seen:
                 continue
             seen.add(key)
@@ -497,99 +385,6 @@ class Dispatcher:
         return new
 
     # ---- time hooks ------------------------------------------------------------------------------
-
-    def _schedule_time_hooks(self, now: datetime) -> int:
-        """Outbox rows for time hooks that are due and have not fired; returns how many.
-
-        The queries leave out what has fired (NOT EXISTS an outbox row with the same
-        deterministic event id, found through its unique index), so an idle tick reads
-        nothing however many sessions are in the window.
-        """
-        due: dict[str, Outbox] = {}
-        with self.store.scratch() as db:
-            due.update(self._due_no_response(db, now))
-            due.update(self._due_session_ended(db, now))
-            if not due:
-                return 0
-            # Fired meanwhile by another process, or ids too long to check in SQL.
-            existing = set()
-            ids = list(due)
-            for i in range(0, len(ids), 500):
-                existing.update(
-                    db.scalars(select(Outbox.event_id).where(Outbox.event_id.in_(ids[i : i + 500])))
-                )
-        fresh = [row for event_id, row in due.items() if event_id not in existing]
-        if not fresh:
-            return 0
-        try:
-            with self.store.transaction() as db:
-                db.add_all(fresh)
-        except IntegrityError:
-            # Another process scheduled them between our read and our write.
-            log.info("time hooks were scheduled by another process meanwhile")
-            return 0
-        return len(fresh)
-
-    def _plugins_with(self, hook: str) -> list[str]:
-        return sorted({impl.plugin_name for impl in getattr(self.pm.hook, hook).get_hookimpls()})
-
-    def _due_no_response(self, db: Session, now: datetime) -> dict[str, Outbox]:
-        due = {}
-        # One query per plugin: each has its own window (and its own event ids).
-        for plugin in self._plugins_with("on_no_response"):
-            window = timedelta(days=self.pm.days_before.get(plugin, DEFAULT_DAYS_BEFORE))
-            # The sessions in the window as a subquery, not a join: SQLite then starts
-            # from them (and the enrollments' session index) instead of checking every
-            # enrollment of the store against the outbox.
-            starting = select(TrainingSession.id).where(
-                TrainingSession.status == "scheduled",
-                TrainingSession.calendar_state == "published",
-                TrainingSession.start_at > now,
-                TrainingSession.start_at <= now + window,
-            )
-            stmt = (
-                select(Enrollment.id, Enrollment.session_id, Person.email)
-                .join(Person, Person.id == Enrollment.person_id)
-                .where(
-                    Enrollment.session_id.in_(starting),
-                    Enrollment.status.in_(("enrolled", "waitlisted")),
-                    Enrollment.calendar_status.in_(("invited", "tentative")),
-                )
-            )
-            if len(NoResponseEvent.event_id_for(2**63, plugin)) <= EVENT_ID_LENGTH:
-                # The id is never shortened for this plugin, so SQL can build it.
-                fired = literal("no_response:") + cast(Enrollment.id, String) + f":{plugin}"
-                stmt = stmt.where(~exists().where(Outbox.event_id == fired))
-            for row in db.execute(stmt):
-                event_id = _bounded(NoResponseEvent.event_id_for(row.id, plugin), EVENT_ID_LENGTH)
-                due[event_id] = to_row(
-                    NoResponseEvent(plugin, row.email),
-                    session_id=row.session_id,
-                    enrollment_id=row.id,
-                    event_id=event_id,
-                )
-        return due
-
-    def _due_session_ended(self, db: Session, now: datetime) -> dict[str, Outbox]:
-        if not self._plugins_with("on_session_ended"):
-            return {}
-        fired = literal("session_ended:") + cast(TrainingSession.id, String)
-        rows = db.execute(
-            select(TrainingSession.id, TrainingSession.key).where(
-                TrainingSession.status == "scheduled",
-                TrainingSession.end_at <= now,
-                TrainingSession.end_at > now - ENDED_LOOKBACK,
-                ~exists().where(Outbox.event_id == fired),
-            )
-        )
-        return {
-            SessionEndedEvent.event_id_for(row.id): to_row(
-                SessionEndedEvent(row.key),
-                session_id=row.id,
-                event_id=SessionEndedEvent.event_id_for(row.id),
-            )
-            for row in rows
-        }
 
     # ---- auto-apply -------------------------------------------------------------------------
 

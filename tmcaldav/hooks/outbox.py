@@ -9,12 +9,16 @@ version still reads: fields added later have defaults.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, ClassVar
 
 from tmcaldav.store.model import Outbox
+
+# The outbox's event_id column.
+EVENT_ID_LENGTH = 100
 
 
 class UnreadableEvent(ValueError):
@@ -175,3 +179,11 @@ def from_row(row: Outbox) -> OutboxEvent:
         raise UnknownKind(f"unknown kind {row.hook!r}")
     event: OutboxEvent = kind.from_payload(dict(row.payload or {}))
     return event
+
+
+def bounded(text: str, limit: int) -> str:
+    """`text`, or a prefix of it with a digest when it is longer than a column allows."""
+    if len(text) <= limit:
+        return text
+    digest = hashlib.sha256(text.encode()).hexdigest()[:32]
+    return f"{text[: limit - 33]}#{digest}"

@@ -1,0 +1,108 @@
+"""Frozen views from the store: what the dispatcher hands to plugins (never ORM objects)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, selectinload
+
+from tmcaldav.hooks.views import NoteView, SessionView, StudentView, SuggestionView
+from tmcaldav.store import page_order, waitlist_positions
+from tmcaldav.store.model import Enrollment, Suggestion, TrainingSession
+
+
+def student_view(enrollment: Enrollment, position: int | None) -> StudentView:
+    """Freeze one enrollment."""
+    person = enrollment.person
+    return StudentView(
+        enrollment_id=enrollment.id,
+        email=person.email,
+        name=person.name,
+        phone=person.phone,
+        status=enrollment.status,
+        calendar_status=enrollment.calendar_status,
+        calendar_reason=enrollment.calendar_reason,
+        responded_at=enrollment.responded_at,
+        invited_at=enrollment.invited_at,
+        waitlist_position=position,
+        notes=tuple(NoteView(n.text, n.created_at) for n in enrollment.notes),
+    )
+
+
+def suggestion_view(suggestion: Suggestion, session_key: str, email: str | None) -> SuggestionView:
+    """Freeze one stored suggestion."""
+    return SuggestionView(
+        id=suggestion.id,
+        session=session_key,
+        email=email,
+        kind=suggestion.kind,
+        reason=suggestion.reason,
+        plugin=suggestion.plugin,
+        state=suggestion.state,
+        dedupe_key=suggestion.dedupe_key,
+        created_at=suggestion.created_at,
+        decided_at=suggestion.decided_at,
+        details=suggestion.details or {},
+    )
+
+
+def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = ()) -> SessionView:
+    """Freeze a session loaded with its enrollments (and the given suggestions)."""
+    positions = waitlist_positions(session)
+    emails = {e.id: e.person.email for e in session.enrollments}
+    return SessionView(
+        id=session.id,
+        key=session.key,
+        title=session.title,
+        course=session.course,
+        start=session.start_at,
+        end=session.end_at,
+        tz=session.tz,
+        location=session.location,
+        capacity=session.capacity,
+        status=session.status,
+        calendar_state=session.calendar_state,
+        students=tuple(
+            student_view(e, positions.get(e.id)) for e in page_order(session, positions)
+        ),
+        suggestions=tuple(
+            suggestion_view(s, session.key, emails.get(s.enrollment_id or -1)) for s in suggestions
+        ),
+    )
+
+
+def _with_enrollments() -> Any:
+    return selectinload(TrainingSession.enrollments).selectinload(Enrollment.notes)
+
+
+def build_session_view(db: Session, session_id: int) -> SessionView | None:
+    """The view of one session with its suggestions; None when it no longer exists."""
+    session = db.scalars(
+        select(TrainingSession).where(TrainingSession.id == session_id).options(_with_enrollments())
+    ).one_or_none()
+    if session is None:
+        return None
+    suggestions = db.scalars(
+        select(Suggestion).where(Suggestion.session_id == session_id).order_by(Suggestion.id)
+    ).all()
+    return session_view(session, suggestions)
+
+
+def build_later_sessions(db: Session, view: SessionView) -> tuple[SessionView, ...]:
+    """Scheduled sessions of the same course that start after `view`, soonest first."""
+    if view.course is None:
+        return ()
+    sessions = db.scalars(
+        select(TrainingSession)
+        .where(
+            TrainingSession.course == view.course,
+            TrainingSession.status == "scheduled",
+            TrainingSession.start_at > view.start,
+            TrainingSession.id != view.id,
+        )
+        .options(_with_enrollments())
+        .order_by(TrainingSession.start_at, TrainingSession.key)
+    ).all()
+    return tuple(session_view(s) for s in sessions)
