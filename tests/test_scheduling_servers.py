@@ -454,6 +454,26 @@ def test_delete_cancels_too(server: SchedulingServer) -> None:
         assert "CANCEL" in methods
 
 
+def test_any_organizer_calendar_schedules(server: SchedulingServer) -> None:
+    """Scheduling is not limited to the schedule-default calendar on the organizer's
+    side: an event PUT into another calendar of the organizer is delivered too (and
+    lands in the student's schedule-default calendar)."""
+    home = server.calendar_url(server.organizer).rstrip("/").rsplit("/", 1)[0]
+    calendar = f"{home}/sessions-{uuid.uuid4().hex[:8]}/"
+    assert server.request(server.organizer, "MKCALENDAR", calendar).status == 201
+    uid = new_uid()
+    url = f"{calendar}{uid.split('@')[0]}.ics"
+    created = server.request(
+        server.organizer, "PUT", url, make_event(server, uid), {**_ICS, "If-None-Match": "*"}
+    )
+    assert created.status == 201
+    stored = get(server, server.organizer, url).text
+    student = server.students[0]
+    status = attendee(stored, server.address(student)).params.get("SCHEDULE-STATUS")
+    assert status == server.profile.delivered_status
+    assert find_copy(server, student, uid) is not None
+
+
 # ---- who is invited ----------------------------------------------------------------------
 
 
