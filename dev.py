@@ -5,8 +5,9 @@
     python3 dev.py test    # run the whole test suite
 
 Set-up: a virtual environment in .venv with tmcaldav and its test extras, rebuilt
-when pyproject.toml changes; for the tests, PostgreSQL's server programs and Dovecot's
-IMAP server (installed from Debian's packages when missing and running as root).
+when pyproject.toml changes; for the tests, PostgreSQL's server programs, Dovecot's
+IMAP server and Cyrus CalDAV (installed from Debian's packages when missing and running
+as root).
 """
 
 from __future__ import annotations
@@ -52,16 +53,18 @@ def postgres_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-def apt_install(package: str, what: str) -> None:
-    """Install a Debian package the tests need, as root, without starting its service.
+def apt_install(package: str | list[str], what: str, update: bool = True) -> None:
+    """Install Debian packages the tests need, as root, without starting their services.
 
     Debian's packages start a system-wide server (PostgreSQL on 5432, Dovecot on every
-    address); the tests run their own on 127.0.0.1, so policy-rc.d says no.
+    address, Cyrus on 143/8008); the tests run their own on 127.0.0.1, so policy-rc.d
+    says no.
     """
+    packages = [package] if isinstance(package, str) else package
     if os.geteuid() != 0 or not shutil.which("apt-get"):
         print(
-            f"note: {package} is not installed and cannot be installed here; "
-            f"the {what} tests will be skipped (apt-get install {package})."
+            f"note: {' '.join(packages)} is not installed and cannot be installed here; "
+            f"the {what} tests will be skipped (apt-get install {' '.join(packages)})."
         )
         return
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
@@ -71,11 +74,79 @@ def apt_install(package: str, what: str) -> None:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
     try:
-        run(["apt-get", "update", "-q"], env=env)
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", package], env=env)
+        if update:
+            run(["apt-get", "update", "-q"], env=env)
+        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], env=env)
     finally:
         if added:
             policy.unlink()
+
+
+def cyrus_installed() -> bool:
+    """Cyrus's httpd (cyrus-caldav) and saslpasswd2 (sasl2-bin) are both there."""
+    return Path("/usr/lib/cyrus/bin/httpd").exists() and bool(
+        shutil.which("saslpasswd2") or Path("/usr/sbin/saslpasswd2").exists()
+    )
+
+
+def apt_plan(packages: list[str], env: dict[str, str]) -> tuple[list[str], list[str]]:
+    """What `apt-get install` would install and remove, from a simulation (-s)."""
+    plan = subprocess.run(
+        ["apt-get", "install", "-s", "-q", "--no-install-recommends", *packages],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    if plan.returncode != 0:
+        return [], [f"(apt-get -s failed: {plan.stderr.strip() or plan.stdout.strip()})"]
+    installs = [line.split()[1] for line in plan.stdout.splitlines() if line.startswith("Inst ")]
+    removals = [line.split()[1] for line in plan.stdout.splitlines() if line.startswith("Remv ")]
+    return installs, removals
+
+
+def ensure_cyrus() -> None:
+    """Cyrus CalDAV, the scheduling-server tests' RFC 6638 server.
+
+    Not `cyrus-imapd` (it conflicts with dovecot-imapd): cyrus-common (master, lmtpd),
+    cyrus-caldav (httpd) and sasl2-bin (saslpasswd2). cyrus-common needs a mail
+    transport agent; msmtp-mta is one with no daemon, asked for only when apt would
+    otherwise bring in its default (exim4, a daemon). Nothing is installed if apt would
+    remove any package: the tests then skip, saying so. No Cyrus service is started
+    (policy-rc.d) and none may be left running.
+    """
+    if cyrus_installed():
+        return
+    packages = ["cyrus-common", "cyrus-caldav", "sasl2-bin"]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        print(
+            "note: Cyrus CalDAV is not installed and cannot be installed here; the "
+            f"scheduling-server tests will skip it (apt-get install {' '.join(packages)})."
+        )
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env)
+    installs, removals = apt_plan(packages, env)
+    if not removals and any(name.startswith("exim4") for name in installs):
+        with_msmtp, msmtp_removals = apt_plan([*packages, "msmtp-mta"], env)
+        if not msmtp_removals:
+            packages, installs = [*packages, "msmtp-mta"], with_msmtp
+    if removals:
+        print(
+            "note: not installing Cyrus CalDAV: apt would remove "
+            f"{', '.join(removals)}; the scheduling-server tests will skip it."
+        )
+        return
+    print(f"Cyrus CalDAV for the scheduling-server tests: apt will install {' '.join(installs)}")
+    apt_install(packages, "scheduling-server", update=False)
+    # policy-rc.d kept Debian's cyrus-imapd service from starting; make sure.
+    try:
+        leftover = subprocess.run(
+            ["pgrep", "-u", "cyrus", "-x", "master"], capture_output=True, text=True
+        ).stdout.split()
+    except FileNotFoundError:  # no procps
+        leftover = []
+    if leftover:
+        print(f"warning: a Cyrus master runs (pid {', '.join(leftover)}); the tests use their own")
 
 
 def ensure_postgres() -> None:
@@ -101,6 +172,7 @@ def main() -> int:
         return subprocess.run([str(VENV / "bin" / "tmcaldav"), "demo", *extra]).returncode
     ensure_postgres()
     ensure_dovecot()
+    ensure_cyrus()
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
 
 

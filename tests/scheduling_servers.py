@@ -1,0 +1,1167 @@
+"""Real RFC 6638 scheduling servers for tests: Cyrus CalDAV and Xandikos (multi-user).
+
+Radicale (tmcaldav.testing) stores what it is given and schedules nothing. The two
+servers here do server-side scheduling: the organizer's PUT delivers invitations to the
+students' calendars, and a student's PARTSTAT change comes back to the organizer's copy.
+Both listen on 127.0.0.1 only, keep everything in a folder of their own and are stopped
+by process id. Every user's address is ``USER@example.org`` and every user has a
+schedule-default calendar before the first test runs.
+
+* :func:`start_cyrus` runs Debian's ``cyrus-caldav`` (``python3 dev.py test`` installs
+  it as root) from its own imapd.conf/cyrus.conf: ``master`` drops to the ``cyrus``
+  user and serves only ``http`` (CalDAV) on a free port and LMTP on a unix socket.
+  Passwords are in a sasldb; each user's mailbox is made by one LMTP delivery, and the
+  calendars (``Default``, ``Inbox``, ``Outbox``) by the first authenticated request.
+  ``sendmail`` is a script that keeps each message in ``sent/`` and sends nothing.
+* :func:`start_xandikos` runs ``xandikos multi-user`` (PyPI, a test extra) on a unix
+  socket, trusting ``X-Remote-User`` from that socket only; a small reverse proxy in
+  this process checks Basic credentials against the user table and sets that header.
+  Each principal is created with ``--defaults`` by a first request and given its
+  address by PROPPATCH (multi-user mode has no other source: ``$EMAIL`` is what
+  single-user ``serve`` uses, and it is scrubbed from the server's environment).
+
+Both raise :class:`ServerUnavailable`, saying why, when the programs are not installed;
+the fixtures at the bottom turn that into a skip.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import hmac
+import http.client
+import http.server
+import importlib.util
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import smtplib
+import socket
+import stat
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, ClassVar
+from urllib.parse import urljoin, urlsplit
+
+import pytest
+
+__all__ = [
+    "DEFAULT_USERS",
+    "DOMAIN",
+    "PROFILES",
+    "SCHEDULING_SERVERS",
+    "CyrusServer",
+    "DavAnswer",
+    "SchedulingServer",
+    "ServerProfile",
+    "ServerUnavailable",
+    "XandikosServer",
+    "cyrus_server_fixture",
+    "processes_under",
+    "scheduling_server_fixture",
+    "start_cyrus",
+    "start_scheduling_server",
+    "start_xandikos",
+    "xandikos_server_fixture",
+]
+
+#: The mail domain of every calendar user on both servers.
+DOMAIN = "example.org"
+
+#: The first user is the organizer (the training office); the others are students.
+DEFAULT_USERS: Mapping[str, str] = {
+    "organizer": "pw-organizer",
+    "student1": "pw-student1",
+    "student2": "pw-student2",
+    "student3": "pw-student3",
+    "student4": "pw-student4",
+}
+
+#: The names the ``scheduling_server`` fixture is parametrised over.
+SCHEDULING_SERVERS = ("cyrus", "xandikos")
+
+_HOST = "127.0.0.1"
+_READY_TIMEOUT = 20.0
+_STOP_TIMEOUT = 10.0
+_PORT_ATTEMPTS = 3
+# sockaddr_un holds 108 bytes; keep well below it.
+_MAX_SOCKET_PATH = 100
+
+_DAV = "DAV:"
+_CALDAV = "urn:ietf:params:xml:ns:caldav"
+
+
+class ServerUnavailable(RuntimeError):
+    """The server's programs are not installed here (the message says what is missing)."""
+
+
+@dataclass(frozen=True)
+class DavAnswer:
+    """One HTTP answer: status, headers (names lower-cased) and body."""
+
+    status: int
+    headers: Mapping[str, str]
+    body: bytes
+
+    @property
+    def text(self) -> str:
+        """The body as UTF-8 text."""
+        return self.body.decode("utf-8", "replace")
+
+    def header(self, name: str) -> str | None:
+        """A header's value, or None."""
+        return self.headers.get(name.lower())
+
+    def xml(self) -> ET.Element:
+        """The body parsed as XML."""
+        return ET.fromstring(self.body)
+
+
+class SchedulingServer:
+    """What both servers offer the tests: URLs, addresses and authenticated requests.
+
+    ``users`` maps user names to passwords; the first is the organizer. URLs are
+    absolute (``http://127.0.0.1:PORT/...``) and end in ``/`` for collections.
+    """
+
+    #: "cyrus" or "xandikos".
+    name: ClassVar[str] = ""
+    #: The random realm of the server's Basic challenge: what tells it is ours.
+    realm: str
+
+    def __init__(self, users: Mapping[str, str]) -> None:
+        """Keep the user table; subclasses start the server."""
+        if not users:
+            raise ValueError("a scheduling server needs at least one user (the organizer)")
+        for user, password in users.items():
+            if not user or not user.isascii() or not all(c.isalnum() or c in "-_." for c in user):
+                raise ValueError(f"user name {user!r}: use letters, digits, '-', '_', '.'")
+            if not password or any(c in password for c in "\n\r\0:"):
+                raise ValueError(f"the password of {user!r} cannot be stored")
+        self.users: dict[str, str] = dict(users)
+        self.port = 0
+
+    # -- addresses and URLs --------------------------------------------------------------
+
+    @property
+    def organizer(self) -> str:
+        """The first user."""
+        return next(iter(self.users))
+
+    @property
+    def students(self) -> list[str]:
+        """Every user but the organizer."""
+        return list(self.users)[1:]
+
+    @property
+    def url(self) -> str:
+        """The server root, e.g. ``http://127.0.0.1:40123/``."""
+        if not self.port:
+            raise RuntimeError(f"the {self.name} server has not been started")
+        return f"http://{_HOST}:{self.port}/"
+
+    @property
+    def profile(self) -> ServerProfile:
+        """What this server is known to do (see :data:`PROFILES`)."""
+        return PROFILES[self.name]
+
+    def address(self, user: str) -> str:
+        """The user's calendar address without ``mailto:``, e.g. ``student1@example.org``."""
+        return f"{user}@{DOMAIN}"
+
+    def principal_url(self, user: str) -> str:
+        """URL of the user's principal."""
+        raise NotImplementedError
+
+    def calendar_url(self, user: str) -> str:
+        """URL of the user's schedule-default calendar (where invitations land)."""
+        raise NotImplementedError
+
+    def inbox_url(self, user: str) -> str:
+        """URL of the user's schedule inbox."""
+        raise NotImplementedError
+
+    # -- requests ------------------------------------------------------------------------
+
+    def request(
+        self,
+        user: str | None,
+        method: str,
+        url: str,
+        body: bytes | str = b"",
+        headers: Mapping[str, str] | None = None,
+    ) -> DavAnswer:
+        """Send one request as ``user`` (Basic credentials up front; None: anonymous).
+
+        ``url`` is absolute or a path on this server. One connection per request,
+        no proxies, no redirects followed.
+        """
+        parts = urlsplit(urljoin(self.url, url))
+        path = parts.path + (f"?{parts.query}" if parts.query else "")
+        data = body.encode("utf-8") if isinstance(body, str) else body
+        sent = dict(headers or {})
+        if user is not None:
+            token = base64.b64encode(f"{user}:{self.users[user]}".encode()).decode("ascii")
+            sent["Authorization"] = f"Basic {token}"
+        if data and not any(k.lower() == "content-type" for k in sent):
+            sent["Content-Type"] = "application/xml; charset=utf-8"
+        connection = http.client.HTTPConnection(_HOST, self.port, timeout=30)
+        try:
+            connection.request(method, path, body=data or None, headers=sent)
+            response = connection.getresponse()
+            answer = response.read()
+            got = {name.lower(): value for name, value in response.getheaders()}
+            if got.get("content-encoding", "").lower() in ("gzip", "x-gzip", "deflate"):
+                # Only when the caller asked (Accept-Encoding): zlib reads both forms.
+                answer = zlib.decompress(answer, wbits=47)
+            return DavAnswer(response.status, got, answer)
+        finally:
+            connection.close()
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Stop the server by process id and leave nothing running."""
+        raise NotImplementedError
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the server's main process while it runs."""
+        raise NotImplementedError
+
+    def log_text(self) -> str:
+        """What the server wrote so far (for failure messages)."""
+        raise NotImplementedError
+
+    def __enter__(self) -> SchedulingServer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    # -- shared helpers ------------------------------------------------------------------
+
+    def _propfind_status(self, user: str, url: str) -> DavAnswer:
+        body = (
+            '<?xml version="1.0" encoding="utf-8"?>'
+            '<D:propfind xmlns:D="DAV:"><D:prop><D:resourcetype/></D:prop></D:propfind>'
+        )
+        return self.request(user, "PROPFIND", url, body, {"Depth": "0"})
+
+
+# ---- what differs per server, as data ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerProfile:
+    """How one scheduling server behaves, as measured by tests/test_scheduling_servers.py.
+
+    The proposed basis for the adapter's per-server profile (docs/servers.md): every
+    field is asserted by a test, so a server upgrade that changes one fails loudly.
+    """
+
+    #: SCHEDULE-STATUS on the organizer's ATTENDEE after delivery to a local user.
+    delivered_status: str
+    #: ...for an address the server does not host (Cyrus mails it: "sent").
+    unknown_user_status: str
+    #: Where the schedule-default-calendar-URL property lives ("inbox": RFC 6638 §9.2).
+    default_calendar_property_on: str
+    #: Path of the schedule-default calendar below the user's principal segment.
+    default_calendar_href: str
+    #: Does the PUT answer carry an ETag? (Cyrus: no; GET it.)
+    put_returns_etag: bool
+    #: Is the ETag weak (W/"…") on a GET whose body is compressed?
+    weak_etag_when_compressed: bool
+    #: Prefix of the sync-collection token.
+    sync_token_prefix: str
+    #: SEQUENCE an attendee's copy gets when the organizer's is 0.
+    first_delivery_sequence: int
+    #: Parameters the server adds to the organizer's ATTENDEE with a reply.
+    reply_params: tuple[str, ...]
+    #: Does the replier's ATTENDEE keep its SCHEDULE-STATUS and RSVP after the reply?
+    reply_keeps_schedule_status: bool
+    #: Does a reschedule reset the student's PARTSTAT in the student's own copy?
+    reschedule_resets_partstat: bool
+    #: iTIP METHOD a PUT with STATUS:CANCELLED delivers (a DELETE always sends CANCEL).
+    cancel_method: str
+    #: Whom SCHEDULE-FORCE-SEND=REQUEST on one ATTENDEE re-delivers to: "that" or "all".
+    force_send_reaches: str
+    #: Is SCHEDULE-FORCE-SEND kept in the stored organizer copy?
+    force_send_param_stored: bool
+    #: Is ORGANIZER matched against the login's addresses case-insensitively?
+    organizer_match_ignores_case: bool
+    #: Does the Schedule-Tag change when a reply is merged into the organizer's copy?
+    schedule_tag_changes_on_reply: bool
+    #: May a student change other properties of their copy? (Xandikos: 412.)
+    attendee_may_edit_event: bool
+    #: Does a student deleting their copy tell the organizer (PARTSTAT=DECLINED)?
+    attendee_delete_declines: bool
+    #: Are local users unknown to scheduling until they log in after a restart?
+    forgets_users_on_restart: bool
+
+
+PROFILES: Mapping[str, ServerProfile] = {
+    "cyrus": ServerProfile(
+        delivered_status="1.2",
+        unknown_user_status="1.1",
+        default_calendar_property_on="inbox",
+        default_calendar_href="Default/",
+        put_returns_etag=False,
+        weak_etag_when_compressed=True,
+        sync_token_prefix="data:,",
+        first_delivery_sequence=1,
+        reply_params=("X-DTSTAMP", "X-SEQUENCE"),
+        reply_keeps_schedule_status=False,
+        reschedule_resets_partstat=True,
+        cancel_method="CANCEL",
+        force_send_reaches="that",
+        force_send_param_stored=True,
+        organizer_match_ignores_case=True,
+        schedule_tag_changes_on_reply=True,
+        attendee_may_edit_event=True,
+        attendee_delete_declines=True,
+        forgets_users_on_restart=False,
+    ),
+    "xandikos": ServerProfile(
+        delivered_status="2.0;Success",
+        unknown_user_status="3.7;Invalid calendar user",
+        default_calendar_property_on="inbox",
+        default_calendar_href="calendars/calendar",
+        put_returns_etag=True,
+        weak_etag_when_compressed=False,
+        sync_token_prefix="",
+        first_delivery_sequence=0,
+        reply_params=(),
+        reply_keeps_schedule_status=True,
+        reschedule_resets_partstat=False,
+        cancel_method="REQUEST",
+        force_send_reaches="all",
+        force_send_param_stored=False,
+        organizer_match_ignores_case=False,
+        schedule_tag_changes_on_reply=False,
+        attendee_may_edit_event=False,
+        attendee_delete_declines=False,
+        forgets_users_on_restart=True,
+    ),
+}
+
+
+# ---- Cyrus -----------------------------------------------------------------------------
+
+_CYRUS_BIN_DIRS = ("/usr/lib/cyrus/bin", "/usr/libexec/cyrus-imapd", "/usr/lib/cyrus-imapd")
+
+
+def _cyrus_programs() -> tuple[Path, Path]:
+    """(master, saslpasswd2), or ServerUnavailable naming what is missing."""
+    master = next(
+        (Path(d) / "master" for d in _CYRUS_BIN_DIRS if (Path(d) / "httpd").exists()), None
+    )
+    saslpasswd2 = shutil.which("saslpasswd2") or (
+        "/usr/sbin/saslpasswd2" if Path("/usr/sbin/saslpasswd2").exists() else None
+    )
+    missing = []
+    if master is None or not master.exists():
+        missing.append("Cyrus's master and httpd (Debian: cyrus-common, cyrus-caldav)")
+    if saslpasswd2 is None:
+        missing.append("saslpasswd2 (Debian: sasl2-bin)")
+    if missing:
+        raise ServerUnavailable(
+            "not installed: " + "; ".join(missing) + " (run `python3 dev.py test` as root)"
+        )
+    assert master is not None and saslpasswd2 is not None
+    return master, Path(saslpasswd2)
+
+
+# Cyrus runs `sendmail -bs` and speaks SMTP to it on stdin/stdout (iMIP to addresses it
+# does not host). This one answers like an MTA, keeps each message in sent/ and sends
+# nothing. POSIX sh: it runs as the cyrus user, who cannot reach the test's Python.
+_FAKE_SENDMAIL = r"""#!/bin/sh
+out="@SENT@/$(date +%s%N)-$$"
+reply() { printf '%s\r\n' "$1"; }
+reply "220 tmcaldav-test-sink ESMTP"
+data=0
+while IFS= read -r line; do
+  line=$(printf '%s' "$line" | tr -d '\r')
+  if [ "$data" = 1 ]; then
+    if [ "$line" = "." ]; then
+      data=0
+      mv "$out.part" "$out.eml"
+      out="@SENT@/$(date +%s%N)-$$"
+      reply "250 2.0.0 kept, not sent"
+    else
+      printf '%s\n' "$line" >> "$out.part"
+    fi
+    continue
+  fi
+  case "$line" in
+    [Ee][Hh][Ll][Oo]*) reply "250-tmcaldav-test-sink"; reply "250 8BITMIME" ;;
+    [Hh][Ee][Ll][Oo]*) reply "250 tmcaldav-test-sink" ;;
+    [Dd][Aa][Tt][Aa]*) data=1; reply "354 end with ." ;;
+    [Qq][Uu][Ii][Tt]*) reply "221 2.0.0 bye"; exit 0 ;;
+    *) printf 'X-Envelope: %s\n' "$line" >> "$out.part"; reply "250 2.0.0 ok" ;;
+  esac
+done
+exit 0
+"""
+
+
+class CyrusServer(SchedulingServer):
+    """Cyrus CalDAV from its own config in a folder of its own, on 127.0.0.1.
+
+    Readiness: an anonymous request for a calendar home is challenged with a random
+    realm (``caldav_realm``), so another server on the port is never taken for ours.
+    Note that Cyrus answers an anonymous PROPFIND on ``/`` with 207, not 401: clients
+    must send credentials up front.
+    """
+
+    name = "cyrus"
+
+    def __init__(self, base_dir: Path, users: Mapping[str, str]) -> None:
+        """Prepare (not start) a server; its files live in ``base_dir`` if the cyrus user
+        can reach it, else in a fresh folder under the system temp folder."""
+        super().__init__(users)
+        self.base_dir = Path(base_dir)
+        self.folder: Path | None = None
+        self._own_folder = False
+        self._token = secrets.token_hex(6)
+        self.servername = f"tmcaldav-{self._token}"
+        self.realm = f"tmcaldav-cyrus-{self._token}"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+
+    # -- URLs ----------------------------------------------------------------------------
+
+    def principal_url(self, user: str) -> str:
+        """``/dav/principals/user/USER/``."""
+        return f"{self.url}dav/principals/user/{user}/"
+
+    def calendar_home_url(self, user: str) -> str:
+        """``/dav/calendars/user/USER/``."""
+        return f"{self.url}dav/calendars/user/{user}/"
+
+    def calendar_url(self, user: str) -> str:
+        """The autoprovisioned ``Default`` calendar, Cyrus's schedule-default calendar."""
+        return f"{self.calendar_home_url(user)}Default/"
+
+    def inbox_url(self, user: str) -> str:
+        """``/dav/calendars/user/USER/Inbox/``."""
+        return f"{self.calendar_home_url(user)}Inbox/"
+
+    # -- life cycle ----------------------------------------------------------------------
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of ``master``."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while our master process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    def start(self) -> None:
+        """Write the config, start master on a free port, make every user's calendars."""
+        master, saslpasswd2 = _cyrus_programs()
+        if os.geteuid() != 0:
+            raise ServerUnavailable(
+                "Cyrus's master must be started as root (it switches to the cyrus user)"
+            )
+        try:
+            cyrus = pwd.getpwnam("cyrus")
+        except KeyError:
+            raise ServerUnavailable("there is no `cyrus` user (Debian: cyrus-common)") from None
+        self.folder = self._make_folder(cyrus.pw_uid, cyrus.pw_gid)
+        failure = ""
+        for _attempt in range(_PORT_ATTEMPTS):
+            self.port = _free_port()
+            self._write_files(saslpasswd2)
+            for path in [self.folder, *self.folder.rglob("*")]:
+                os.chown(path, cyrus.pw_uid, cyrus.pw_gid, follow_symlinks=False)
+            self._spawn(master)
+            failure = self._wait_until_ready()
+            if not failure:
+                break
+            self._stop_processes()
+        else:
+            log = self.log_text()
+            self.stop()
+            raise RuntimeError(f"Cyrus did not start on {_HOST}:{self.port}: {failure}\n{log}")
+        try:
+            self._provision_users()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """SIGTERM master (it ends its services), then kill any process of ours left."""
+        self._stop_processes()
+        if self.folder is not None and self._own_folder:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+    def log_text(self) -> str:
+        """master's own output (Cyrus's services log to syslog, which tests do not have)."""
+        if self.folder is None:
+            return ""
+        try:
+            return (self.folder / "master.log").read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def sent_mail(self) -> list[bytes]:
+        """Every message Cyrus handed to its ``sendmail`` (iMIP to non-local addresses)."""
+        if self.folder is None:
+            return []
+        return [p.read_bytes() for p in sorted((self.folder / "sent").glob("*.eml"))]
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _make_folder(self, uid: int, gid: int) -> Path:
+        candidate = self.base_dir
+        candidate.mkdir(parents=True, exist_ok=True)
+        socket_path = candidate / "socket" / "lmtp"
+        if _reachable_by(candidate, uid, gid) and len(str(socket_path)) < _MAX_SOCKET_PATH:
+            return candidate
+        # pytest's temp folders are private to root: Cyrus (as `cyrus`) could not enter.
+        folder = Path(tempfile.mkdtemp(prefix="tmcaldav-cyrus-"))
+        self._own_folder = True
+        with contextlib.suppress(OSError):
+            (self.base_dir / "cyrus-folder").symlink_to(folder)
+        return folder
+
+    def _write_files(self, saslpasswd2: Path) -> None:
+        base = self.folder
+        assert base is not None
+        for sub in ("config", "spool", "socket", "proc", "lock", "sent"):
+            (base / sub).mkdir(exist_ok=True)
+        conf = base / "imapd.conf"
+        conf.write_text(
+            f"""\
+configdirectory: {base}/config
+defaultpartition: default
+partition-default: {base}/spool
+proc_path: {base}/proc
+mboxname_lockpath: {base}/lock
+lmtpsocket: {base}/socket/lmtp
+idlesocket: {base}/socket/idle
+notifysocket: {base}/socket/notify
+servername: {self.servername}
+syslog_prefix: {self.servername}
+caldav_realm: {self.realm}
+httpmodules: caldav
+calendar_user_address_set: {DOMAIN}
+allowplaintext: yes
+sasl_pwcheck_method: auxprop
+sasl_auxprop_plugin: sasldb
+sasl_sasldb_path: {base}/sasldb2
+sasl_mech_list: PLAIN
+autocreate_quota: 0
+autocreate_post: 1
+sendmail: {base}/sendmail
+umask: 077
+""",
+            encoding="utf-8",
+        )
+        (base / "cyrus.conf").write_text(
+            f"""\
+START {{
+  recover cmd="ctl_cyrusdb -C {conf} -r"
+}}
+SERVICES {{
+  http cmd="httpd -C {conf}" listen="{_HOST}:{self.port}" prefork=0 maxchild=20
+  lmtpunix cmd="lmtpd -C {conf}" listen="{base}/socket/lmtp" prefork=0 maxchild=5
+}}
+EVENTS {{
+}}
+""",
+            encoding="utf-8",
+        )
+        sendmail = base / "sendmail"
+        sendmail.write_text(_FAKE_SENDMAIL.replace("@SENT@", str(base / "sent")), encoding="utf-8")
+        sendmail.chmod(0o755)
+        sasldb = base / "sasldb2"
+        sasldb.unlink(missing_ok=True)
+        for user, password in self.users.items():
+            # The realm is the servername: that is the one Cyrus's SASL looks users up in.
+            subprocess.run(
+                [str(saslpasswd2), "-f", str(sasldb), "-u", self.servername, "-p", "-c", user],
+                input=password.encode("utf-8"),
+                check=True,
+                capture_output=True,
+            )
+
+    def _spawn(self, master: Path) -> None:
+        assert self.folder is not None
+        self._log = (self.folder / "master.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                str(master),
+                "-C",
+                str(self.folder / "imapd.conf"),
+                "-M",
+                str(self.folder / "cyrus.conf"),
+                "-p",
+                str(self.folder / "master.pid"),
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.folder,
+            # A fresh session: master's services are ours alone, and a terminal's
+            # signals to the test run do not reach them first.
+            start_new_session=True,
+        )
+
+    def _wait_until_ready(self) -> str:
+        """Empty when our Cyrus answers with our realm and LMTP listens, else why not."""
+        assert self._process is not None and self.folder is not None
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return f"master exited with status {self._process.returncode}"
+            if self._answers_with_our_realm() and (self.folder / "socket" / "lmtp").exists():
+                return ""
+            time.sleep(0.05)
+        return f"no answer with realm {self.realm!r} within {_READY_TIMEOUT:.0f} s"
+
+    def _answers_with_our_realm(self) -> bool:
+        try:
+            answer = self._request_quick(f"/dav/calendars/user/{self.organizer}/")
+        except OSError:
+            return False
+        challenge = answer.header("WWW-Authenticate") or ""
+        return answer.status == 401 and f'realm="{self.realm}"' in challenge
+
+    def _request_quick(self, path: str) -> DavAnswer:
+        connection = http.client.HTTPConnection(_HOST, self.port, timeout=1)
+        try:
+            connection.request("PROPFIND", path, headers={"Depth": "0"})
+            response = connection.getresponse()
+            return DavAnswer(
+                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
+            )
+        finally:
+            connection.close()
+
+    def _provision_users(self) -> None:
+        """One LMTP delivery makes each mailbox; one login then makes its calendars."""
+        assert self.folder is not None
+        lmtp = smtplib.LMTP(str(self.folder / "socket" / "lmtp"), timeout=30)
+        try:
+            for user in self.users:
+                message = (
+                    f"From: setup@{DOMAIN}\r\nTo: {user}@{DOMAIN}\r\n"
+                    "Subject: mailbox\r\n\r\nThis message creates the mailbox.\r\n"
+                )
+                refused = lmtp.sendmail(f"setup@{DOMAIN}", [user], message)
+                if refused:
+                    raise RuntimeError(f"Cyrus's LMTP refused {user}: {refused}")
+        finally:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                lmtp.quit()
+        for user in self.users:
+            answer = self._propfind_status(user, self.calendar_home_url(user))
+            if answer.status != 207:
+                raise RuntimeError(
+                    f"Cyrus did not make {user}'s calendars: {answer.status} {answer.text[:300]}"
+                )
+            default = self._propfind_status(user, self.calendar_url(user))
+            if default.status != 207:
+                raise RuntimeError(f"{user} has no Default calendar: {default.status}")
+
+    def _stop_processes(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=_STOP_TIMEOUT)
+        # master ends its services on SIGTERM; any that outlived it (a service busy with
+        # a client, our sendmail) is found by our folder on its command line, and killed
+        # by pid.
+        if self.folder is not None:
+            for pid in processes_under(self.folder):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+
+def start_cyrus(base_dir: Path | str, users: Mapping[str, str] = DEFAULT_USERS) -> CyrusServer:
+    """Start Cyrus CalDAV on 127.0.0.1 with ``users`` (name → password; first: organizer).
+
+    Every user gets a mailbox and the calendars ``Default`` (schedule-default),
+    ``Inbox`` and ``Outbox``. Raises :class:`ServerUnavailable` when Cyrus or
+    saslpasswd2 is not installed, or when not running as root.
+    """
+    server = CyrusServer(Path(base_dir), users)
+    server.start()
+    return server
+
+
+# ---- Xandikos --------------------------------------------------------------------------
+
+
+class _UnixHTTPConnection(http.client.HTTPConnection):
+    """http.client over a unix socket."""
+
+    def __init__(self, path: str, timeout: float = 30) -> None:
+        super().__init__("localhost", timeout=timeout)
+        self._socket_path = path
+
+    def connect(self) -> None:
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        sock.settimeout(self.timeout)
+        sock.connect(self._socket_path)
+        self.sock = sock
+
+
+_HOP_BY_HOP = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "content-length",
+        "te",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    }
+)
+
+
+class _AuthProxy:
+    """Basic auth against a user table, then X-Remote-User to Xandikos's unix socket.
+
+    Any X-Remote-User sent by a client is dropped, so only this proxy names the user;
+    Xandikos trusts the header only on its unix socket, which lives in our folder.
+    """
+
+    def __init__(self, users: Mapping[str, str], socket_path: str, realm: str) -> None:
+        self.users = users
+        self.socket_path = socket_path
+        self.realm = realm
+        self._server: http.server.ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        return int(self._server.server_address[1])
+
+    def start(self) -> None:
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                length = int(self.headers.get("Content-Length") or 0)
+                body = self.rfile.read(length) if length else b""
+                user = proxy._authenticate(self.headers.get("Authorization"))
+                if user is None:
+                    self._reply(
+                        401,
+                        {
+                            "WWW-Authenticate": f'Basic realm="{proxy.realm}"',
+                            "Content-Type": "text/plain",
+                        },
+                        b"authentication required\n",
+                    )
+                    return
+                headers = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in _HOP_BY_HOP
+                    and name.lower() not in ("authorization", "x-remote-user")
+                }
+                headers["X-Remote-User"] = user
+                connection = _UnixHTTPConnection(proxy.socket_path)
+                try:
+                    connection.request(self.command, self.path, body=body or None, headers=headers)
+                    response = connection.getresponse()
+                    status, got, answer = response.status, response.getheaders(), response.read()
+                except OSError as exc:
+                    self._reply(502, {"Content-Type": "text/plain"}, f"{exc}\n".encode())
+                    return
+                finally:
+                    connection.close()
+                self._reply(status, dict(got), answer)
+
+            def _reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+                self.send_response(status)
+                for name, value in headers.items():
+                    if name.lower() not in _HOP_BY_HOP:
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = do_POST = _handle
+            do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle
+            do_MOVE = do_COPY = _handle
+
+        self._server = http.server.ThreadingHTTPServer((_HOST, 0), Handler)
+        self._server.daemon_threads = True
+        self._thread = threading.Thread(
+            target=self._server.serve_forever,
+            kwargs={"poll_interval": 0.05},
+            name="xandikos-auth-proxy",
+            daemon=True,
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+        if self._thread is not None:
+            self._thread.join(timeout=_STOP_TIMEOUT)
+            self._thread = None
+
+    def _authenticate(self, header: str | None) -> str | None:
+        if not header or not header.lower().startswith("basic "):
+            return None
+        try:
+            user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        expected = self.users.get(user)
+        if expected is None or not hmac.compare_digest(expected, password):
+            return None
+        return user
+
+
+class XandikosServer(SchedulingServer):
+    """``xandikos multi-user`` behind a Basic-auth proxy, both on 127.0.0.1.
+
+    Layout (``--defaults``): principal ``/USER/``, calendar home ``/USER/calendars/``,
+    schedule-default calendar ``/USER/calendars/calendar/``, inbox ``/USER/inbox``.
+    Readiness: Xandikos answers on its own unix socket (in our folder), and the proxy
+    challenges with a random realm.
+    """
+
+    name = "xandikos"
+
+    def __init__(self, base_dir: Path, users: Mapping[str, str]) -> None:
+        """Prepare (not start) a server whose files live in ``base_dir``."""
+        super().__init__(users)
+        self.base_dir = Path(base_dir)
+        self._token = secrets.token_hex(6)
+        self.realm = f"tmcaldav-xandikos-{self._token}"
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log: IO[bytes] | None = None
+        self._proxy: _AuthProxy | None = None
+        self._socket_dir: Path | None = None
+
+    def principal_url(self, user: str) -> str:
+        """``/USER/``."""
+        return f"{self.url}{user}/"
+
+    def calendar_url(self, user: str) -> str:
+        """``/USER/calendars/calendar/``, made by ``--defaults`` and set as schedule-default."""
+        return f"{self.url}{user}/calendars/calendar/"
+
+    def inbox_url(self, user: str) -> str:
+        """``/USER/inbox/``."""
+        return f"{self.url}{user}/inbox/"
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the Xandikos server."""
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while our Xandikos process is alive."""
+        return self._process is not None and self._process.poll() is None
+
+    @property
+    def socket_path(self) -> Path:
+        """Xandikos's own unix socket (the proxy's upstream)."""
+        assert self._socket_dir is not None
+        return self._socket_dir / "xandikos.sock"
+
+    def start(self) -> None:
+        """Start Xandikos and the proxy, then create every user's principal and address."""
+        if importlib.util.find_spec("xandikos") is None:
+            raise ServerUnavailable(
+                "the xandikos package is not installed (a test extra: pip install -e '.[test]')"
+            )
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        if len(str(self.base_dir / "xandikos.sock")) < _MAX_SOCKET_PATH:
+            self._socket_dir = self.base_dir
+        else:
+            self._socket_dir = Path(tempfile.mkdtemp(prefix="tmcaldav-xsock-"))
+        self._spawn()
+        failure = self._wait_for_socket()
+        if failure:
+            log = self.log_text()
+            self.stop()
+            raise RuntimeError(f"Xandikos did not start: {failure}\n{log}")
+        self._proxy = _AuthProxy(self.users, str(self.socket_path), self.realm)
+        self._proxy.start()
+        self.port = self._proxy.port
+        try:
+            anonymous = self.request(None, "PROPFIND", "/", headers={"Depth": "0"})
+            challenge = anonymous.header("WWW-Authenticate") or ""
+            if anonymous.status != 401 or self.realm not in challenge:
+                raise RuntimeError(f"the proxy on port {self.port} is not ours: {anonymous}")
+            self.provision_users()
+        except BaseException:
+            self.stop()
+            raise
+
+    def restart(self) -> None:
+        """Restart the Xandikos process on the same data (the proxy and port stay).
+
+        Xandikos keeps the set of known principals in memory: after this, a user is
+        not a scheduling recipient until they make a request (:meth:`provision_users`).
+        """
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            process.wait(timeout=_STOP_TIMEOUT)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        self.socket_path.unlink(missing_ok=True)
+        self._spawn()
+        failure = self._wait_for_socket()
+        if failure:
+            raise RuntimeError(f"Xandikos did not restart: {failure}\n{self.log_text()}")
+
+    def stop(self) -> None:
+        """Stop the proxy, then SIGTERM Xandikos (SIGKILL if it lingers)."""
+        if self._proxy is not None:
+            self._proxy.stop()
+            self._proxy = None
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=_STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait(timeout=_STOP_TIMEOUT)
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self._socket_dir is not None and self._socket_dir != self.base_dir:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+        self._socket_dir = None
+
+    def log_text(self) -> str:
+        """Xandikos's log so far."""
+        try:
+            return (self.base_dir / "xandikos.log").read_text("utf-8", "replace")
+        except FileNotFoundError:
+            return ""
+
+    def _spawn(self) -> None:
+        data = self.base_dir / "data"
+        state = self.base_dir / "state"
+        state.mkdir(exist_ok=True)
+        # $EMAIL would become a calendar address (single-user `serve` reads it); the
+        # other variables would change what Xandikos does or where it writes.
+        scrub = ("EMAIL", "XDG_DATA_HOME", "XANDIKOS_DUMP_DAV_XML")
+        env = {
+            k: v for k, v in os.environ.items() if k not in scrub and not k.startswith("XANDIKOS_")
+        }
+        self._log = (self.base_dir / "xandikos.log").open("ab")
+        self._process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "xandikos",
+                "multi-user",
+                "--directory",
+                str(data),
+                "--state-dir",
+                str(state),
+                "--defaults",
+                "--listen-address",
+                str(self.socket_path),
+                "--socket-mode",
+                "600",
+                "--trust-x-remote-user-unix",
+                "--no-detect-systemd",
+            ],
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=self.base_dir,
+            env=env,
+        )
+
+    def _wait_for_socket(self) -> str:
+        assert self._process is not None
+        deadline = time.monotonic() + _READY_TIMEOUT
+        while time.monotonic() < deadline:
+            if self._process.poll() is not None:
+                return f"xandikos exited with status {self._process.returncode}"
+            if self.socket_path.exists():
+                connection = _UnixHTTPConnection(str(self.socket_path), timeout=1)
+                try:
+                    connection.request("GET", "/")
+                    response = connection.getresponse()
+                    page = response.read()
+                    if response.status == 200 and b"Xandikos" in page:
+                        return ""
+                except OSError:
+                    pass
+                finally:
+                    connection.close()
+            time.sleep(0.05)
+        return f"no answer on {self.socket_path} within {_READY_TIMEOUT:.0f} s"
+
+    def provision_users(self) -> None:
+        """A first request creates each principal (``--defaults``: calendar, inbox);
+        a PROPPATCH then gives it its address (multi-user mode has no other source).
+
+        Also what makes a user known again after :meth:`restart`.
+        """
+        for user in self.users:
+            answer = self._propfind_status(user, self.principal_url(user))
+            if answer.status != 207:
+                raise RuntimeError(f"Xandikos made no principal for {user}: {answer.status}")
+            update = (
+                '<?xml version="1.0" encoding="utf-8"?>'
+                f'<D:propertyupdate xmlns:D="DAV:" xmlns:C="{_CALDAV}"><D:set><D:prop>'
+                "<C:calendar-user-address-set>"
+                f"<D:href>mailto:{self.address(user)}</D:href>"
+                "</C:calendar-user-address-set></D:prop></D:set></D:propertyupdate>"
+            )
+            answer = self.request(user, "PROPPATCH", self.principal_url(user), update)
+            if answer.status != 207 or "200 OK" not in answer.text:
+                raise RuntimeError(
+                    f"Xandikos refused {user}'s address: {answer.status} {answer.text[:300]}"
+                )
+            calendar = self._propfind_status(user, self.calendar_url(user))
+            if calendar.status != 207:
+                raise RuntimeError(f"{user} has no default calendar: {calendar.status}")
+
+
+def start_xandikos(
+    base_dir: Path | str, users: Mapping[str, str] = DEFAULT_USERS
+) -> XandikosServer:
+    """Start ``xandikos multi-user`` behind a Basic-auth proxy on 127.0.0.1.
+
+    ``users`` maps names to passwords; the first is the organizer. Each gets a
+    principal, a calendar (its schedule-default), an inbox and the address
+    ``mailto:USER@example.org``. Raises :class:`ServerUnavailable` when the xandikos
+    package is not installed.
+    """
+    server = XandikosServer(Path(base_dir), users)
+    server.start()
+    return server
+
+
+_STARTERS: dict[str, Callable[[Path, Mapping[str, str]], SchedulingServer]] = {
+    "cyrus": start_cyrus,
+    "xandikos": start_xandikos,
+}
+
+
+def start_scheduling_server(
+    name: str, base_dir: Path | str, users: Mapping[str, str] = DEFAULT_USERS
+) -> SchedulingServer:
+    """Start the server called ``name`` (one of :data:`SCHEDULING_SERVERS`)."""
+    return _STARTERS[name](Path(base_dir), users)
+
+
+# ---- helpers ---------------------------------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((_HOST, 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _reachable_by(path: Path, uid: int, gid: int) -> bool:
+    """Whether a user (uid, gid) may enter ``path`` and every folder above it."""
+    for folder in [path.resolve(), *path.resolve().parents]:
+        mode = folder.stat()
+        if mode.st_uid == uid:
+            needed = stat.S_IXUSR
+        elif mode.st_gid == gid:
+            needed = stat.S_IXGRP
+        else:
+            needed = stat.S_IXOTH
+        if not mode.st_mode & needed:
+            return False
+    return True
+
+
+def processes_under(folder: Path) -> list[int]:
+    """Process ids with an argument inside ``folder`` (from /proc), never our own."""
+    prefix = str(folder).encode() + b"/"
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            args = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if any(arg.startswith(prefix) for arg in args):
+            found.append(int(entry.name))
+    return found
+
+
+# ---- pytest fixtures -------------------------------------------------------------------
+
+
+def _start_or_skip(name: str, tmp_path_factory: pytest.TempPathFactory) -> SchedulingServer:
+    try:
+        return start_scheduling_server(name, tmp_path_factory.mktemp(name), DEFAULT_USERS)
+    except ServerUnavailable as e:
+        pytest.skip(f"the {name} scheduling tests need {name}: {e}")
+
+
+@pytest.fixture(scope="session", name="cyrus_server")
+def cyrus_server_fixture(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CyrusServer]:
+    """Cyrus CalDAV with :data:`DEFAULT_USERS` (skipped, saying why, if not installed)."""
+    server = _start_or_skip("cyrus", tmp_path_factory)
+    assert isinstance(server, CyrusServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", name="xandikos_server")
+def xandikos_server_fixture(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[XandikosServer]:
+    """Xandikos multi-user with :data:`DEFAULT_USERS` (skipped if not installed)."""
+    server = _start_or_skip("xandikos", tmp_path_factory)
+    assert isinstance(server, XandikosServer)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session", params=SCHEDULING_SERVERS, name="scheduling_server")
+def scheduling_server_fixture(request: pytest.FixtureRequest) -> SchedulingServer:
+    """Each scheduling server in turn (one per session, shared with the fixtures above):
+    the organizer ``organizer`` and students ``student1``..``student4``."""
+    server: SchedulingServer = request.getfixturevalue(f"{request.param}_server")
+    return server
