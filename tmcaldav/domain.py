@@ -59,6 +59,8 @@ class ResponseSource(StrEnum):
     POLL = "poll"
     IMIP = "imip"
     MANUAL = "manual"
+    LINK = "link"
+    IMPORT = "import"
 
 
 class SuggestionKind(StrEnum):
@@ -78,6 +80,7 @@ class SuggestionState(StrEnum):
     OPEN = "open"
     APPLIED = "applied"
     DISMISSED = "dismissed"
+    WITHDRAWN = "withdrawn"
 
 
 class DeliveryState(StrEnum):

@@ -16,7 +16,6 @@ from sqlalchemy import (
     DateTime,
     ForeignKey,
     Index,
-    Integer,
     MetaData,
     String,
     Text,
@@ -266,9 +265,6 @@ class SyncState(Base):
     calendar_url: Mapped[str] = mapped_column(String(1000), unique=True)
     sync_token: Mapped[str | None] = mapped_column(String(1000))
     ctag: Mapped[str | None] = mapped_column(String(300))
-    # How many events the calendar held at the last poll (guards against a calendar
-    # that suddenly lists nothing).
-    event_count: Mapped[int] = mapped_column(Integer, default=0)
     last_poll_at: Mapped[datetime | None]
     failures: Mapped[int] = mapped_column(default=0)
     next_attempt_at: Mapped[datetime | None]
