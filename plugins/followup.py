@@ -29,7 +29,6 @@ from tmcaldav.views import (
     check_settings,
 )
 
-NAME = "followup"
 DEFAULT_DAYS_BEFORE = 3
 
 

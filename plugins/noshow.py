@@ -15,8 +15,6 @@ from typing import Any
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.views import SessionView, StudentView, SuggestionSpec, check_settings
 
-NAME = "noshow"
-
 _ANSWER = {
     "accepted": "they had accepted the invitation",
     "tentative": "they had answered Maybe",

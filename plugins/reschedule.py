@@ -16,8 +16,6 @@ from zoneinfo import ZoneInfo
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.views import HookContext, ResponseChange, SessionView, SuggestionSpec, check_settings
 
-NAME = "reschedule"
-
 
 def first_open(email: str, later: tuple[SessionView, ...]) -> SessionView | None:
     """The soonest later session with a free seat that the student is not in (pure)."""

@@ -21,8 +21,6 @@ from typing import Any
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.views import ResponseChange, SessionView, SuggestionSpec, check_settings
 
-NAME = "waitlist"
-
 
 def leaving(session: SessionView) -> int:
     """Seated students who declined and whose cancellation was not dismissed."""

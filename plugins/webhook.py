@@ -70,7 +70,6 @@ from tmcaldav.views import HookContext, ResponseChange, SuggestionView
 
 log = logging.getLogger("tmcaldav.hooks.plugins.webhook")
 
-NAME = "webhook"
 SIGNATURE_HEADER = "X-Tmcaldav-Signature"
 EVENT_ID_HEADER = "X-Tmcaldav-Event-Id"
 EVENT_HEADER = "X-Tmcaldav-Event"

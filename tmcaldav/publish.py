@@ -170,6 +170,15 @@ class Written:
     recreated: bool
     # Answers on the server the store did not know (the next poll records them).
     unrecorded: dict[str, str] = field(default_factory=dict)
+    # The store is behind the version written in some other way (a newer SEQUENCE on
+    # the server, or the store changed while we wrote): the next poll reads it.
+    store_behind: bool = False
+
+    @property
+    def in_step(self) -> bool:
+        """True when the store reflects everything in the version written, so its ETag
+        may be taken as our own (the next poll then finds nothing new in it)."""
+        return not self.unrecorded and not self.store_behind
 
 
 def merge_attendees(
@@ -350,7 +359,7 @@ class Publisher:
             with self.store.transaction() as db:
                 _record_event(
                     get_session(db, key, notes=False),
-                    replace(written, unrecorded={"*": "the store changed meanwhile"}),
+                    replace(written, store_behind=True),
                 )
             raise PublishError(
                 f"session {key}: the store changed while the event was being written ({e}); "
@@ -550,9 +559,9 @@ class Publisher:
 
         Only that ATTENDEE's PARTSTAT changes; SEQUENCE and every other byte stay. The
         write is conditional (If-Match) and re-reads on a concurrent change. The store
-        is not touched: the caller records the answer. `Written.unrecorded` is empty
-        only when the store already reflects every other answer in the version written,
-        so the caller may take the new ETag as its own.
+        is not touched: the caller records the answer. `Written.in_step` is true only
+        when the store already reflects every other answer in the version written, so
+        the caller may take the new ETag as its own.
         """
         with self.store.scratch() as db:
             snap = snapshot(get_session(db, key))
@@ -580,7 +589,7 @@ class Publisher:
                         f"changed the event ({e})"
                     ) from e
                 continue
-            unrecorded = {}
+            unrecorded: dict[str, str] = {}
             if event.etag != snap.etag:
                 known = {s.email: s.calendar_status for s in snap.students}
                 unrecorded = {
@@ -588,9 +597,14 @@ class Publisher:
                     for a, s in state.attendees.items()
                     if a != email and a in known and known[a] != s.calendar_status
                 }
-                if state.sequence != snap.sequence:
-                    unrecorded["(sequence)"] = str(state.sequence)
-            return Written(stored, snap.uid, state.sequence, recreated=False, unrecorded=unrecorded)
+            return Written(
+                stored,
+                snap.uid,
+                state.sequence,
+                recreated=False,
+                unrecorded=unrecorded,
+                store_behind=event.etag != snap.etag and state.sequence != snap.sequence,
+            )
         raise PublishError(
             f"session {key}: the event kept changing on the server while we wrote "
             f"{email}'s answer ({MAX_ATTEMPTS} attempts); it will be tried again"
@@ -645,7 +659,7 @@ def _record_event(session: TrainingSession, written: Written) -> None:
     session.href = written.event.href
     # An ETag is "ours" only when the store reflects every answer in that version;
     # otherwise forget it so the next poll fetches the event and records the answers.
-    session.etag = written.event.etag if not written.unrecorded else None
+    session.etag = written.event.etag if written.in_step else None
     session.sequence = written.sequence
     session.calendar_state = "published"
     session.published_at = utcnow()

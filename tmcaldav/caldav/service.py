@@ -608,11 +608,6 @@ class CalendarService:
 
     # -- plumbing ------------------------------------------------------------------------
 
-    def _require_calendar(self) -> DAVCalendar:
-        if self._calendar is None:
-            raise CalendarError("CalendarService is not connected: use CalendarService.connect")
-        return self._calendar
-
     def _url_for(self, href: str) -> str:
         return urljoin(self.url, href)
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -101,7 +101,6 @@ class DispatchResult:
     """What one run did, for the summary line and the daemon's status."""
 
     events: int = 0
-    hook_calls: int = 0
     plugin_failures: int = 0
     suggestions: int = 0
     applied: int = 0
@@ -110,7 +109,6 @@ class DispatchResult:
     # Events left pending (an error while dispatching them; retried next run).
     left_pending: int = 0
     seconds: float = 0.0
-    new_suggestion_ids: list[int] = field(default_factory=list)
 
     def __str__(self) -> str:
         return self.summary()
@@ -241,7 +239,6 @@ class Dispatcher:
         returned: list[tuple[str, SuggestionSpec]] = []
         for call in plan.calls:
             outcome = call_each(self.pm, call.hook, call.kwargs, event_id=event_id, only=call.only)
-            result.hook_calls += outcome.calls
             result.plugin_failures += len(outcome.failed)
             for plugin, value in outcome.results:
                 specs = _as_specs(value)
@@ -275,7 +272,6 @@ class Dispatcher:
             return False
         result.events += 1
         result.suggestions += len(new)
-        result.new_suggestion_ids += new
         return True
 
     def _plan(self, db: Session, row: Outbox, now: datetime) -> _Plan:

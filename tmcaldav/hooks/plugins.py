@@ -292,11 +292,6 @@ class CallOutcome:
     results: list[tuple[str, Any]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
 
-    @property
-    def calls(self) -> int:
-        """How many implementations were called."""
-        return len(self.results) + len(self.failed)
-
 
 def call_each(
     pm: pluggy.PluginManager,

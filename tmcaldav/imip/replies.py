@@ -214,7 +214,7 @@ def _reply(
             observed_at=now,
             responded_at={enrollment.id: reply.dtstamp or now},
         )
-        if written is not None and not written.unrecorded:
+        if written is not None and written.in_step:
             # Our own write: the next poll recognises this ETag and finds nothing new.
             session = enrollment.session
             session.etag = written.event.etag
