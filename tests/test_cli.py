@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import Cli, write_config
 from tmcaldav.store import Store, get_session
 
@@ -75,10 +77,13 @@ def test_person_add_duplicate_any_case(tm: Cli) -> None:
     assert len(json.loads(tm.ok("person", "list", "--json").output)) == 3
 
 
-def test_person_add_bad_email(tm: Cli) -> None:
-    result = tm("person", "add", "not-an-address", "--name", "X")
+@pytest.mark.parametrize("address", ["not-an-address", "ann@ex..org"])
+def test_person_add_bad_email(tm: Cli, address: str) -> None:
+    result = tm("person", "add", address, "--name", "X")
     assert result.exit_code == 1
     assert "not an e-mail address" in result.output
+    assert "Traceback" not in result.output
+    assert tm.ok("person", "list", "--json").output.strip() == "[]"
 
 
 def test_session_add_show_json_matches_contract(tm: Cli) -> None:

@@ -9,27 +9,18 @@ import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, cli_for, radicale_config
+from tmcaldav.app import App
+from tmcaldav.localhost import wait_for
 from tmcaldav.testing import FaultProxy, RadicaleServer
 
 STUDENTS = ["ann@example.org", "bob@example.org", "cy@example.org"]
-
-
-def wait_for(condition: Callable[[], object], timeout: float = 20, what: str = "") -> object:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what or condition}")
 
 
 class DaemonProcess:
@@ -40,7 +31,8 @@ class DaemonProcess:
     ):
         self.log = log
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "tmcaldav", "-c", str(config), "run", *args],
+            # -vv: every tick is logged, so a test can count ticks instead of sleeping.
+            [sys.executable, "-m", "tmcaldav", "-vv", "-c", str(config), "run", *args],
             stdout=subprocess.DEVNULL,
             stderr=log.open("ab"),
             env={**os.environ, **(env or {})},
@@ -112,14 +104,21 @@ def history(tm: Cli, email: str) -> list[dict]:
     return json.loads(tm.ok("session", "history", "TM-1", email, "--json").output)
 
 
-def href(tm: Cli) -> str:
-    from tmcaldav.config import load_config
-    from tmcaldav.store import Store, get_session
+def failures(tm: Cli) -> int:
+    """Failed server attempts in a row, as the daemon stored them."""
+    from sqlalchemy import select
 
-    store = Store(load_config(tm.config).store.url)
-    with store.transaction() as db:
+    from tmcaldav.store.model import SyncState
+
+    with App(str(tm.config)).store.scratch() as db:
+        return max(db.scalars(select(SyncState.failures)), default=0)
+
+
+def href(tm: Cli) -> str:
+    from tmcaldav.store import get_session
+
+    with App(str(tm.config)).store.scratch() as db:
         value = get_session(db, "TM-1").href
-    store.close()
     assert value
     return value
 
@@ -180,15 +179,20 @@ def test_sighup_with_broken_then_good_config(
     daemon.wait_log("the new configuration is refused")
     assert "[nonsense]: unknown section" in daemon.text()
     assert daemon.process.poll() is None
-    # The old config (a poll an hour) is still in force: an answer is not picked up.
+    # The old config (a poll an hour) is still in force: the refused one polled every
+    # 0.3 s. SIGUSR1 asks for one poll: exactly one more tick, and it records the answer.
     student.answer(href(view), {"ann@example.org": "ACCEPTED"})
-    time.sleep(1.0)
-    assert calendars(view)["ann@example.org"] == "invited"
+    ticks = daemon.text().count("tick:")
+    daemon.signal(signal.SIGUSR1)
+    wait_for(lambda: calendars(view)["ann@example.org"] == "accepted", what="the polled answer")
+    daemon.wait_log("tick:", count=ticks + 1)
+    assert "configuration reloaded" not in daemon.text()
     # A good config with a short interval applies.
     config.write_text(good)
     daemon.signal(signal.SIGHUP)
     daemon.wait_log("configuration reloaded")
-    wait_for(lambda: calendars(scenario)["ann@example.org"] == "accepted", what="the answer")
+    student.answer(href(view), {"bob@example.org": "DECLINED"})
+    wait_for(lambda: calendars(scenario)["bob@example.org"] == "declined", what="the answer")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
 
@@ -276,7 +280,8 @@ def test_kill_9_mid_tick_then_restart_records_each_answer_once(
     wait_for(
         lambda: hook_log.exists() and len(hook_log.read_text().splitlines()) >= 2, what="the hooks"
     )
-    time.sleep(1)  # a few more ticks: nothing may fire twice
+    # Three more ticks of the new daemon: nothing may fire twice.
+    second.wait_log("tick:", count=second.text().count("tick:") + 3)
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
     for email, answer in (("ann@example.org", "tentative"), ("cy@example.org", "declined")):
@@ -297,7 +302,8 @@ def test_server_down_backs_off_then_catches_every_answer(
     daemon.wait_log("tick:")
     radicale_server.stop()
     daemon.wait_log("retrying with backoff")
-    time.sleep(2.5)  # several intervals (0.3 s) and backoff steps (cap 1.5 s)
+    # Several failed attempts in a row (the store counts them; backoff caps at 1.5 s).
+    wait_for(lambda: failures(scenario) >= 4, timeout=30, what="four failed attempts")
     assert daemon.process.poll() is None
     assert daemon.text().count("retrying with backoff") == 1  # once per state change
     radicale_server.start()

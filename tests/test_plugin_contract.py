@@ -1,10 +1,13 @@
 """Meta-tests that keep the plugin contract honest: every hook is documented in the
-README with its exact signature, has a docstring, and is exercised by a test."""
+README's Hooks section with its exact signature, has a docstring, and is exercised by a
+test (in code, not in a comment); importing the contract loads no database code."""
 
 from __future__ import annotations
 
+import ast
 import inspect
-import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -26,10 +29,28 @@ def test_there_are_hooks() -> None:
     assert len(HOOKS) >= 8 and "on_decline" in HOOKS
 
 
+def readme_section(heading: str) -> str:
+    """The text of one README section, up to the next heading of the same or a higher level."""
+    lines = (ROOT / "README.md").read_text(encoding="utf-8").splitlines()
+    level = heading.split(" ", 1)[0]
+    start = lines.index(heading) + 1
+    end = next(
+        (
+            i
+            for i in range(start, len(lines))
+            if lines[i].startswith("#")
+            and len(lines[i].split(" ", 1)[0]) <= len(level)
+            and not lines[i].startswith("#!")
+        ),
+        len(lines),
+    )
+    return "\n".join(lines[start:end])
+
+
 @pytest.mark.parametrize("name", HOOKS)
 def test_hook_is_documented_in_the_readme_with_its_signature(name: str) -> None:
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    assert signature(name) in readme, f"README.md lacks `{signature(name)}`"
+    section = readme_section("### Hooks")
+    assert signature(name) in section, f"README.md's Hooks section lacks `{signature(name)}`"
 
 
 @pytest.mark.parametrize("name", HOOKS)
@@ -41,13 +62,52 @@ def test_hook_has_a_docstring(name: str) -> None:
     assert "logged with the plugin's name" in doc
 
 
+def code_names(path: Path) -> set[str]:
+    """Names a test module uses in code: functions it defines (a plugin's hook
+    implementations), attributes it reads (`pm.hook.on_decline`), and strings that are
+    exactly a name (a recorded hook). Comments and docstrings do not count."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+            names.add(node.name)
+        elif isinstance(node, ast.Attribute):
+            names.add(node.attr)
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names.add(node.value)
+    return names
+
+
 @pytest.mark.parametrize("name", HOOKS)
 def test_hook_has_a_test(name: str) -> None:
     this = Path(__file__).resolve()
-    sources = [
-        p.read_text(encoding="utf-8")
-        for p in (ROOT / "tests").glob("test_*.py")
-        if p.resolve() != this
-    ]
-    pattern = re.compile(rf"\b{name}\b")
-    assert any(pattern.search(text) for text in sources), f"no test mentions {name}"
+    used = [code_names(p) for p in (ROOT / "tests").glob("test_*.py") if p.resolve() != this]
+    assert any(name in names for names in used), f"no test exercises {name}"
+
+
+def test_code_names_ignore_comments_and_docstrings(tmp_path: Path) -> None:
+    sample = tmp_path / "test_sample.py"
+    sample.write_text('"""on_decline in a docstring."""\n# on_accept in a comment\nx = 1\n')
+    assert not {"on_decline", "on_accept"} & code_names(sample)
+
+
+def test_the_plugin_contract_loads_no_database_code() -> None:
+    code = (
+        "import sys, tmcaldav.hookspecs, tmcaldav.views\n"
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('sqlalchemy', 'alembic')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "[]"
+
+
+def test_the_runtime_never_imports_pytest() -> None:
+    code = (
+        "import sys, tmcaldav.demo, tmcaldav.daemon, tmcaldav.cli, tmcaldav.radicale\n"
+        "print('pytest' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout
+    assert out.strip() == "False"
