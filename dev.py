@@ -2,7 +2,7 @@
 """The project's two commands, each doing its own set-up on a fresh machine.
 
     python3 dev.py demo    # run the demo: the daemon on SQLite and a local Radicale
-    python3 dev.py test    # run the whole test suite
+    python3 dev.py test    # run the whole test suite (ruff and mypy first)
 
 Set-up: a virtual environment in .venv with tmcaldav and its test extras, rebuilt
 when pyproject.toml changes; for the tests, PostgreSQL's server programs, Dovecot's
@@ -173,6 +173,12 @@ def main() -> int:
     ensure_postgres()
     ensure_dovecot()
     ensure_cyrus()
+    if not extra:
+        # The whole suite starts with the static checks: lint and types.
+        for check in (["ruff", "check", "."], ["mypy", "tmcaldav"]):
+            print("+", " ".join(check), flush=True)
+            if subprocess.run([str(PYTHON), "-m", *check], cwd=ROOT).returncode:
+                return 1
     return subprocess.run([str(PYTHON), "-m", "pytest", *extra], cwd=ROOT).returncode
 
 

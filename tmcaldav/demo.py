@@ -127,7 +127,7 @@ class Demo:
         http.auth = ("student", self.server.users["student"])
         url = urljoin(self.server.url, href)
         got = http.get(url)
-        body = ical.set_partstats(got.text, {email: partstat})
+        body = ical.set_partstats(got.text or "", {email: partstat})
         put = http.put(
             url,
             data=body.encode(),

@@ -29,7 +29,7 @@ def backoff(
     places the wait in the upper half of that (1: the whole of it). A server's
     Retry-After is honoured when it asks for longer.
     """
-    exponential = min(cap, base * 2 ** max(failures - 1, 0))
+    exponential = min(cap, base * 2.0 ** max(failures - 1, 0))
     delay = exponential * (0.5 + max(0.0, min(jitter, 1.0)) / 2)
     if retry_after is not None:
         delay = max(delay, min(retry_after, RETRY_AFTER_MAX))

@@ -179,12 +179,12 @@ class SmtpSink:
             )
             return AuthResult(success=ok, handled=False, auth_data=data.login if ok else None)
 
-        class _Controller(Controller):  # type: ignore[misc]
+        class _Controller(Controller):
             def factory(self) -> Any:
                 with warnings.catch_warnings():
                     # Implicit TLS is secure, but aiosmtpd only knows STARTTLS and warns.
                     warnings.simplefilter("ignore", UserWarning)
-                    return super().factory()
+                    return super().factory()  # type: ignore[no-untyped-call]
 
             def _create_server(self) -> Any:
                 sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

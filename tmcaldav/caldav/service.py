@@ -224,7 +224,7 @@ class CalendarService:
     def _discover(self) -> None:
         settings = self._settings
         with self._translate("looking up the principal", settings.url):
-            principal_url = str(self._client.principal().url)
+            principal_url = str(self._client.principal().url)  # type: ignore[no-untyped-call]
         principal = self._propfind_one(principal_url, PRINCIPAL_PROPS, "reading the principal")
         home = principal.get(CALDAV + "calendar-home-set")
         if isinstance(home, list):

@@ -4,6 +4,7 @@ server check, the daemon, the demo and the plugins."""
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 import click
 
@@ -100,7 +101,7 @@ def plugins_command(app: App, as_json: bool) -> None:
     from tmcaldav.hooks.plugins import get_plugin_manager
 
     pm = get_plugin_manager(app.config)
-    data = {
+    data: dict[str, Any] = {
         "loaded": [
             {"name": p.name, "version": p.version, "source": p.source, "hooks": list(p.hooks)}
             for p in pm.loaded
@@ -111,7 +112,7 @@ def plugins_command(app: App, as_json: bool) -> None:
     if as_json:
         emit_json(data)
     else:
-        rows = [("NAME", "VERSION", "HOOKS", "SOURCE")] + [
+        rows: list[tuple[str, ...]] = [("NAME", "VERSION", "HOOKS", "SOURCE")] + [
             (p["name"], p["version"] or "", ", ".join(p["hooks"]), p["source"])
             for p in data["loaded"]
         ]

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from typing import Any
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     """Plain aligned columns; the first row is the header."""
     if len(rows) <= 1:
         return "(none)"
@@ -32,7 +32,7 @@ def render_page(page: dict[str, Any]) -> str:
         lines.append(
             "  ! the event is missing on the CalDAV server; `tmcaldav invite` republishes it"
         )
-    rows = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
+    rows: list[tuple[str, ...]] = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
     mailed = any(s.get("delivery") for s in page["students"])
     if mailed:
         rows[0] += ("MAIL",)

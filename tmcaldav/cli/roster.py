@@ -93,7 +93,7 @@ def session() -> None:
 @click.argument("key")
 @session_options(required=True)
 @pass_app
-def session_add(app: App, key: str, **fields: Any) -> None:
+def session_add(app: App, /, key: str, **fields: Any) -> None:
     """Add a session with a KEY chosen by the organisation."""
     from tmcaldav.store.roster import SessionFields, add_session
 
@@ -106,7 +106,7 @@ def session_add(app: App, key: str, **fields: Any) -> None:
 @click.argument("key")
 @session_options(required=False)
 @pass_app
-def session_edit(app: App, key: str, **fields: Any) -> None:
+def session_edit(app: App, /, key: str, **fields: Any) -> None:
     """Change a session. A published one is updated on the server (SEQUENCE+1); a new
     start, end or zone is a reschedule: every student is asked again."""
     from tmcaldav.store.roster import SessionFields

@@ -44,7 +44,7 @@ def schedule_time_hooks(store: Store, pm: TmcaldavPluginManager, now: datetime) 
         if not due:
             return 0
         # Fired meanwhile by another process, or ids too long to check in SQL.
-        existing = set()
+        existing: set[str] = set()
         ids = list(due)
         for i in range(0, len(ids), 500):
             existing.update(

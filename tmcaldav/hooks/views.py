@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tmcaldav.domain import INVITATION_OUT, SEAT_STATUSES, SuggestionKind, values
+from tmcaldav.domain import INVITATION_OUT as INVITATION_OUT
+from tmcaldav.domain import SEAT_STATUSES, SuggestionKind, values
 
 SUGGESTION_KINDS = values(SuggestionKind)
 

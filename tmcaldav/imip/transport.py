@@ -6,6 +6,7 @@ TLS is always verified; credentials and message bodies never reach a log line.
 from __future__ import annotations
 
 import contextlib
+import functools
 import imaplib
 import logging
 import re
@@ -211,7 +212,7 @@ class ImapInbox:
 
     def messages(self) -> Iterator[InboxMessage]:
         """The folder's messages that carry a text/calendar part; others are not fetched."""
-        status, data = self.imap.uid("SEARCH", None, "UNDELETED")
+        status, data = self.imap.uid("SEARCH", "UNDELETED")
         if status != "OK":
             raise MailError(f"IMAP search failed in {self.config.folder!r}")
         uids = [u.decode() for u in (data[0] or b"").split()]
@@ -230,8 +231,8 @@ class ImapInbox:
                     ident=f"imap uid {uid}",
                     size=size,
                     raw=raw,
-                    done=lambda uid=uid: self._file(uid),
-                    skip=lambda uid=uid: self.unrelated.add((self._uidvalidity, uid)),
+                    done=functools.partial(self._file, uid),
+                    skip=functools.partial(self.unrelated.add, (self._uidvalidity, uid)),
                 )
 
     def _fetch(self, uid: str) -> bytes:
@@ -334,8 +335,8 @@ class MaildirInbox:
                 ident=f"maildir {path.name}",
                 size=size,
                 raw=raw,
-                done=lambda path=path: self._move(path, self.processed / "cur"),
-                skip=lambda path=path: self._move(path, self.root / "cur"),
+                done=functools.partial(self._move, path, self.processed / "cur"),
+                skip=functools.partial(self._move, path, self.root / "cur"),
             )
 
     @staticmethod
