@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, write_config
+from tests.scenario import add_session
 from tmcaldav.store import Store, get_session
 
 CONTRACT_SESSION_FIELDS = {
@@ -40,20 +41,15 @@ def seed(tm: Cli) -> None:
     tm.ok("person", "add", "Ann@Example.org", "--name", "Ann Lee", "--phone", "+49 30 1")
     tm.ok("person", "add", "bob@example.org", "--name", "Bob")
     tm.ok("person", "add", "cy@example.org", "--name", "Cy")
-    tm.ok(
-        "session",
-        "add",
+    add_session(
+        tm,
         "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        "2026-12-01T09:00",
-        "--end",
-        "2026-12-01T17:00",
         "--capacity",
         "2",
         "--location",
         "Room 1",
+        start="2026-12-01T09:00",
+        end="2026-12-01T17:00",
     )
 
 
@@ -137,18 +133,14 @@ def test_session_show_text(tm: Cli) -> None:
 
 def test_session_list(tm: Cli) -> None:
     seed(tm)
-    tm.ok(
-        "session",
-        "add",
+    add_session(
+        tm,
         "TM-0",
-        "--title",
-        "Earlier",
-        "--start",
-        "2026-11-30T10:00+00:00",
-        "--end",
-        "2026-11-30T12:00+00:00",
         "--tz",
         "UTC",
+        title="Earlier",
+        start="2026-11-30T10:00+00:00",
+        end="2026-11-30T12:00+00:00",
     )
     rows = json.loads(tm.ok("session", "list", "--json").output)
     assert [r["key"] for r in rows] == ["TM-0", "TM-1"]

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.scenario import StudentSide, cli_for, radicale_config
+from tests.scenario import StudentSide, add_session, cli_for, radicale_config
 from tmcaldav.app import App
 from tmcaldav.localhost import wait_for
 from tmcaldav.testing import FaultProxy, RadicaleServer
@@ -71,17 +71,7 @@ def scenario(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
     )
     for email in STUDENTS:
         tm.ok("person", "add", email, "--name", email.split("@")[0].title())
-    tm.ok(
-        "session",
-        "add",
-        "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        "2027-01-04T09:00",
-        "--end",
-        "2027-01-04T12:00",
-    )
+    add_session(tm, "TM-1", start="2027-01-04T09:00", end="2027-01-04T12:00")
     tm.ok("enroll", "TM-1", *STUDENTS)
     tm.ok("invite", "TM-1", "--all-enrolled")
     return tm

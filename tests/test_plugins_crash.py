@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.scenario import StudentSide, cli_for
+from tests.scenario import StudentSide, add_session, cli_for
 from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
@@ -123,18 +123,13 @@ def test_a_kill_during_dispatch_loses_and_doubles_nothing(
     for name in people:
         tm.ok("person", "add", f"{name}@example.org", "--name", name.title())
     begin = (utcnow() + timedelta(days=30)).replace(microsecond=0)
-    tm.ok(
-        "session",
-        "add",
+    add_session(
+        tm,
         "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        begin.isoformat(),
-        "--end",
-        (begin + timedelta(hours=3)).isoformat(),
         "--capacity",
         "3",
+        start=begin.isoformat(),
+        end=(begin + timedelta(hours=3)).isoformat(),
     )
     tm.ok("enroll", "TM-1", "ann@example.org", "bob@example.org", "cy@example.org")
     tm.ok("enroll", "TM-1", "dee@example.org", "--waitlist")

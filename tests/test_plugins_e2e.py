@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
-from tests.scenario import StudentSide, cli_for
+from tests.scenario import StudentSide, add_session, cli_for
 from tests.webhook_receiver import Receiver, receiving
 from tmcaldav.config import load_config
 from tmcaldav.store import Store, get_session
@@ -128,19 +128,7 @@ def test_decline_frees_a_seat_for_the_waitlist(
     tm: Cli, radicale_server: RadicaleServer, receiver: Receiver, tmp_path: Path
 ) -> None:
     student = StudentSide(radicale_server)
-    tm.ok(
-        "session",
-        "add",
-        "TM-1",
-        "--title",
-        "Intro",
-        "--start",
-        start(30),
-        "--end",
-        start(31),
-        "--capacity",
-        "3",
-    )
+    add_session(tm, "TM-1", "--capacity", "3", start=start(30), end=start(31))
     tm.ok("enroll", "TM-1", "ann@example.org", "bob@example.org", "cy@example.org")
     tm.ok("enroll", "TM-1", "dee@example.org", "--waitlist")
     tm.ok("enroll", "TM-1", "eve@example.org", "--waitlist")
@@ -216,50 +204,38 @@ def test_decline_frees_a_seat_for_the_waitlist(
 
 def test_offer_other_session_enrolls_and_invites(tm: Cli, radicale_server: RadicaleServer) -> None:
     student = StudentSide(radicale_server)
-    tm.ok(
-        "session",
-        "add",
+    add_session(
+        tm,
         "EXC-1",
-        "--title",
-        "Excel 1",
-        "--start",
-        start(10),
-        "--end",
-        start(11),
         "--capacity",
         "2",
         "--course",
         "EXC",
+        title="Excel 1",
+        start=start(10),
+        end=start(11),
     )
-    tm.ok(
-        "session",
-        "add",
+    add_session(
+        tm,
         "EXC-2",
-        "--title",
-        "Excel 1 again",
-        "--start",
-        start(20),
-        "--end",
-        start(21),
         "--capacity",
         "2",
         "--course",
         "EXC",
+        title="Excel 1 again",
+        start=start(20),
+        end=start(21),
     )
-    tm.ok(
-        "session",
-        "add",
+    add_session(
+        tm,
         "EXC-3",
-        "--title",
-        "Full one",
-        "--start",
-        start(15),
-        "--end",
-        start(16),
         "--capacity",
         "1",
         "--course",
         "EXC",
+        title="Full one",
+        start=start(15),
+        end=start(16),
     )
     tm.ok("enroll", "EXC-1", "ann@example.org", "bob@example.org")
     tm.ok("enroll", "EXC-3", "cy@example.org")
