@@ -11,6 +11,8 @@ with the no-show report. Everything it does goes through the real CLI.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shlex
 import shutil
@@ -27,6 +29,9 @@ from urllib.parse import urljoin
 from zoneinfo import ZoneInfo
 
 import click
+
+from tmcaldav.app import App
+from tmcaldav.localhost import die_with_parent
 
 STUDENTS = [
     ("ann@example.org", "Ann Lee"),
@@ -51,31 +56,57 @@ class Demo:
         self.config = folder / "daemon.toml"
         self.server: Any = None
         self.daemon: subprocess.Popen[bytes] | None = None
+        self._app: App | None = None
         self.seen_suggestions: set[int] = set()
+
+    @property
+    def app(self) -> App:
+        """The demo's own view of the store (for the event's href)."""
+        if self._app is None:
+            self._app = App(str(self.config))
+        return self._app
 
     # ---- the pieces -----------------------------------------------------------------
 
     def tm(self, *args: str, quiet: bool = False) -> str:
-        """Run the real CLI (`python -m tmcaldav`), show the command and its output."""
+        """Run the real CLI (the `tmcaldav` command, in this process: a step costs
+        milliseconds, not an interpreter start), show the command and its output."""
+        from tmcaldav.cli import cli
+
         if not quiet:
             self.echo(click.style(f"$ tmcaldav {shlex.join(args)}", bold=True))
-        done = subprocess.run(
-            [sys.executable, "-m", "tmcaldav", "-c", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        if done.returncode != 0:
+        out, err = io.StringIO(), io.StringIO()
+        code = 0
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                cli.main(
+                    ["-c", str(self.config), *args], prog_name="tmcaldav", standalone_mode=False
+                )
+            except click.exceptions.Exit as e:
+                code = e.exit_code
+            except click.ClickException as e:
+                e.show()
+                code = e.exit_code
+        if code != 0:
             raise click.ClickException(
-                f"demo step `tmcaldav {shlex.join(args)}` failed:\n{done.stdout}{done.stderr}"
+                f"demo step `tmcaldav {shlex.join(args)}` failed:\n"
+                f"{out.getvalue()}{err.getvalue()}"
             )
         if not quiet:
-            self.echo(done.stdout.rstrip())
-        return done.stdout
+            self.echo(out.getvalue().rstrip())
+        return out.getvalue()
 
     def pause(self, seconds: float) -> None:
-        """Wait (scaled by the pace)."""
-        time.sleep(seconds * self.pace)
+        """Wait (scaled by the pace), showing that time passes."""
+        left = seconds * self.pace
+        if left > 1:
+            self.echo(click.style(f"  … {left:.0f} s pass", dim=True))
+        time.sleep(left)
+
+    def poll_now(self) -> None:
+        """Ask the daemon to poll at once (SIGUSR1, as `systemctl kill -s USR1` does)."""
+        if self.daemon is not None and self.daemon.poll() is None:
+            self.daemon.send_signal(signal.SIGUSR1)
 
     def start_server(self) -> None:
         """Radicale on 127.0.0.1, a free port, storage in the demo folder."""
@@ -85,11 +116,11 @@ class Demo:
             raise click.ClickException(
                 f"the demo needs Radicale ({e}); install it: pip install 'tmcaldav[demo]'"
             ) from e
-        self.server = start_radicale(self.folder / "radicale")
+        self.server = start_radicale(self.folder / "radicale", die_with_parent=True)
         pw = self.folder / "caldav.pw"
         pw.write_text(self.server.users[self.server.organizer])
         pw.chmod(0o600)
-        interval = max(0.3, 2 * self.pace)
+        interval = 5 if self.pace else 1  # each answer is also polled at once (SIGUSR1)
         self.config.write_text(
             f'[store]\nurl = "sqlite:///{self.folder / "tmcaldav.db"}"\n\n'
             f'[caldav]\nurl = "{self.server.url}"\nusername = "{self.server.organizer}"\n'
@@ -105,16 +136,35 @@ class Demo:
         """The real daemon, as systemd would run it, logging to a file."""
         log = (self.folder / "daemon.log").open("ab")
         self.daemon = subprocess.Popen(
-            [sys.executable, "-m", "tmcaldav", "-c", str(self.config), "run"],
+            # -P and the demo folder as working directory: a folder named `tmcaldav`
+            # where the demo was started never shadows the installed package.
+            [sys.executable, "-P", "-m", "tmcaldav", "-c", str(self.config), "run"],
             stdout=subprocess.DEVNULL,
             stderr=log,
+            cwd=self.folder,
+            preexec_fn=die_with_parent,
         )
+        # Ready once its signal handlers are in place (a SIGUSR1 before would kill it).
+        started = time.monotonic()
+        while "daemon started" not in self.daemon_log():
+            if self.daemon.poll() is not None or time.monotonic() > started + 60:
+                raise click.ClickException(f"the daemon did not start:\n{self.daemon_log()}")
+            time.sleep(0.05)
+
+    def daemon_log(self) -> str:
+        """What the daemon has logged so far."""
+        path = self.folder / "daemon.log"
+        return path.read_text(errors="replace") if path.exists() else ""
 
     def stop_daemon(self) -> None:
-        """SIGTERM, as `systemctl stop` sends."""
+        """SIGTERM, as `systemctl stop` sends (SIGKILL if it does not stop)."""
         if self.daemon is not None and self.daemon.poll() is None:
             self.daemon.send_signal(signal.SIGTERM)
-            self.daemon.wait(30)
+            try:
+                self.daemon.wait(30)
+            except subprocess.TimeoutExpired:
+                self.daemon.kill()
+                self.daemon.wait()
 
     def answer(self, key: str, email: str, partstat: str) -> None:
         """A student's answer, written as a scheduling server writes it."""
@@ -143,40 +193,47 @@ class Demo:
         self.echo(
             click.style(f"\n>>> {name} clicks “{word}” for {key} in their calendar", fg="cyan")
         )
+        self.poll_now()
 
     def page(self, key: str) -> dict[str, Any]:
         """The session page as JSON, plus the event's href from the store."""
-        from tmcaldav.config import load_config
-        from tmcaldav.store import Store, get_session
+        from tmcaldav.store import get_session
 
         data: dict[str, Any] = json.loads(self.tm("session", "show", key, "--json", quiet=True))
-        store = Store(load_config(self.config).store.url)
-        with store.transaction() as db:
+        with self.app.store.scratch() as db:
             data["href"] = get_session(db, key).href
-        store.close()
         return data
 
     def wait_until(self, key: str, email: str, calendar: str) -> None:
-        """Until the daemon has recorded `email`'s answer."""
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        """Until the daemon has recorded `email`'s answer (saying so after a second)."""
+        started = time.monotonic()
+        told = False
+        while time.monotonic() < started + 60:
             students = {s["email"]: s for s in self.page(key)["students"]}
             if students[email]["calendar"] == calendar:
                 return
-            time.sleep(0.2)
+            if not told and time.monotonic() > started + 1:
+                self.echo(click.style("  … waiting for the daemon's next poll", dim=True))
+                told = True
+            if self.daemon is not None and self.daemon.poll() is not None:
+                break
+            time.sleep(0.1)
         raise click.ClickException(
-            f"the daemon did not record {email}'s answer; see {self.folder / 'daemon.log'}"
+            f"the daemon did not record {email}'s answer; its log:\n{self.daemon_log()[-3000:]}"
         )
 
-    def new_suggestions(self, kind: str | None = None, wait: float = 0) -> list[dict[str, Any]]:
-        """Print suggestions not shown before (waiting up to `wait` s for one of `kind`)."""
+    def new_suggestions(
+        self, key: str, kind: str | None = None, wait: float = 0
+    ) -> list[dict[str, Any]]:
+        """Print session `key`'s suggestions not shown before (waiting up to `wait` s for
+        one of `kind`: the daemon runs the hooks right after the poll)."""
         deadline = time.monotonic() + wait
         while True:
-            rows = json.loads(self.tm("suggestions", "--json", quiet=True))
+            rows = json.loads(self.tm("suggestions", "--session", key, "--json", quiet=True))
             fresh = [r for r in rows if r["id"] not in self.seen_suggestions]
             if not wait or any(r["kind"] == kind for r in fresh) or time.monotonic() > deadline:
                 break
-            time.sleep(0.2)
+            time.sleep(0.1)
         for r in fresh:
             self.seen_suggestions.add(r["id"])
             self.echo(
@@ -193,9 +250,9 @@ class Demo:
     def seed(self) -> None:
         """Two sessions of one course, six students, invitations out."""
         self.tm("db", "upgrade")
-        for email, name in STUDENTS:
-            self.tm("person", "add", email, "--name", name, quiet=True)
-        self.echo(f"(added {len(STUDENTS)} students)")
+        people = self.folder / "people.csv"
+        people.write_text("email,name\n" + "".join(f"{e},{n}\n" for e, n in STUDENTS))
+        self.tm("import", str(people), "--kind", "people")
         today = datetime.now(ZoneInfo("Europe/Berlin")).replace(
             hour=9, minute=0, second=0, microsecond=0
         )
@@ -235,32 +292,32 @@ class Demo:
         )
         self.answer(NEXT, "ann@example.org", "ACCEPTED")
         self.wait_until(NEXT, "ann@example.org", "accepted")
-        self.pause(8)
+        self.pause(6)
         self.answer(NEXT, "bob@example.org", "DECLINED")
         self.wait_until(NEXT, "bob@example.org", "declined")
         self.tm("session", "show", NEXT)
-        self.new_suggestions("invite_waitlisted", wait=30)
-        self.pause(8)
+        self.new_suggestions(NEXT, "invite_waitlisted", wait=30)
+        self.pause(6)
         self.answer(NEXT, "cy@example.org", "TENTATIVE")
         self.wait_until(NEXT, "cy@example.org", "tentative")
-        self.new_suggestions("contact_student", wait=30)
-        self.pause(8)
+        self.new_suggestions(NEXT, "contact_student", wait=30)
+        self.pause(6)
         self.answer(NEXT, "cy@example.org", "ACCEPTED")
         self.wait_until(NEXT, "cy@example.org", "accepted")
         self.echo("  (Cy changed their mind: the history keeps both answers)")
         self.tm("session", "history", NEXT, "cy@example.org")
         self.echo(click.style("\n>>> Dee does not answer at all.", fg="cyan"))
-        self.pause(8)
+        self.pause(6)
         # The waitlist moves: the administrator applies the waitlist's suggestions.
         self.echo(click.style("\nThe administrator applies the waitlist's suggestions:", bold=True))
         for row in json.loads(self.tm("suggestions", "--session", NEXT, "--json", quiet=True)):
             if row["kind"] in ("cancel_enrollment", "invite_waitlisted"):
                 self.tm("suggestions", "apply", str(row["id"]))
         self.tm("session", "show", NEXT)
-        self.pause(8)
+        self.pause(6)
         self.answer(NEXT, "eve@example.org", "ACCEPTED")
         self.wait_until(NEXT, "eve@example.org", "accepted")
-        for row in self.new_suggestions("promote_waitlisted", wait=30):
+        for row in self.new_suggestions(NEXT, "promote_waitlisted", wait=30):
             if row["kind"] == "promote_waitlisted":
                 self.tm("suggestions", "apply", str(row["id"]))
         self.tm("session", "show", NEXT)
@@ -308,16 +365,25 @@ class Demo:
 
 
 def main(keep: bool, pace: float = 1.0) -> None:
-    """Run the demo in a temp folder; keep the server and files when asked."""
+    """Run the demo in a temp folder; keep the server and files when asked.
+
+    Whatever happens — a failed step, Ctrl-C, SIGTERM — the daemon and Radicale are
+    stopped (by PID) and the folder is removed unless `--keep`; a kill -9 of the demo
+    takes both servers with it (the kernel sends them SIGTERM).
+    """
     folder = Path(tempfile.mkdtemp(prefix="tmcaldav-demo-"))
     demo = Demo(folder, pace)
     ok = False
+    previous = signal.signal(signal.SIGTERM, _stop_demo)
     try:
         demo.run()
         ok = True
     finally:
+        signal.signal(signal.SIGTERM, previous)
         demo.stop_daemon()
-        if keep and demo.server is not None:
+        if demo._app is not None:
+            demo._app.store.close()
+        if ok and keep and demo.server is not None:
             click.echo(
                 f"\nThe demo's files are in {folder}; Radicale keeps running at "
                 f"{demo.server.url} (pid {demo.server.pid}). Try:\n"
@@ -334,5 +400,16 @@ def main(keep: bool, pace: float = 1.0) -> None:
             if ok:
                 click.echo(f"\nDone. The files were in {folder} (removed; keep them with --keep).")
                 shutil.rmtree(folder, ignore_errors=True)
-            else:
+            elif keep:
                 click.echo(f"The demo failed; its files are kept in {folder}", err=True)
+            else:
+                click.echo(
+                    f"The demo failed; its servers are stopped and {folder} removed "
+                    "(keep it with --keep)",
+                    err=True,
+                )
+                shutil.rmtree(folder, ignore_errors=True)
+
+
+def _stop_demo(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)

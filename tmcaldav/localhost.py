@@ -5,7 +5,10 @@ Runtime code (the demo) and the test harnesses share these; nothing here imports
 
 from __future__ import annotations
 
+import ctypes
+import signal
 import socket
+import sys
 import time
 from collections.abc import Callable
 from typing import TypeVar
@@ -39,3 +42,11 @@ def wait_for(
         if time.monotonic() >= deadline:
             raise TimeoutError(f"timed out after {timeout:g} s waiting for {what or condition}")
         time.sleep(step)
+
+
+def die_with_parent() -> None:
+    """In a child process (`preexec_fn`): ask Linux to SIGTERM it when its parent dies,
+    so a demo killed with -9 leaves no server behind. Elsewhere it does nothing."""
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGTERM)

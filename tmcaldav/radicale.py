@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING
 
 from tmcaldav.localhost import HOST as _HOST
+from tmcaldav.localhost import die_with_parent
 from tmcaldav.localhost import free_port as _free_port
 
 if TYPE_CHECKING:
@@ -53,8 +54,11 @@ class RadicaleServer:
         users: Mapping[str, str],
         port: int = 0,
         server_options: Mapping[str, str] | None = None,
+        *,
+        die_with_parent: bool = False,
     ) -> None:
-        """Prepare (but do not start) a server whose files all live in ``base_dir``."""
+        """Prepare (but do not start) a server whose files all live in ``base_dir``;
+        with `die_with_parent` the server is stopped by the kernel when we die."""
         if not users:
             raise ValueError("Radicale needs at least one user (the organizer)")
         for name, password in users.items():
@@ -71,6 +75,7 @@ class RadicaleServer:
         self._realm = f"tmcaldav-test-{secrets.token_hex(8)}"
         self._process: subprocess.Popen[bytes] | None = None
         self._log_file: IO[bytes] | None = None
+        self.die_with_parent = die_with_parent
 
     @property
     def organizer(self) -> str:
@@ -244,6 +249,7 @@ level = warning
             stderr=subprocess.STDOUT,
             cwd=self.base_dir,
             env=env,
+            preexec_fn=die_with_parent if self.die_with_parent else None,
         )
 
     def _wait_until_ready(self) -> str:
@@ -287,6 +293,8 @@ def start_radicale(
     users: Mapping[str, str] = DEFAULT_USERS,
     port: int = 0,
     server_options: Mapping[str, str] | None = None,
+    *,
+    die_with_parent: bool = False,
 ) -> RadicaleServer:
     """Start Radicale on 127.0.0.1 with its config and storage under ``tmp_dir``.
 
@@ -295,7 +303,9 @@ def start_radicale(
     ``server_options`` adds settings to Radicale's ``[server]`` section. The caller
     stops the server with ``stop()`` (or uses it as a context manager).
     """
-    server = RadicaleServer(Path(tmp_dir), users, port, server_options)
+    server = RadicaleServer(
+        Path(tmp_dir), users, port, server_options, die_with_parent=die_with_parent
+    )
     server.start()
     return server
 
