@@ -60,8 +60,11 @@ def test_every_problem_is_reported_at_once() -> None:
         "suggestions.auto_apply: unknown kind 'nuke'",
     ):
         assert expected in problems
-    # caldav failed its type check, so its URL is not checked: the type error is the news.
-    assert len(info.value.problems) == 8
+    # caldav's username failed its type check; its URL and passwords are checked all the
+    # same, so one run lists every problem (once each).
+    assert "caldav.url: not an http(s) URL" in problems
+    assert "caldav: set only one of password_file, password_env" in problems
+    assert len(info.value.problems) == 10
 
 
 def test_value_checks_and_missing_keys() -> None:
@@ -144,3 +147,65 @@ def test_config_path_precedence(monkeypatch: pytest.MonkeyPatch) -> None:
     assert config_path(None) == "/etc/tmcaldav/daemon.toml"
     assert config_path("x.toml") == "x.toml"
     assert os.environ["TMCALDAV_CONFIG"]
+
+
+TEN_MISTAKES = """
+[store]
+url = "sqlite:///{missing}/store.db"
+colour = "blue"
+
+[caldav]
+url = "ftp://dav.example.org/"
+username = 3
+password_file = "{pw}"
+
+[scheduling]
+mode = "carrier-pigeon"
+organizer_email = "training@@example.org"
+timezone = "Mars/Olympus"
+
+[daemon]
+poll_interval = -5
+
+[plugins]
+enable = ["waitlist", "waitlsit"]
+
+[suggestions]
+auto_apply = ["cancel_everything"]
+"""
+
+
+def test_check_config_reports_ten_mistakes_in_one_run(tmp_path: Path) -> None:
+    from tests.conftest import Cli
+
+    pw = tmp_path / "caldav.pw"
+    pw.write_text("secret")
+    pw.chmod(0o644)  # readable by others: refused
+    config = tmp_path / "daemon.toml"
+    config.write_text(TEN_MISTAKES.format(missing=tmp_path / "nowhere", pw=pw))
+    result = Cli(config)("check-config")
+    assert result.exit_code == 2
+    expected = [
+        "store.colour: unknown key",
+        "caldav.url: not an http(s) URL",
+        "caldav.username: expected a string",
+        "scheduling.mode: must be one of",
+        "scheduling.organizer_email: not an e-mail address",
+        "scheduling.timezone: unknown time zone",
+        "daemon.poll_interval: must be positive",
+        "suggestions.auto_apply: unknown kind 'cancel_everything'",
+        "caldav: ",  # the password file readable by others
+        "plugins.enable: waitlsit",
+    ]
+    for line in expected:
+        assert line in result.output, (line, result.output)
+    assert "10 problem(s)" in result.output or result.output.count("\n  - ") >= 10
+
+
+def test_check_config_names_a_missing_store_folder(tmp_path: Path) -> None:
+    from tests.conftest import Cli, write_config
+
+    config = write_config(tmp_path / "daemon.toml", f"sqlite:///{tmp_path / 'no' / 's.db'}")
+    result = Cli(config)("check-config")
+    assert result.exit_code == 2
+    assert f"store.url: the folder {tmp_path / 'no'} does not exist" in result.output

@@ -284,6 +284,30 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 
 def parse_config(data: dict[str, Any], path: str = DEFAULT_CONFIG) -> Config:
     """Validate a parsed TOML document; raises ConfigError listing every problem."""
+    read = _parse(data)
+    if read.problems:
+        raise ConfigError(path, read.problems)
+    return Config(**{k: v for k, v in read.sections.items() if v is not None}, path=path)
+
+
+@dataclass
+class ConfigRead:
+    """A document read as far as it goes: every problem, and each section built with
+    stand-ins for the values it refused (named in `refused` as "section.key")."""
+
+    sections: dict[str, Any]
+    problems: list[str]
+    refused: set[str]
+
+    def usable(self, section: str, *keys: str) -> Any:
+        """The section, when it was read and none of `keys` was refused; else None."""
+        built = self.sections.get(section)
+        if built is None or any(f"{section}.{k}" in self.refused for k in keys):
+            return None
+        return built
+
+
+def _parse(data: dict[str, Any]) -> ConfigRead:
     problems: list[str] = []
     for name in data:
         if name not in _SECTIONS:
@@ -292,6 +316,9 @@ def parse_config(data: dict[str, Any], path: str = DEFAULT_CONFIG) -> Config:
         if name not in data:
             problems.append(f"[{name}]: missing section")
     sections: dict[str, Any] = {}
+    # "section.key" of values refused already: their stand-ins are not checked again,
+    # so every problem is reported once, and all of them in one pass.
+    refused: set[str] = set()
     for name, cls in _SECTIONS.items():
         if name not in data:
             continue
@@ -302,26 +329,33 @@ def parse_config(data: dict[str, Any], path: str = DEFAULT_CONFIG) -> Config:
         if cls is PluginsConfig:
             table = dict(table)
             settings = {k: table.pop(k) for k in list(table) if isinstance(table[k], dict)}
-            built = _build(cls, name, table, problems)
-            if built is not None:
-                built = dataclasses.replace(built, settings=types.MappingProxyType(settings))
+            built = _build(cls, name, table, problems, refused)
+            built = dataclasses.replace(built, settings=types.MappingProxyType(settings))
         else:
-            built = _build(cls, name, table, problems)
+            built = _build(cls, name, table, problems, refused)
         sections[name] = built
     for name in ("store", "daemon", "plugins", "suggestions"):
         if name not in data:
             sections[name] = _SECTIONS[name]()
-    _check_values(sections, problems)
-    if problems:
-        raise ConfigError(path, problems)
-    return Config(**{k: v for k, v in sections.items() if v is not None}, path=path)
+    checked: list[str] = []
+    _check_values(sections, checked)
+    problems += [p for p in checked if _problem_key(p) not in refused]
+    return ConfigRead(sections, problems, refused)
 
 
-def _build(cls: type, section: str, table: dict[str, Any], problems: list[str]) -> Any:
+def _problem_key(problem: str) -> str:
+    """The "section.key" a problem line is about."""
+    return problem.split(":", 1)[0].split(" ", 1)[0]
+
+
+def _build(
+    cls: type, section: str, table: dict[str, Any], problems: list[str], refused: set[str]
+) -> Any:
+    """The section's dataclass; a refused or missing value is reported in `problems`,
+    named in `refused`, and replaced by a stand-in so the other values can be checked."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.name != "settings"}
     values: dict[str, Any] = {}
-    before = len(problems)
     for key, value in table.items():
         if key not in fields:
             problems.append(f"{section}.{key}: unknown key (known: {', '.join(fields)})")
@@ -329,15 +363,30 @@ def _build(cls: type, section: str, table: dict[str, Any], problems: list[str]) 
         ok, converted = _convert(value, hints[key])
         if not ok:
             problems.append(f"{section}.{key}: expected {_describe(hints[key])}, got {value!r}")
+            refused.add(f"{section}.{key}")
         else:
             values[key] = converted
     for name, f in fields.items():
         required = f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-        if required and name not in table:
-            problems.append(f"{section}.{name}: missing key")
-    if len(problems) != before:
-        return None
+        if name in values:
+            continue
+        if f"{section}.{name}" in refused and not required:
+            continue  # the default stands in
+        if required:
+            if name not in table:
+                problems.append(f"{section}.{name}: missing key")
+            refused.add(f"{section}.{name}")
+            values[name] = _stand_in(hints[name])
     return cls(**values)
+
+
+def _stand_in(hint: Any) -> Any:
+    """A value of the right type for a refused required key (never used: it is refused)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    hint = args[0] if args else hint
+    if typing.get_origin(hint) is tuple:
+        return ()
+    return {str: "", int: 0, float: 0.0}.get(hint)
 
 
 def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -472,6 +521,44 @@ def _looks_like_email(value: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def check_config_file(path: str) -> ConfigRead:
+    """Every problem of a config file in one pass, for `tmcaldav check-config`: syntax,
+    keys, types, values, whether each password source can be read, and whether the
+    store's folder exists."""
+    try:
+        raw = Path(path).read_bytes()
+        data = tomllib.loads(raw.decode("utf-8"))
+    except OSError as e:
+        return ConfigRead({}, [f"cannot read the file ({e.strerror})"], set())
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        return ConfigRead({}, [f"not valid TOML: {e}"], set())
+    read = _parse(data)
+    for name in ("caldav", "smtp", "imap"):
+        section = read.usable(name, "password_file", "password_command", "password_env")
+        if section is None or not section.password.configured:
+            continue
+        if any(p.startswith(f"{name}: set only one of") for p in read.problems):
+            continue
+        try:
+            section.password.read()
+        except SecretError as e:
+            read.problems.append(f"{name}: {e}")
+    store = read.usable("store", "url")
+    if store is not None and not any(p.startswith("store.url") for p in read.problems):
+        from sqlalchemy.engine import make_url
+
+        url = make_url(store.url)
+        database = url.database if url.get_backend_name() == "sqlite" else None
+        if database and database != ":memory:":
+            folder = Path(database).expanduser().parent
+            if not folder.is_dir():
+                read.problems.append(
+                    f"store.url: the folder {folder} does not exist; create it (mode 700) "
+                    "or change the URL"
+                )
+    return read
 
 
 def check_timezone(name: str) -> ZoneInfo:

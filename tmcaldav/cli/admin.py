@@ -10,7 +10,7 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import EXIT_FAILED, cli, emit_json, json_option, pass_app
-from tmcaldav.config import ConfigError, SecretError
+from tmcaldav.config import ConfigError
 
 # ---- db, config --------------------------------------------------------------------------
 
@@ -34,16 +34,21 @@ def db_upgrade(app: App) -> None:
 @cli.command("check-config")
 @pass_app
 def check_config(app: App) -> None:
-    """Validate the config file (and that its password sources can be read)."""
-    config = app.config
-    for name in ("caldav", "smtp", "imap"):
-        section = getattr(config, name)
-        if section is not None and section.password.configured:
-            try:
-                section.password.read()
-            except SecretError as e:
-                raise ConfigError(config.path, [f"{name}: {e}"]) from e
-    click.echo(f"{config.path}: ok (scheduling mode {config.scheduling.mode})")
+    """Validate the config file: every problem at once (syntax, keys, types, values,
+    password sources, plugin names, the store's folder), each with its key; exit 2."""
+    from tmcaldav.config import check_config_file
+
+    read = check_config_file(app.path)
+    plugins = read.usable("plugins", "enable", "disable", "plugin_dirs")
+    if plugins is not None:
+        from tmcaldav.hooks.plugins import manager_for
+
+        pm = manager_for(plugins)
+        read.problems += [f"plugins.enable: {f.name}: {f.reason}" for f in pm.failures]
+        pm.close()
+    if read.problems:
+        raise ConfigError(app.path, read.problems)
+    click.echo(f"{app.path}: ok (scheduling mode {read.sections['scheduling'].mode})")
 
 
 @cli.command()

@@ -32,7 +32,7 @@ from typing import Any
 
 import pluggy
 
-from tmcaldav.config import Config
+from tmcaldav.config import Config, PluginsConfig
 from tmcaldav.hooks import spec as hookspecs
 
 log = logging.getLogger(__name__)
@@ -119,10 +119,15 @@ def get_plugin_manager(
     Without a config, or with `load_entrypoints=False`, entry points are not looked at:
     tests register exactly the plugins they want with `register_plugin`.
     """
-    pm = TmcaldavPluginManager()
     if config is None:
-        return pm
-    plugins = config.plugins
+        return TmcaldavPluginManager()
+    return manager_for(config.plugins, load_entrypoints=load_entrypoints)
+
+
+def manager_for(plugins: PluginsConfig, *, load_entrypoints: bool = True) -> TmcaldavPluginManager:
+    """A plugin manager with the plugins of a `[plugins]` section (`check-config` builds
+    one from a section before the whole config is valid)."""
+    pm = TmcaldavPluginManager()
     candidates: dict[str, list[Candidate]] = {}
     found = list(_file_candidates(plugins.plugin_dirs))
     if load_entrypoints:
