@@ -8,16 +8,36 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import EXIT_FAILED, EXIT_USAGE, cli, fail, pass_app
+from tmcaldav.cli.render import plural
 
 
 @cli.command()
-@click.argument("key")
+@click.argument("key", required=False)
 @click.argument("emails", nargs=-1, metavar="[EMAIL...]")
 @click.option("--all-enrolled", is_flag=True, help="Invite every enrolled student.")
 @click.option("--resend", is_flag=True, help="Send the invitation again to these students.")
+@click.option(
+    "--all", "every_session", is_flag=True,
+    help="Every scheduled session that has not started: invite its enrolled students.",
+)
 @pass_app
-def invite(app: App, key: str, emails: tuple[str, ...], all_enrolled: bool, resend: bool) -> None:
-    """Invite students: add them to the session's event (answers already given are kept)."""
+def invite(
+    app: App,
+    key: str | None,
+    emails: tuple[str, ...],
+    all_enrolled: bool,
+    resend: bool,
+    every_session: bool,
+) -> None:
+    """Invite students to session KEY: add them to its event (answers already given are
+    kept). `invite --all` invites the enrolled students of every upcoming session."""
+    if every_session:
+        if key or emails or resend:
+            fail("invite --all takes no KEY, EMAIL or --resend", EXIT_USAGE)
+        _invite_sessions(app, _awaiting(app, None))
+        return
+    if key is None:
+        fail("name a session KEY (or use --all for every upcoming session)", EXIT_USAGE)
     newly = app.publisher.invite(key, emails, all_enrolled=all_enrolled, resend=resend)
     click.echo(
         f"session {key}: invited {len(newly)} new"
@@ -26,10 +46,38 @@ def invite(app: App, key: str, emails: tuple[str, ...], all_enrolled: bool, rese
     )
 
 
+def _awaiting(app: App, keys: list[str] | None) -> list[str]:
+    """Upcoming scheduled sessions with enrolled students not invited yet."""
+    from tmcaldav.store.model import utcnow
+    from tmcaldav.store.queries import awaiting_invitation
+
+    with app.store.scratch() as db:
+        return awaiting_invitation(db, utcnow(), keys)
+
+
+def _invite_sessions(app: App, keys: list[str]) -> None:
+    """Invite the enrolled students of each session; every failure is listed at the end."""
+    from tmcaldav.errors import TmcaldavError
+
+    invited, failed = 0, []
+    for key in keys:
+        try:
+            invited += len(app.publisher.invite(key, all_enrolled=True))
+        except TmcaldavError as e:
+            failed.append(f"{key}: {e}")
+    click.echo(f"invited {plural(invited, 'student')} in {plural(len(keys), 'session')}")
+    if failed:
+        fail("\n".join(failed))
+
+
 @cli.command()
 @click.option("--all", "everything", is_flag=True, help="Republish every session.")
+@click.option(
+    "--invite", "and_invite", is_flag=True,
+    help="Then invite the enrolled students of every session published.",
+)
 @pass_app
-def publish(app: App, everything: bool) -> None:
+def publish(app: App, everything: bool, and_invite: bool) -> None:
     """Publish sessions that are not on the server yet (or, with --all, every session)."""
     from tmcaldav.publish import PublishError
 
@@ -47,7 +95,17 @@ def publish(app: App, everything: bool) -> None:
                 app.publisher.publish(key)
             except PublishError as e:
                 failed.append(f"{key}: {e}")
-    click.echo(f"published {len(keys) - len(failed)} of {len(keys)} session(s)")
+    click.echo(f"published {len(keys) - len(failed)} of {plural(len(keys), 'session')}")
+    published = [k for k in keys if not any(f.startswith(f"{k}: ") for f in failed)]
+    waiting = _awaiting(app, published)
+    if and_invite and waiting:
+        _invite_sessions(app, waiting)
+    elif waiting:
+        click.echo(
+            f"{plural(len(waiting), 'session')} published with enrolled students not invited "
+            "yet: invite them with `tmcaldav invite --all` (or `tmcaldav invite KEY "
+            "--all-enrolled` for one session)"
+        )
     if failed:
         fail("\n".join(failed))
 

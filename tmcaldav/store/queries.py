@@ -8,7 +8,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, selectinload
 
-from tmcaldav.domain import PAGE_RANK
+from tmcaldav.domain import PAGE_RANK, CalendarStatus, EnrollmentStatus, SessionStatus
 from tmcaldav.store.engine import NotFoundError
 from tmcaldav.store.model import Enrollment, Note, Person, Response, TrainingSession
 
@@ -116,3 +116,23 @@ def page_order(session: TrainingSession, positions: Mapping[int, int]) -> list[E
         session.enrollments,
         key=lambda e: (PAGE_RANK.get(e.status, 3), positions.get(e.id, 0), e.person.email),
     )
+
+
+def awaiting_invitation(db: Session, now: datetime, keys: Sequence[str] | None = None) -> list[str]:
+    """Keys of scheduled sessions that have not started and have enrolled students not
+    invited yet (of `keys` when given), soonest first."""
+    stmt = (
+        select(TrainingSession.key)
+        .join(Enrollment, Enrollment.session_id == TrainingSession.id)
+        .where(
+            TrainingSession.status == SessionStatus.SCHEDULED,
+            TrainingSession.start_at > now,
+            Enrollment.status == EnrollmentStatus.ENROLLED,
+            Enrollment.calendar_status == CalendarStatus.NOT_INVITED,
+        )
+        .group_by(TrainingSession.key, TrainingSession.start_at)
+        .order_by(TrainingSession.start_at, TrainingSession.key)
+    )
+    if keys is not None:
+        stmt = stmt.where(TrainingSession.key.in_(list(keys)))
+    return list(db.scalars(stmt))
