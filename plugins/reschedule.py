@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.views import HookContext, ResponseChange, SessionView, SuggestionSpec, check_settings
+from tmcaldav.words import plural
 
 
 def first_open(email: str, later: tuple[SessionView, ...]) -> SessionView | None:
@@ -49,7 +50,7 @@ class ReschedulePlugin:
         if other is None:
             return None
         seats = (
-            "unlimited seats" if other.free_seats is None else f"{other.free_seats} free seat(s)"
+            "unlimited seats" if other.free_seats is None else plural(other.free_seats, "free seat")
         )
         day = other.start.astimezone(ZoneInfo(other.tz)).date().isoformat()
         return SuggestionSpec(

@@ -222,7 +222,7 @@ def test_enroll_errors_change_nothing(tm: Cli) -> None:
     result = tm("enroll", "TM-X", "bob@example.org")
     assert result.exit_code == 1 and "no session with key 'TM-X'" in result.output
     result = tm("enroll", "TM-1", "bob@example.org", "cy@example.org")
-    assert result.exit_code == 1 and "1 free seat(s) of 2" in result.output
+    assert result.exit_code == 1 and "1 free seat of 2" in result.output
     page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
     assert [s["email"] for s in page["students"]] == ["ann@example.org"]
 

@@ -4,6 +4,7 @@ reload, backoff, the store lock, exit codes."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 import signal
 import socket
@@ -293,9 +294,8 @@ def test_server_down_backs_off_then_catches_every_answer(
     radicale_server.stop()
     daemon.wait_log("retrying with backoff")
     # Several failed attempts in a row (the store counts them; backoff caps at 1.5 s).
-    wait_for(lambda: failures(scenario) >= 4, timeout=30, what="four failed attempts")
+    wait_for(lambda: failures(scenario) >= 5, timeout=30, what="five failed attempts")
     assert daemon.process.poll() is None
-    assert daemon.text().count("retrying with backoff") == 1  # once per state change
     radicale_server.start()
     student.answer(
         href(scenario),
@@ -306,11 +306,24 @@ def test_server_down_backs_off_then_catches_every_answer(
         },
     )
     wait_for(lambda: calendars(scenario)["cy@example.org"] == "tentative", what="the answers")
-    daemon.wait_log("is back after")
+    daemon.wait_log("is back")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
     for email in STUDENTS:
         assert len(history(scenario, email)) == 1
+    # What an administrator reads (INFO and above): one line when the server failed,
+    # naming the URL and the user, and one when it came back, saying for how long.
+    said = [
+        line
+        for line in daemon.text().splitlines()
+        if " INFO " in line or " WARNING " in line or " ERROR " in line
+    ]
+    outage = [line for line in said if "CalDAV server" in line]
+    assert len(outage) == 2, outage
+    assert "retrying with backoff" in outage[0] and radicale_server.url in outage[0]
+    assert "[user organizer]" in outage[0]
+    assert " is back after " in outage[1] and "failed attempts" in outage[1]
+    assert not any("server failing" in line for line in said)
 
 
 def test_second_instance_exits_75(
@@ -354,7 +367,7 @@ def test_run_once_exit_codes_and_persisted_backoff(
     student.answer(href(scenario), {"ann@example.org": "ACCEPTED"})
     done = once(scenario.config)
     assert done.returncode == 0, done.stderr
-    assert "1 answer(s) recorded" in done.stderr
+    assert "1 answer recorded" in done.stderr
     assert calendars(scenario)["ann@example.org"] == "accepted"
     bad = tmp_path / "bad.toml"
     bad.write_text("[store]\nurl = 3\n")
@@ -401,4 +414,25 @@ def test_a_store_error_fails_the_tick_not_the_daemon(scenario: Cli) -> None:
     poller.poll = locked  # type: ignore[method-assign,assignment]
     result = daemon.tick()
     assert not result.ok and "store busy" in result.summary
+    daemon.store.close()
+
+
+def test_quiet_ticks_are_debug_and_a_heartbeat_says_what_happened(
+    scenario: Cli, caplog: pytest.LogCaptureFixture
+) -> None:
+    from datetime import timedelta
+
+    from tmcaldav.daemon import HEARTBEAT, Daemon, TickResult
+
+    daemon = Daemon(str(scenario.config))
+    caplog.set_level(logging.DEBUG, logger="tmcaldav")
+    daemon._log_tick(TickResult(True, "quiet"))
+    daemon._log_tick(TickResult(True, "busy", answers=2, suggestions=1))
+    levels = {r.getMessage(): r.levelno for r in caplog.records}
+    assert levels == {"tick: quiet": logging.DEBUG, "tick: busy": logging.INFO}
+    caplog.clear()
+    daemon._counted_since -= HEARTBEAT + timedelta(seconds=1)
+    daemon._log_tick(TickResult(True, "quiet"))
+    [line] = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]
+    assert line.startswith("alive: 3 polls, 2 answers recorded, 1 new suggestion since ")
     daemon.store.close()

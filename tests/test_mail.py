@@ -260,7 +260,7 @@ def test_spoofed_and_broken_replies_change_nothing(world: World) -> None:
     ):
         assert words in reason, (reason, words)
     out = world.tm("doctor").output
-    assert f"warn {len(spoofs)} incoming iMIP message(s) refused" in out
+    assert f"warn {len(spoofs)} incoming iMIP messages refused" in out
 
 
 def test_older_sequence_is_history_only(world: World) -> None:
@@ -539,7 +539,7 @@ def test_maildir(tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: Smt
         )
     )
     out = w.tm.ok("mail", "ingest").output
-    assert "3 message(s) read, 1 answer(s) applied, 1 refused" in out
+    assert "3 messages read, 1 answer applied, 1 refused" in out
     assert w.partstats()["dee@example.org"] == "ACCEPTED"
     assert sorted(p.name for p in (maildir / ".tmcaldav-processed" / "cur").iterdir()) == [
         "1.host:2,",

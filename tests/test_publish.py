@@ -378,7 +378,7 @@ def test_publish_after_import(tm: Cli, student: StudentSide, tmp_path: Path) -> 
     )
     tm.ok("import", str(tmp_path / "s.csv"), "--kind", "sessions")
     out = tm.ok("publish").output
-    assert "published 3 of 3 session(s)" in out
+    assert "published 3 of 3 sessions" in out
     assert len(student.hrefs()) == 3
     assert "published 0 of 0" in tm.ok("publish").output
     assert "published 3 of 3" in tm.ok("publish", "--all").output

@@ -324,7 +324,7 @@ def test_reschedule_offers_the_soonest_later_session_with_a_seat() -> None:
     result = plugin.on_decline(change("ann@x.org", "declined"), here, context(full, has_ann, roomy))
     assert kinds(result) == [("offer_other_session", "ann@x.org")]
     assert result is not None and result.details["session"] == "TM-4"
-    assert "TM-4" in result.reason and "3 free seat(s)" in result.reason
+    assert "TM-4" in result.reason and "3 free seats" in result.reason
     assert plugin.on_decline(change("ann@x.org", "declined"), here, context(full)) is None
     waitlisted = session(student("ann@x.org", "waitlisted", "declined", 1))
     assert plugin.on_decline(change("ann@x.org", "declined"), waitlisted, context(roomy)) is None

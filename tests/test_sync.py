@@ -113,7 +113,7 @@ def test_every_kind_of_answer(tm: Cli, world: World, student: StudentSide) -> No
     student.put(href, text, etag)
     out = tm.ok("sync").output
     after = datetime.now(UTC)
-    assert "5 answer(s) recorded" in out
+    assert "5 answers recorded" in out
     students = {s["email"]: s for s in page(tm)["students"]}
     assert {e: (s["calendar"], s["icon"]) for e, s in students.items()} == {
         "ann@example.org": ("accepted", "✓"),
@@ -134,7 +134,7 @@ def test_every_kind_of_answer(tm: Cli, world: World, student: StudentSide) -> No
         assert before <= answered <= after
     assert students["eve@example.org"]["responded_at"] is None
     # Nothing new: a second poll records nothing.
-    assert "0 answer(s) recorded" in tm.ok("sync").output
+    assert "0 answers recorded" in tm.ok("sync").output
 
 
 def test_changed_mind_keeps_history(tm: Cli, world: World, student: StudentSide) -> None:
@@ -315,7 +315,7 @@ def test_emptied_calendar_needs_confirmation(tm: Cli, world: World, student: Stu
         token = db.query(SyncState).one().sync_token
     result = tm("sync")
     assert result.exit_code == 1
-    assert "no longer lists any of the 1 published session(s)" in result.output
+    assert "no longer lists the sessions published there (1 session)" in result.output
     assert "--accept-empty" in result.output
     with pytest.raises(EmptyCalendar):
         world.poller.poll()

@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from tmcaldav.domain import SuggestionKind, normalise_address, values
 from tmcaldav.errors import UsageError
+from tmcaldav.words import plural
 
 DEFAULT_CONFIG = "daemon.toml"
 CONFIG_ENV = "TMCALDAV_CONFIG"
@@ -36,7 +37,7 @@ class ConfigError(UsageError):
 
     def report(self) -> str:
         """The problems as lines an administrator can act on."""
-        lines = [f"{self.path}: {len(self.problems)} problem(s) in the configuration:"]
+        lines = [f"{self.path}: {plural(len(self.problems), 'problem')} in the configuration:"]
         lines += [f"  - {p}" for p in self.problems]
         return "\n".join(lines)
 

@@ -28,6 +28,7 @@ from tmcaldav.store.lock import AlreadyRunning
 from tmcaldav.store.model import utcnow
 from tmcaldav.sync import EmptyCalendar, load_state, state_key
 from tmcaldav.systemd import Notifier
+from tmcaldav.words import duration, plural
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +39,17 @@ class TickResult:
 
     ok: bool
     summary: str
+    answers: int = 0
+    suggestions: int = 0
+
+    @property
+    def eventful(self) -> bool:
+        """True when it recorded answers or made suggestions: worth a line in the log."""
+        return bool(self.answers or self.suggestions)
+
+
+# How often a quiet daemon says it is alive (INFO), with what it did meanwhile.
+HEARTBEAT = timedelta(minutes=15)
 
 
 class Daemon:
@@ -54,6 +66,9 @@ class Daemon:
         self.reload_requested = False
         self.poll_requested = False
         self._failing: str | None = None  # the kind of failure being backed off from
+        self._failing_since: datetime | None = None
+        self._counts = {"ticks": 0, "answers": 0, "suggestions": 0}
+        self._counted_since = utcnow()
 
     # ---- signals ---------------------------------------------------------------------
 
@@ -86,8 +101,9 @@ class Daemon:
         """Poll, run the hooks and time checks, read mail; never raises for server trouble."""
         now = now or utcnow()
         parts: list[str] = []
+        counts = {"answers": 0, "suggestions": 0}
         try:
-            ok = self._server_step(now, parts)
+            ok = self._server_step(now, parts, counts)
         except StoreError as e:
             # The transaction rolled back whole (a lock held too long, a conflict): the
             # next tick polls again from the same sync token, so nothing is lost.
@@ -101,14 +117,16 @@ class Daemon:
             if self.stop_requested:
                 break
             try:
-                parts.append(f"{name}: {step(now)}")
+                outcome = step(now)
+                counts["suggestions"] += getattr(outcome, "suggestions", 0)
+                parts.append(f"{name}: {outcome}")
             except (CalendarError, SecretError, StoreError) as e:
                 ok = False
                 log.error("%s step failed: %s", name, e)
                 parts.append(f"{name} failed")
-        return TickResult(ok, "; ".join(parts))
+        return TickResult(ok, "; ".join(parts), counts["answers"], counts["suggestions"])
 
-    def _server_step(self, now: datetime, parts: list[str]) -> bool:
+    def _server_step(self, now: datetime, parts: list[str], counts: dict[str, int]) -> bool:
         with self.store.scratch() as db:
             state = load_state(db, state_key(self.config))
             waiting_until = state.next_attempt_at
@@ -129,7 +147,8 @@ class Daemon:
             self.app.reconnect()
             parts.append(f"server failing ({type(e).__name__})")
             return False
-        self._record_success()
+        self._record_success(now)
+        counts["answers"] += result.answers
         parts.append(result.summary())
         return True
 
@@ -161,10 +180,11 @@ class Daemon:
             # One line per change of state, not one per retry.
             log.error("%s; retrying with backoff (next in %.0f s)", message, delay)
             self._failing = kind
+            self._failing_since = self._failing_since or now
         else:
             log.debug("still failing (%d in a row): %s", failures, message)
 
-    def _record_success(self) -> None:
+    def _record_success(self, now: datetime) -> None:
         with self.store.transaction() as db:
             state = load_state(db, state_key(self.config))
             failures = state.failures
@@ -173,8 +193,15 @@ class Daemon:
                 state.next_attempt_at = None
                 state.last_error = None
         if failures or self._failing:
-            log.warning("the CalDAV server is back after %d failed attempt(s)", failures)
+            down = f" after {duration(now - self._failing_since)}" if self._failing_since else ""
+            log.warning(
+                "the CalDAV server at %s is back%s (%s)",
+                self.config.caldav.url if self.config.caldav else "?",
+                down,
+                plural(failures, "failed attempt"),
+            )
         self._failing = None
+        self._failing_since = None
 
     # ---- reload ----------------------------------------------------------------------
 
@@ -240,7 +267,7 @@ class Daemon:
             result = self.tick()
             self.notifier.status(result.summary)
             self.notifier.watchdog()
-            log.info("tick: %s", result.summary)
+            self._log_tick(result)
             self._sleep_until(started + self.config.daemon.poll_interval)
             if self.reload_requested:
                 self.reload_requested = False
@@ -249,6 +276,26 @@ class Daemon:
         self.app.close()
         log.info("tmcaldav daemon stopped")
         return EXIT_OK
+
+    def _log_tick(self, result: TickResult) -> None:
+        """A tick that recorded answers or made suggestions is worth a line; a quiet or
+        failing one is not (failures are logged when they start and end). Every
+        HEARTBEAT a line says the daemon is alive and what it did meanwhile."""
+        (log.info if result.eventful else log.debug)("tick: %s", result.summary)
+        self._counts["ticks"] += 1
+        self._counts["answers"] += result.answers
+        self._counts["suggestions"] += result.suggestions
+        now = utcnow()
+        if now - self._counted_since >= HEARTBEAT:
+            log.info(
+                "alive: %s, %s recorded, %s since %s",
+                plural(self._counts["ticks"], "poll"),
+                plural(self._counts["answers"], "answer"),
+                plural(self._counts["suggestions"], "new suggestion"),
+                f"{self._counted_since:%H:%M} UTC",
+            )
+            self._counts = {"ticks": 0, "answers": 0, "suggestions": 0}
+            self._counted_since = now
 
     def _sleep_until(self, deadline: float) -> None:
         """Sleep until `deadline`, a signal, or a watchdog ping is due."""

@@ -33,6 +33,7 @@ from tmcaldav.store.model import (
     TrainingSession,
     utcnow,
 )
+from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -333,15 +334,15 @@ class PollResult:
     def summary(self) -> str:
         """One line for people and for systemd's STATUS=."""
         text = (
-            f"checked {self.sessions} session(s), {self.changed_events} changed on the server, "
-            f"{self.answers} answer(s) recorded in {self.seconds:.2f} s"
+            f"checked {plural(self.sessions, 'session')}, {self.changed_events} changed on "
+            f"the server, {plural(self.answers, 'answer')} recorded in {self.seconds:.2f} s"
         )
         if self.full:
-            text += " (full resync)"
+            text += " (read the whole calendar again)"
         if self.missing:
             text += f"; events missing for {', '.join(self.missing)}"
         if self.skipped:
-            text += f"; {len(self.skipped)} unreadable object(s) skipped"
+            text += f"; {plural(len(self.skipped), 'unreadable event')} skipped"
         return text
 
 
@@ -521,8 +522,8 @@ class Poller:
         result = diff(known, events, changes.deleted, full=changes.full, organizer=self.organizer)
         if published and len(result.missing) >= published and not accept_empty:
             raise EmptyCalendar(
-                f"the calendar {self.calendar.url} no longer lists any of the "
-                f"{published} published session(s); nothing was changed. If the URL, "
+                f"the calendar {self.calendar.url} no longer lists the sessions published "
+                f"there ({plural(published, 'session')}); nothing was changed. If the URL, "
                 "the calendar id and the account's permissions are right and the events "
                 "really were deleted, run: tmcaldav sync --accept-empty"
             )

@@ -14,6 +14,10 @@ class CalendarError(TmcaldavError):
     """
 
     def __init__(self, message: str, *, url: str | None = None, user: str | None = None):
+        if user and repr(user) not in message and f"user {user}" not in message:
+            # Every message names who tried, not only where: a wrong account is a
+            # common cause, and the administrator must see which one was used.
+            message = f"{message} [user {user}]"
         super().__init__(message)
         self.url = url
         self.user = user

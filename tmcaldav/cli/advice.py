@@ -70,7 +70,7 @@ def report_no_shows(app: App, as_json: bool) -> None:
     if as_json:
         emit_json(rows)
         return
-    header = ("EMAIL", "NAME", "SESSIONS", "ACCEPTED", "NO-SHOWS", "ACCEPTED, NOT COME")
+    header = ("EMAIL", "NAME", "SESSIONS", "ACCEPTED", "NO-SHOWS", "ACCEPTED BUT ABSENT")
     click.echo(
         table(
             [header]

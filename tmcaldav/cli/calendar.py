@@ -8,7 +8,7 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import EXIT_FAILED, EXIT_USAGE, cli, fail, pass_app
-from tmcaldav.cli.render import plural
+from tmcaldav.words import plural
 
 
 @cli.command()

@@ -84,8 +84,3 @@ def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:
             for r in rows
         ]
     )
-
-
-def plural(count: int, noun: str, nouns: str | None = None) -> str:
-    """"1 session", "2 sessions" ("1 reply", "3 replies" with `nouns`)."""
-    return f"{count} {noun if count == 1 else (nouns or noun + 's')}"

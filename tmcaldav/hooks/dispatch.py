@@ -53,6 +53,7 @@ from tmcaldav.publish import Published, Publisher
 from tmcaldav.retry import backoff
 from tmcaldav.store import Store, StoreError
 from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -115,13 +116,16 @@ class DispatchResult:
 
     def summary(self) -> str:
         """One line: events dispatched, suggestions made and applied, failures."""
-        text = f"{self.events} event(s) dispatched, {self.suggestions} new suggestion(s)"
+        text = (
+            f"plugins told of {plural(self.events, 'change')}, "
+            f"{plural(self.suggestions, 'new suggestion')}"
+        )
         if self.applied:
             text += f", {self.applied} applied"
         if self.plugin_failures:
-            text += f", {self.plugin_failures} plugin failure(s) (see the log)"
+            text += f", {plural(self.plugin_failures, 'plugin failure')} (see the log)"
         if self.left_pending:
-            text += f", {self.left_pending} event(s) left for the next run"
+            text += f", {plural(self.left_pending, 'change')} left for the next run"
         return text
 
 

@@ -28,6 +28,7 @@ from tmcaldav.imip.transport import (
 from tmcaldav.publish import Published, Publisher
 from tmcaldav.store import Store
 from tmcaldav.store.model import utcnow
+from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -65,15 +66,16 @@ class MailTickResult:
     def summary(self) -> str:
         """One line for people and the daemon's status."""
         text = (
-            f"mail: {self.read} message(s) read, {self.applied} answer(s) applied, "
-            f"{self.refused} refused; {self.sent} invitation(s) sent, {self.failed} failed"
+            f"mail: {plural(self.read, 'message')} read, {plural(self.applied, 'answer')} "
+            f"applied, {self.refused} refused; {plural(self.sent, 'invitation')} sent, "
+            f"{self.failed} failed"
         )
         extra = [
             f"{n} {label}"
             for n, label in (
-                (self.history, "older answer(s) kept in the history"),
-                (self.refresh, "refresh request(s)"),
-                (self.counter, "proposed new time(s)"),
+                (self.history, "older answers kept in the history"),
+                (self.refresh, "requests for the invitation again"),
+                (self.counter, "proposed new times"),
                 (self.kept, "kept for a retry"),
             )
             if n
@@ -128,7 +130,7 @@ class MailService:
         _sent, failed = self.send_due(utcnow(), session_key=published.session_key)
         if failed:
             log.warning(
-                "session %s: %d invitation mail(s) could not be sent now; the daemon retries "
+                "session %s: invitation mails not sent now: %d; the daemon retries "
                 "them (see `tmcaldav session show %s`)",
                 published.session_key,
                 failed,
@@ -246,13 +248,13 @@ def doctor_mail(config: Config, store: Store, say: Callable[[str], None]) -> boo
     if refused:
         assert last is not None
         say(
-            f"warn {refused} incoming iMIP message(s) refused; the last from "
+            f"warn {plural(refused, 'incoming iMIP message')} refused; the last from "
             f"{last.sender or '(unknown)'}: {last.reason}"
         )
     else:
         say("ok   no incoming iMIP message was refused")
     if failed:
-        say(f"warn {failed} invitation mail(s) failed; see `tmcaldav session show KEY`")
+        say(f"warn {plural(failed, 'invitation mail')} failed; see `tmcaldav session show KEY`")
     if config.smtp is not None:
         try:
             SmtpSender(config.smtp, config.scheduling.organizer_email).check()

@@ -17,6 +17,7 @@ from tmcaldav.domain import SEAT_STATUSES, normalise_address
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.store import add_note, find_person, get_enrollment, get_person, get_session
 from tmcaldav.store.model import ENROLLMENT_STATUSES, Enrollment, Person, TrainingSession, utcnow
+from tmcaldav.words import plural
 
 
 class RosterError(TmcaldavError, ValueError):
@@ -167,7 +168,7 @@ def enroll(db: Session, key: str, emails: list[str], *, waitlist: bool = False) 
         free = session.capacity - seats_taken(session)
         if len(people) > free:
             raise RosterError(
-                f"session {key} has {max(free, 0)} free seat(s) of {session.capacity}; "
+                f"session {key} has {plural(max(free, 0), 'free seat')} of {session.capacity}; "
                 f"enroll fewer, raise --capacity, or add them with --waitlist"
             )
     now = utcnow()
