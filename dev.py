@@ -53,12 +53,36 @@ def postgres_bin() -> Path | None:
     return versions[-1].parent if versions else None
 
 
-def apt_install(package: str | list[str], what: str, update: bool = True) -> None:
-    """Install Debian packages the tests need, as root, without starting their services.
+_APT_UPDATED = False
 
-    Debian's packages start a system-wide server (PostgreSQL on 5432, Dovecot on every
-    address, Cyrus on 143/8008); the tests run their own on 127.0.0.1, so policy-rc.d
-    says no.
+
+def apt_env() -> dict[str, str]:
+    """apt-get without questions."""
+    return dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+
+
+def apt_update() -> None:
+    """`apt-get update`, once per run."""
+    global _APT_UPDATED
+    if not _APT_UPDATED:
+        run(["apt-get", "update", "-q"], env=apt_env())
+        _APT_UPDATED = True
+
+
+def enabled_services() -> set[Path]:
+    """The links that enable system services (what `systemctl enable` creates)."""
+    root = Path("/etc/systemd/system")
+    return set(root.glob("*.wants/*")) | set(root.glob("*.requires/*"))
+
+
+def apt_install(package: str | list[str], what: str) -> bool:
+    """Install Debian packages the tests need, as root; True when they are installed.
+
+    It says first what it will install, and installs nothing when apt would remove any
+    package to do it (the tests that need them then skip, saying why). Debian's packages
+    start and enable a system-wide server (PostgreSQL on 5432, Dovecot on every address,
+    Cyrus on 143/8008); the tests run their own on 127.0.0.1, so policy-rc.d keeps them
+    from starting, and any service the install enabled is disabled again.
     """
     packages = [package] if isinstance(package, str) else package
     if os.geteuid() != 0 or not shutil.which("apt-get"):
@@ -66,20 +90,38 @@ def apt_install(package: str | list[str], what: str, update: bool = True) -> Non
             f"note: {' '.join(packages)} is not installed and cannot be installed here; "
             f"the {what} tests will be skipped (apt-get install {' '.join(packages)})."
         )
-        return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+        return False
+    apt_update()
+    installs, removals = apt_plan(packages, apt_env())
+    if removals:
+        print(
+            f"note: not installing {' '.join(packages)}: apt would remove "
+            f"{', '.join(removals)}; the {what} tests will be skipped."
+        )
+        return False
+    print(
+        f"dev.py installs Debian packages for the {what} tests: {' '.join(installs)} "
+        "(apt removes none; no system service is left enabled)",
+        flush=True,
+    )
+    before = enabled_services()
     policy = Path("/usr/sbin/policy-rc.d")
     added = not policy.exists()
     if added:
         policy.write_text("#!/bin/sh\nexit 101\n")
         policy.chmod(0o755)
     try:
-        if update:
-            run(["apt-get", "update", "-q"], env=env)
-        run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages], env=env)
+        run(
+            ["apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+            env=apt_env(),
+        )
     finally:
         if added:
             policy.unlink()
+        for link in sorted(enabled_services() - before):
+            link.unlink()
+            print(f"dev.py disabled {link.name} again (the package enabled it)")
+    return True
 
 
 def cyrus_installed() -> bool:
@@ -123,21 +165,14 @@ def ensure_cyrus() -> None:
             f"scheduling-server tests will skip it (apt-get install {' '.join(packages)})."
         )
         return
-    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
-    run(["apt-get", "update", "-q"], env=env)
-    installs, removals = apt_plan(packages, env)
+    apt_update()
+    installs, removals = apt_plan(packages, apt_env())
     if not removals and any(name.startswith("exim4") for name in installs):
-        with_msmtp, msmtp_removals = apt_plan([*packages, "msmtp-mta"], env)
+        _with_msmtp, msmtp_removals = apt_plan([*packages, "msmtp-mta"], apt_env())
         if not msmtp_removals:
-            packages, installs = [*packages, "msmtp-mta"], with_msmtp
-    if removals:
-        print(
-            "note: not installing Cyrus CalDAV: apt would remove "
-            f"{', '.join(removals)}; the scheduling-server tests will skip it."
-        )
+            packages = [*packages, "msmtp-mta"]
+    if not apt_install(packages, "scheduling-server (Cyrus)"):
         return
-    print(f"Cyrus CalDAV for the scheduling-server tests: apt will install {' '.join(installs)}")
-    apt_install(packages, "scheduling-server", update=False)
     # policy-rc.d kept Debian's cyrus-imapd service from starting; make sure.
     try:
         leftover = subprocess.run(
