@@ -132,11 +132,10 @@ def session_cancel(app: App, key: str) -> None:
 def session_list(app: App, as_json: bool) -> None:
     """List sessions, soonest first."""
     from tmcaldav.cli.render import table
-    from tmcaldav.store import list_sessions
-    from tmcaldav.store.pages import session_summary
+    from tmcaldav.store.pages import session_list
 
-    with app.store.transaction() as db:
-        rows = [session_summary(s) for s in list_sessions(db)]
+    with app.store.scratch() as db:
+        rows = session_list(db)
     if as_json:
         emit_json(rows)
         return

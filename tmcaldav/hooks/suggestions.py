@@ -23,18 +23,20 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.hooks.outbox import SuggestionEvent, to_row
-from tmcaldav.publish import Publisher
 from tmcaldav.store import Store, add_note, get_enrollment, get_session
 from tmcaldav.store.model import Enrollment, Person, Suggestion, TrainingSession, utcnow
 from tmcaldav.store.pages import iso
 from tmcaldav.store.roster import enroll, seats_taken
+
+if TYPE_CHECKING:
+    from tmcaldav.publish import Publisher
 
 log = logging.getLogger(__name__)
 

@@ -6,7 +6,9 @@ at the end or rolls back on any error, so the store is never left half-written.
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.resources import files
@@ -100,6 +102,26 @@ def _alembic_config(engine: Engine, connection: object) -> object:
     return cfg
 
 
+_REVISION = re.compile(r'^(down_revision|revision)\s*=\s*"?([^"\n]*)"?\s*$', re.M)
+
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration: the revision no other migration revises."""
+    revisions: set[str] = set()
+    revised: set[str] = set()
+    for script in (files("tmcaldav.store") / "migrations" / "versions").iterdir():
+        if not script.name.endswith(".py") or script.name.startswith("__"):
+            continue
+        for name, value in _REVISION.findall(script.read_text(encoding="utf-8")):
+            (revisions if name == "revision" else revised).add(value)
+    heads = revisions - revised
+    if len(heads) != 1:
+        raise StoreUnavailable(f"the migrations have {len(heads)} heads; the package is broken")
+    head: str = heads.pop()
+    return head
+
+
 class Store:
     """The enrollment store behind one SQLAlchemy URL."""
 
@@ -132,17 +154,22 @@ class Store:
         return head or ""
 
     def check_schema(self) -> None:
-        """Raise StoreError when the schema is missing or behind the code."""
-        from alembic.runtime.migration import MigrationContext
-        from alembic.script import ScriptDirectory
+        """Raise StoreError when the schema is missing or behind the code.
 
+        Read with one query and the migration files' headers, not through alembic: every
+        command checks this, and importing alembic would cost more than the command.
+        """
         try:
             with self.engine.connect() as connection:
-                current = MigrationContext.configure(connection).get_current_revision()
-                cfg = _alembic_config(self.engine, connection)
-                head = ScriptDirectory.from_config(cfg).get_current_head()  # type: ignore[arg-type]
+                if not inspect(connection).has_table("alembic_version"):
+                    current = None
+                else:
+                    current = connection.exec_driver_sql(
+                        "SELECT version_num FROM alembic_version"
+                    ).scalar()
         except OperationalError as e:
             raise StoreUnavailable(f"cannot open the store {self.safe_url}: {e.orig}") from e
+        head = head_revision()
         if current is None:
             raise StoreUnavailable(
                 f"the store {self.safe_url} has no schema; run: tmcaldav db upgrade"

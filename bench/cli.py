@@ -1,0 +1,111 @@
+"""What a CLI call costs an administrator: wall time of whole `tmcaldav` commands.
+
+On a store of 1,000 sessions × 30 students (SQLite), each command is run as a new
+process, as a shell or script runs it, several times; the median is printed next to
+the floor measured in the same run: a new interpreter importing SQLAlchemy and click
+and running one query on the same store. Read commands should cost at most 1.5× that
+floor (import only what a command needs).
+
+    .venv/bin/python -m bench.cli [--runs N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.common import seed
+from tmcaldav.store import Store
+
+FLOOR = (
+    "import click, sqlalchemy\n"
+    "from sqlalchemy import create_engine, text\n"
+    "engine = create_engine({url!r})\n"
+    "with engine.connect() as c:\n"
+    "    print(c.execute(text('SELECT count(*) FROM training_sessions')).scalar())\n"
+)
+
+
+def timed(argv: list[str], runs: int) -> float:
+    """Median wall time of `argv` over `runs` runs (seconds); it must succeed."""
+    times = []
+    for _ in range(runs):
+        started = time.perf_counter()
+        done = subprocess.run(argv, capture_output=True, text=True)
+        times.append(time.perf_counter() - started)
+        if done.returncode != 0:
+            raise SystemExit(f"{' '.join(argv)} failed: {done.stdout}{done.stderr}")
+    return statistics.median(times)
+
+
+def main() -> None:
+    """Seed a store, time the commands and the floor, print the table."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=7)
+    runs = parser.parse_args().runs
+    with tempfile.TemporaryDirectory(prefix="tmcaldav-bench-cli-") as tmp:
+        folder = Path(tmp)
+        url = f"sqlite:///{folder / 'store.db'}"
+        store = Store(url)
+        store.upgrade()
+        keys = seed(store, 1000, 30)
+        store.close()
+        config = folder / "daemon.toml"
+        config.write_text(
+            f'[store]\nurl = "{url}"\n\n[scheduling]\norganizer_email = "training@example.org"\n'
+        )
+        tm = [str(Path(sys.executable).with_name("tmcaldav")), "-c", str(config)]
+        floor = timed([sys.executable, "-c", FLOOR.format(url=url)], runs)
+        key = keys[500]
+        note = 0
+        commands = {
+            "session list": [*tm, "session", "list"],
+            "session list --json": [*tm, "session", "list", "--json"],
+            "session show KEY": [*tm, "session", "show", key],
+            "suggestions": [*tm, "suggestions"],
+        }
+        results = {name: timed(argv, runs) for name, argv in commands.items()}
+        reads = set(results)
+        # Writes: each run enrolls a new person / adds a new note.
+        for i in range(runs):
+            subprocess.run(
+                [*tm, "person", "add", f"new{i}@example.org", "--name", "N"],
+                check=True,
+                capture_output=True,
+            )
+        enrolls = []
+        for i in range(runs):
+            started = time.perf_counter()
+            subprocess.run(
+                [*tm, "enroll", keys[i], f"new{i}@example.org", "--waitlist"],
+                check=True,
+                capture_output=True,
+            )
+            enrolls.append(time.perf_counter() - started)
+        results["enroll KEY EMAIL"] = statistics.median(enrolls)
+        notes = []
+        for _ in range(runs):
+            note += 1
+            started = time.perf_counter()
+            subprocess.run(
+                [*tm, "note", key, "s00001@example.org", f"phoned ({note})"],
+                check=True,
+                capture_output=True,
+            )
+            notes.append(time.perf_counter() - started)
+        results["note KEY EMAIL TEXT"] = statistics.median(notes)
+    print(f"store: 1,000 sessions × 30 students (SQLite); median of {runs} runs")
+    print(f"{'command':<24} {'wall':>8} {'× floor':>8}")
+    print(f"{'floor (python + sqlalchemy + click + 1 query)':<24} {floor * 1000:>6.0f} ms")
+    for name, seconds in results.items():
+        kind = "read" if name in reads else "write"
+        print(f"{name:<24} {seconds * 1000:>6.0f} ms {seconds / floor:>7.2f}  ({kind})")
+
+
+if __name__ == "__main__":
+    main()
