@@ -36,6 +36,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from tmcaldav.errors import TmcaldavError
+
 ANSWER_KINDS = ("accepted", "tentative", "declined", "silent")
 
 # Calendar status (the Calendar column) -> the kind of answer it is.
@@ -94,7 +96,7 @@ _MIN_REPEATS = 10.0
 NO_HISTORY = "no history: neutral priors used"
 
 
-class ForecastError(ValueError):
+class ForecastError(TmcaldavError, ValueError):
     """A forecast that cannot be made (a session that has started, an unknown status)."""
 
 

@@ -6,6 +6,7 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.words import plural
 
 
 @cli.group(invoke_without_command=True)
@@ -13,8 +14,9 @@ from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
 @click.option("--all", "everything", is_flag=True, help="Include applied and dismissed ones.")
 @json_option
 @click.pass_context
-def suggestions(ctx: click.Context, session_key: str | None, everything: bool, as_json: bool
-                ) -> None:
+def suggestions(
+    ctx: click.Context, session_key: str | None, everything: bool, as_json: bool
+) -> None:
     """What the plugins suggest (open ones); `apply ID` does it, `dismiss ID` drops it."""
     if ctx.invoked_subcommand is not None:
         return
@@ -89,3 +91,54 @@ def report_no_shows(app: App, as_json: bool) -> None:
         if rows
         else "no no-shows recorded"
     )
+
+
+@report.command("forecast")
+@click.argument("key", required=False)
+@json_option
+@pass_app
+def report_forecast(app: App, key: str | None, as_json: bool) -> None:
+    """Expected turnout of each upcoming session (or of KEY): how many will likely come,
+    the 80% interval, the chance of overbooking, and who pulls the forecast down."""
+    from tmcaldav.cli.render import table
+    from tmcaldav.store.model import utcnow
+    from tmcaldav.store.outcomes import forecast_report
+
+    with app.store.scratch() as db:
+        report = forecast_report(db, utcnow(), key)
+    if as_json:
+        emit_json(report.rows)
+        return
+    model = report.model
+    click.echo(
+        model.note or f"fitted on {plural(model.past_seats, 'past seat')} with a recorded outcome"
+    )
+    if not report.rows:
+        click.echo("no upcoming sessions")
+        return
+    header = (
+        "SESSION",
+        "START",
+        "SEATS",
+        "ENROLLED",
+        "EXPECTED",
+        "80%",
+        "OVERBOOKED",
+        "LIKELY AWAY",
+    )
+    rows = [header]
+    for r in report.rows:
+        away = [s["email"] for s in r["students"] if s["p_attend"] < 0.5]
+        rows.append(
+            (
+                r["session"],
+                r["start"],
+                "∞" if r["capacity"] is None else str(r["capacity"]),
+                str(r["enrolled"]),
+                f"{r['expected']:.1f}",
+                f"{r['low']}–{r['high']}",
+                f"{r['p_over_capacity']:.0%}",
+                ", ".join(away[:3]) + (f" +{len(away) - 3}" if len(away) > 3 else ""),
+            )
+        )
+    click.echo(table(rows))

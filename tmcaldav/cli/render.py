@@ -28,6 +28,14 @@ def render_page(page: dict[str, Any]) -> str:
         f"calendar: {page['calendar_state']}"
         + (f" (uid {page['uid']}, sequence {page['sequence']})" if page["uid"] else ""),
     ]
+    forecast = page.get("forecast")
+    if forecast is not None:
+        of = f" of {page['capacity']} seats" if page["capacity"] is not None else ""
+        lines.append(
+            f"  forecast: {forecast['expected']:.1f} expected{of} "
+            f"(80%: {forecast['low']}–{forecast['high']}), chance of overbooking "
+            f"{forecast['p_over_capacity']:.0%}  (tmcaldav report forecast {page['key']})"
+        )
     if page["calendar_state"] == "missing":
         lines.append(
             "  ! the event is missing on the CalDAV server; `tmcaldav invite` republishes it"

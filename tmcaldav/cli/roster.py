@@ -168,10 +168,14 @@ def session_show(app: App, key: str, as_json: bool) -> None:
     """The session page: every student with the Calendar column."""
     from tmcaldav.cli.render import render_page
     from tmcaldav.store import get_session
+    from tmcaldav.store.model import utcnow
+    from tmcaldav.store.outcomes import session_forecast
     from tmcaldav.store.pages import session_page
 
-    with app.store.transaction() as db:
-        page = session_page(get_session(db, key))
+    with app.store.scratch() as db:
+        session = get_session(db, key)
+        page = session_page(session)
+        page["forecast"] = session_forecast(db, session, utcnow())
     if as_json:
         emit_json(page)
     else:

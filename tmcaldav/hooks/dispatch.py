@@ -29,6 +29,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tmcaldav.config import Config
+from tmcaldav.forecast import Model, Seat, fit
 from tmcaldav.hooks.outbox import (
     InvitationEvent,
     NoResponseEvent,
@@ -53,6 +54,7 @@ from tmcaldav.publish import Published, Publisher
 from tmcaldav.retry import backoff
 from tmcaldav.store import Store, StoreError
 from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.store.outcomes import past_outcomes
 from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
@@ -63,6 +65,8 @@ ANSWER_HOOKS = {"accepted": "on_accept", "declined": "on_decline", "tentative": 
 BATCH_SIZE = 200
 # Suggestions can lead to suggestions (on_suggestion); dedupe keys end that, this caps it.
 MAX_ROUNDS = 20
+# The turnout model is fitted again from the store's history after this long.
+MODEL_LIFETIME = timedelta(minutes=10)
 # A failed auto-apply is tried again after this, doubled per failure, at most the cap.
 AUTO_RETRY_BASE = timedelta(minutes=1)
 AUTO_RETRY_CAP = timedelta(minutes=30)
@@ -172,6 +176,8 @@ class Dispatcher:
         self.publisher = publisher
         # Suggestion id -> its last failed auto-apply (this process only).
         self._auto_failures: dict[int, _AutoFailure] = {}
+        # The turnout model and when it was fitted (refitted after MODEL_LIFETIME).
+        self._model: tuple[datetime, Model] | None = None
 
     @property
     def publisher(self) -> Publisher:
@@ -284,7 +290,12 @@ class Dispatcher:
         if session is None:
             log.warning("outbox event %s: its session is gone; nothing to dispatch", row.event_id)
             return _Plan((), None)
-        context = HookContext(now, row.event_id, build_later_sessions(db, session))
+        context = HookContext(
+            now,
+            row.event_id,
+            build_later_sessions(db, session),
+            self._attendance(db, session, now),
+        )
         base = {"session": session, "context": context}
         try:
             event = from_row(row)
@@ -325,6 +336,21 @@ class Dispatcher:
         if suggestion is None:
             return _Plan((), session)
         return _Plan((_Call("on_suggestion", {**base, "suggestion": suggestion}),), session)
+
+    def _attendance(self, db: Session, session: SessionView, now: datetime) -> dict[str, float]:
+        """Each enrolled or waitlisted student's chance of attending an upcoming session."""
+        if session.status != "scheduled" or session.start <= now:
+            return {}
+        if self._model is None or now - self._model[0] > MODEL_LIFETIME:
+            self._model = (now, fit(past_outcomes(db, now)))
+        model = self._model[1]
+        return {
+            s.email: model.p_attend(
+                Seat(s.email, s.calendar_status, s.invited_at, s.responded_at), now, session.start
+            ).p
+            for s in session.students
+            if s.status in ("enrolled", "waitlisted")
+        }
 
     # ---- storing what the hooks returned -------------------------------------------------
 

@@ -181,11 +181,18 @@ class HookContext:
 
     `later_sessions` are the scheduled sessions of the same course that start after the
     hook's session, soonest first (empty when the session has no course).
+    `attendance` maps each enrolled or waitlisted student of the hook's session to
+    their chance of attending (0 to 1) from the turnout forecast (`tmcaldav.forecast`);
+    empty when the session has started or is cancelled.
     """
 
     now: datetime
     event_id: str
     later_sessions: tuple[SessionView, ...] = ()
+    attendance: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "attendance", _frozen_mapping(self.attendance))
 
 
 @dataclass(frozen=True)

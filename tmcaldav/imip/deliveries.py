@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.utils import make_msgid
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
@@ -322,39 +322,3 @@ def record(
                 outcome.error,
             )
     return sent, failed
-
-
-# ---- reporting --------------------------------------------------------------------------
-
-
-def delivery_view(delivery: Delivery | None) -> dict[str, Any] | None:
-    """One delivery as the session page shows it (None: nothing was ever mailed)."""
-    if delivery is None:
-        return None
-
-    def iso(value: datetime | None) -> str | None:
-        return value.isoformat(timespec="seconds") if value else None
-
-    return {
-        "state": delivery.state,
-        "method": delivery.method,
-        "reason": delivery.reason,
-        "sequence": delivery.sequence,
-        "attempts": delivery.attempts,
-        "sent_at": iso(delivery.sent_at),
-        "next_attempt_at": iso(delivery.next_attempt_at),
-        "error": delivery.last_error,
-    }
-
-
-def latest_deliveries(db: Session, enrollment_ids: Iterable[int]) -> dict[int, Delivery]:
-    """The newest delivery that counts (not superseded) of each enrollment."""
-    ids = list(enrollment_ids)
-    if not ids:
-        return {}
-    rows = db.scalars(
-        select(Delivery)
-        .where(Delivery.enrollment_id.in_(ids), Delivery.state != "superseded")
-        .order_by(Delivery.id)
-    ).all()
-    return {d.enrollment_id: d for d in rows}  # later rows overwrite earlier ones

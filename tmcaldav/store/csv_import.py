@@ -23,7 +23,7 @@ COLUMNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
         ("tz", "location", "capacity", "course", "description"),
     ),
     "people": (("email",), ("name", "phone")),
-    "enrollments": (("session", "email"), ("status",)),
+    "enrollments": (("session", "email"), ("status", "calendar", "responded_at")),
 }
 
 
@@ -120,11 +120,21 @@ def _person_row(db: Session, row: dict[str, str], _tz: str) -> None:
     roster.add_person(db, row["email"], row.get("name") or None, row.get("phone") or None)
 
 
-def _enrollment_row(db: Session, row: dict[str, str], _tz: str) -> None:
+def _enrollment_row(db: Session, row: dict[str, str], tz: str) -> None:
     status = row.get("status") or "enrolled"
-    if status not in ("enrolled", "waitlisted"):
-        raise roster.RosterError(f"status must be enrolled or waitlisted, not {status!r}")
-    roster.enroll(db, row["session"], [row["email"]], waitlist=status == "waitlisted")
+    calendar = row.get("calendar") or None
+    if status in ("enrolled", "waitlisted") and not calendar and not row.get("responded_at"):
+        roster.enroll(db, row["session"], [row["email"]], waitlist=status == "waitlisted")
+        return
+    # A row of the old system's history: how an ended session went for one student.
+    roster.import_outcome(
+        db,
+        row["session"],
+        row["email"],
+        status,
+        calendar,
+        roster.parse_time(row["responded_at"], tz) if row.get("responded_at") else None,
+    )
 
 
 _ROW_HANDLERS: dict[str, Callable[[Session, dict[str, str], str], None]] = {

@@ -6,6 +6,7 @@ Rendering them for people (tables, HTML) belongs to the front ends, not here.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -13,8 +14,8 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from tmcaldav.domain import ICONS, SEAT_STATUSES, EnrollmentStatus
-from tmcaldav.store.model import Enrollment, Person, Response, TrainingSession
+from tmcaldav.domain import ICONS, SEAT_STATUSES, DeliveryState, EnrollmentStatus
+from tmcaldav.store.model import Delivery, Enrollment, Person, Response, TrainingSession
 from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
 
@@ -98,8 +99,6 @@ def session_page(session: TrainingSession) -> dict[str, Any]:
     """The session page as the JSON object of DESIGN.md §5 (plus a few added fields)."""
     from sqlalchemy.orm import object_session
 
-    from tmcaldav.imip.deliveries import delivery_view, latest_deliveries
-
     positions = waitlist_positions(session)
     db = object_session(session)
     mailed = latest_deliveries(db, [e.id for e in session.enrollments]) if db else {}
@@ -131,3 +130,33 @@ def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
 def person_row(person: Person) -> dict[str, Any]:
     """A person as JSON."""
     return {"email": person.email, "name": person.name, "phone": person.phone}
+
+
+def delivery_view(delivery: Delivery | None) -> dict[str, Any] | None:
+    """One delivery as the session page shows it (None: nothing was ever mailed)."""
+    if delivery is None:
+        return None
+
+    return {
+        "state": delivery.state,
+        "method": delivery.method,
+        "reason": delivery.reason,
+        "sequence": delivery.sequence,
+        "attempts": delivery.attempts,
+        "sent_at": iso(delivery.sent_at),
+        "next_attempt_at": iso(delivery.next_attempt_at),
+        "error": delivery.last_error,
+    }
+
+
+def latest_deliveries(db: Session, enrollment_ids: Iterable[int]) -> dict[int, Delivery]:
+    """The newest delivery that counts (not superseded) of each enrollment."""
+    ids = list(enrollment_ids)
+    if not ids:
+        return {}
+    rows = db.scalars(
+        select(Delivery)
+        .where(Delivery.enrollment_id.in_(ids), Delivery.state != DeliveryState.SUPERSEDED)
+        .order_by(Delivery.id)
+    ).all()
+    return {d.enrollment_id: d for d in rows}  # later rows overwrite earlier ones

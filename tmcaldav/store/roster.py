@@ -13,10 +13,24 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tmcaldav.config import check_timezone
-from tmcaldav.domain import SEAT_STATUSES, normalise_address
+from tmcaldav.domain import (
+    ANSWERS,
+    SEAT_STATUSES,
+    CalendarStatus,
+    EnrollmentStatus,
+    ResponseSource,
+    normalise_address,
+)
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.store import add_note, find_person, get_enrollment, get_person, get_session
-from tmcaldav.store.model import ENROLLMENT_STATUSES, Enrollment, Person, TrainingSession, utcnow
+from tmcaldav.store.model import (
+    ENROLLMENT_STATUSES,
+    Enrollment,
+    Person,
+    Response,
+    TrainingSession,
+    utcnow,
+)
 from tmcaldav.words import plural
 
 
@@ -211,3 +225,66 @@ def note(db: Session, key: str, email: str, text: str) -> None:
         raise RosterError("a note must not be empty")
     session = get_session(db, key)
     add_note(db, get_enrollment(db, session, email), text)
+
+
+# What an imported history row may say: the outcome, and the answer given before.
+OUTCOMES = (EnrollmentStatus.ATTENDED, EnrollmentStatus.NO_SHOW, EnrollmentStatus.CANCELLED)
+IMPORTED_ANSWERS = (
+    CalendarStatus.ACCEPTED,
+    CalendarStatus.TENTATIVE,
+    CalendarStatus.DECLINED,
+    CalendarStatus.INVITED,
+)
+
+
+def import_outcome(
+    db: Session,
+    key: str,
+    email: str,
+    status: str,
+    calendar: str | None,
+    responded_at: datetime | None,
+) -> Enrollment:
+    """Record how an ended session went for a student, from another system's history:
+    the outcome (`status`) and the answer they had given (`calendar`, source `import`)."""
+    if status not in OUTCOMES:
+        raise RosterError(
+            f"status {status!r} with a calendar answer: a history row takes "
+            f"{', '.join(OUTCOMES)} (or leave calendar and responded_at empty to enroll)"
+        )
+    if calendar is not None and calendar not in IMPORTED_ANSWERS:
+        raise RosterError(
+            f"calendar must be one of {', '.join(IMPORTED_ANSWERS)}, not {calendar!r}"
+        )
+    session = get_session(db, key)
+    now = utcnow()
+    if session.end_at > now:
+        raise RosterError(
+            f"session {key} has not ended ({session.end_at.isoformat()}); an outcome can "
+            "only be imported for a session that is over"
+        )
+    if responded_at is not None and responded_at > session.end_at:
+        raise RosterError(f"responded_at {responded_at.isoformat()} is after the session ended")
+    person = get_person(db, normalise_address(email))
+    if any(e.person_id == person.id for e in session.enrollments):
+        raise RosterError(f"{person.email} is already in session {key}; nothing changed")
+    answer = calendar or CalendarStatus.INVITED
+    enrollment = Enrollment(
+        person=person,
+        status=status,
+        calendar_status=answer,
+        invited_at=session.start_at if calendar else None,
+        responded_at=responded_at if answer in ANSWERS else None,
+    )
+    session.enrollments.append(enrollment)
+    if calendar is not None:
+        enrollment.responses.append(
+            Response(
+                calendar_status=answer,
+                responded_at=responded_at or session.start_at,
+                observed_at=now,
+                source=ResponseSource.IMPORT,
+            )
+        )
+    db.flush()
+    return enrollment
