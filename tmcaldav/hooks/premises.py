@@ -242,11 +242,15 @@ def _seat_problem(
     if suggestion.kind == SuggestionKind.PROMOTE_WAITLISTED and give is not None:
         order = [s.email for s in session.accepted_from_waitlist]
         if student.email in order and order.index(student.email) >= give:
-            ahead = [s for s in session.accepted_from_waitlist if s.email != student.email]
-            first = ", ".join(_who(s) for s in ahead[: order.index(student.email)])
+            ahead = session.accepted_from_waitlist[: order.index(student.email)]
+            why = (
+                f"{', '.join(_who(s) for s in ahead)} accepted first"
+                if ahead
+                else f"{session.seats_taken} of {session.capacity} seats are taken"
+            )
             return (
-                f"no seat left for {_who(student)}: {first} accepted first; still on the "
-                f"waitlist at position {student.waitlist_position}"
+                f"no seat left for {_who(student)}: {why}; still on the waitlist at "
+                f"position {student.waitlist_position}"
             )
     if suggestion.kind == SuggestionKind.INVITE_WAITLISTED and give is not None:
         out = [s for s in session.waitlist if s.email != student.email and s.invitation_out]

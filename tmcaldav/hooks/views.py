@@ -165,11 +165,17 @@ class SessionView:
     def accepted_from_waitlist(self) -> tuple[StudentView, ...]:
         """Waitlisted students who accepted an invitation, first come first served: in the
         order of their acceptance times (then waitlist order)."""
-        accepted = [
-            s for s in self.waitlist if s.calendar_status == "accepted" and s.responded_at
-        ]
+        accepted = [s for s in self.waitlist if s.calendar_status == "accepted"]
+        # An acceptance without a time (never from the sync) goes after the timed ones.
         return tuple(
-            sorted(accepted, key=lambda s: (s.responded_at, s.waitlist_position or 0))
+            sorted(
+                accepted,
+                key=lambda s: (
+                    s.responded_at is None,
+                    s.responded_at.timestamp() if s.responded_at else 0.0,
+                    s.waitlist_position or 0,
+                ),
+            )
         )
 
     def others_waiting(self, email: str) -> tuple[StudentView, ...]:
