@@ -34,6 +34,7 @@ from sqlalchemy.orm import Session
 from tmcaldav.domain import SEAT_STATUSES, SuggestionState
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.hooks.outbox import SuggestionEvent, to_row
+from tmcaldav.hooks.premises import APPLYING
 from tmcaldav.publish import Publisher, Refused
 from tmcaldav.store import Store, add_note, get_enrollment, get_session
 from tmcaldav.store.model import Enrollment, Person, Suggestion, TrainingSession, utcnow
@@ -264,7 +265,7 @@ class _Guard:
         self.also: Callable[[Session], None] | None = None
 
     def __call__(self, db: Session) -> None:
-        from tmcaldav.hooks.premises import APPLYING, CAUSE, check_one
+        from tmcaldav.hooks.premises import CAUSE, check_one
 
         suggestion = _claim(db, self.target, SuggestionState.APPLIED, force=self.force)
         if not self.force:
@@ -355,6 +356,8 @@ def _offer(store: Store, publisher: Publisher, t: Target, guard: _Guard) -> str:
         raise SuggestionError(f"suggestion {t.id} names no other session; dismiss it")
     guard.note_session = other
     with store.transaction() as db:
+        # Enrolling her there is this apply's first step, not a change against it.
+        db.info[APPLYING] = t.id
         session = get_session(db, other)
         if session.status == "cancelled":
             raise SuggestionError(f"session {other} is cancelled; dismiss suggestion {t.id}")
