@@ -73,7 +73,7 @@ def next_in_line(session: SessionView, extra_out: int = 0) -> list[str]:
             break
         if s.calendar_status != "not_invited":
             continue  # invited already (answering, or declined)
-        if session.suggestions_for(s.email, "invite_waitlisted"):
+        if session.suggestions_for(s.email, "invite_waitlisted", {"open", "dismissed"}):
             continue  # suggested before (open: counted; dismissed: passed over)
         chosen.append(s.email)
     return chosen
