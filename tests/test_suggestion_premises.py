@@ -99,7 +99,9 @@ def test_decline_then_accept_withdraws_the_cancel_and_the_invitation(
     advice = by_kind(listed(tm))
     cancel = advice[("cancel_enrollment", "ann@example.org")]
     invite = advice[("invite_waitlisted", "dee@example.org")]
-    assert cancel["reason"] == "Ann declined the invitation; free their seat for the waitlist (1 waiting)"
+    assert cancel["reason"] == (
+        "Ann declined the invitation; free their seat for the waitlist (1 waiting)"
+    )
     assert cancel["premise"]["student"]["calendar"] == "declined"
 
     # Ann changes her mind: both suggestions go, in the poll's own transaction.
@@ -305,7 +307,7 @@ def test_cancelling_a_session_offers_the_next_one_and_withdraws_its_advice(
     assert page(tm, "EXC-1")["free_seats"] == 0
     assert "cancelled: no seats" in tm.ok("session", "show", "EXC-1").output
     listing = tm.ok("session", "list").output
-    assert "cancelled" in [line for line in listing.splitlines() if "EXC-1" in line][0]
+    assert "cancelled" in next(line for line in listing.splitlines() if "EXC-1" in line)
 
     tm.ok("suggestions", "apply", str(offers[0]["id"]))
     assert students(tm, "EXC-2") == {"ann@example.org": ("enrolled", "invited")}

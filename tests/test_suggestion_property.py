@@ -26,13 +26,13 @@ from tmcaldav_plugins.waitlist import WaitlistPlugin
 from tests.plugin_world import answer, dispatcher_for, seed
 from tests.scenario import radicale_config
 from tmcaldav.config import Config, load_config
+from tmcaldav.domain import SEAT_STATUSES
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.hooks.premises import check_one
 from tmcaldav.hooks.suggestions import StaleSuggestion, apply_suggestion, dismiss_suggestion
 from tmcaldav.publish import Publisher, connect_calendar
 from tmcaldav.store import Store, get_session
 from tmcaldav.store.model import Note, Suggestion, utcnow
-from tmcaldav.domain import SEAT_STATUSES
 from tmcaldav.store.roster import SessionFields
 from tmcaldav.testing import RadicaleServer
 
@@ -128,9 +128,9 @@ class World:
         elif kind == "reschedule":
             with self.store.scratch() as db:
                 start = get_session(db, self.key).start_at + timedelta(hours=action[1])
+            end = start + timedelta(hours=3)
             self.publisher.edit(
-                self.key,
-                SessionFields(start=start.isoformat(), end=(start + timedelta(hours=3)).isoformat()),
+                self.key, SessionFields(start=start.isoformat(), end=end.isoformat())
             )
         elif kind == "status":
             self.publisher.set_status(self.key, action[1], action[2])
