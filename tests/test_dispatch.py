@@ -434,3 +434,24 @@ def test_later_sessions_of_the_course_are_in_the_context(store: Store) -> None:
     [context] = seen
     assert [s.key for s in context.later_sessions] == ["A-2", "A-3"]
     assert context.later_sessions[0].student("dee@example.org") is not None
+
+
+def test_advice_is_withdrawn_when_its_session_has_ended(store: Store) -> None:
+    """Time alone makes advice untrue: once the session has ended, a contact about it is
+    withdrawn on the next tick (before auto-apply could act on it)."""
+    start = (utcnow() + timedelta(days=2)).replace(microsecond=0)
+    seed(store, start=start, hours=3)
+    recorder = Recorder(advice={"on_tentative": contact("ask if they come")})
+    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    answer(store, "TM-1", "ann@example.org", "tentative")
+    dispatcher.run()
+    with store.transaction() as db:
+        assert db.scalars(select(Suggestion.state)).all() == ["open"]
+    dispatcher.run(start + timedelta(hours=1))  # started, not ended: still true
+    with store.transaction() as db:
+        assert db.scalars(select(Suggestion.state)).all() == ["open"]
+    dispatcher.run(start + timedelta(hours=4))
+    with store.transaction() as db:
+        [row] = db.scalars(select(Suggestion)).all()
+    assert (row.state, row.withdrawn_reason) == ("withdrawn", "session TM-1 has ended")
+    assert len(recorder.hooks("on_suggestion_withdrawn")) == 1

@@ -437,7 +437,8 @@ def withdraw(db: Session, suggestion_id: int, reason: str, now: datetime) -> Non
 
 
 def withdraw_due(db: Session, now: datetime) -> int:
-    """Withdraw open suggestions of sessions that have ended since (time makes them untrue)."""
+    """Withdraw open suggestions that time made untrue: their session ended, or the
+    session an offer names has started. Cheap when nothing is due (two small queries)."""
     from tmcaldav.store.model import Suggestion, TrainingSession
 
     ended = set(
@@ -447,17 +448,24 @@ def withdraw_due(db: Session, now: datetime) -> int:
             .where(
                 Suggestion.state == SuggestionState.OPEN,
                 Suggestion.premise.is_not(None),
+                Suggestion.kind.not_in(sorted(_AFTER_END)),
                 TrainingSession.end_at <= now,
             )
         )
     )
     started = set(
         db.scalars(
-            select(TrainingSession.id).where(
+            select(TrainingSession.key).where(
                 TrainingSession.start_at <= now, TrainingSession.end_at > now - _RECENT
             )
         )
     )
-    ids = ended | started
+    offers = db.execute(
+        select(Suggestion.session_id, Suggestion.details).where(
+            Suggestion.state == SuggestionState.OPEN,
+            Suggestion.kind == SuggestionKind.OFFER_OTHER_SESSION,
+        )
+    ).all()
+    holders = {r.session_id for r in offers if (r.details or {}).get("session") in started}
+    ids = ended | holders
     return withdraw_broken(db, ids, now) if ids else 0
-
