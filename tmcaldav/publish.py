@@ -53,9 +53,11 @@ class Refused(TmcaldavError):
     """A guard refused the change (a suggestion whose premise broke); nothing is recorded."""
 
 
-# A check run in the transaction that records a change, before the change is made: it
-# may lock rows, refuse (Refused) or record more with the change (a suggestion applied).
-Guard = Callable[[Session], None]
+# A check run before a change is made: first on the snapshot (`final` False: it must
+# only read, as that transaction may not write), then in the transaction that records
+# the change (`final` True), where it may lock rows, refuse (Refused) or record more
+# with the change (a suggestion marked applied).
+Guard = Callable[[Session, bool], None]
 
 
 def connect_calendar(config: Config) -> CalendarService:
@@ -350,7 +352,7 @@ class Publisher:
         # after the write, so the store is not locked while we talk to the server.
         with self.store.scratch() as db:
             if guard is not None:
-                guard(db)
+                guard(db, False)
             session = get_session(db, key, notes=False)
             plan = prepare(db, session)
             snap = snapshot(session)
@@ -390,7 +392,7 @@ class Publisher:
         published = None
         with self.store.transaction() as db:
             if guard is not None:
-                guard(db)
+                guard(db, True)
             session = get_session(db, key, notes=False)
             prepare(db, session)
             record(db, session, written)

@@ -264,16 +264,31 @@ class _Guard:
         self.default_note: str | None = None
         self.also: Callable[[Session], None] | None = None
 
-    def __call__(self, db: Session) -> None:
+    def __call__(self, db: Session, final: bool = True) -> None:
+        """Check (and, when `final`, claim and mark); before the network write it only
+        reads, as that transaction may not write on SQLite."""
         from tmcaldav.hooks.premises import CAUSE, check_one
 
-        suggestion = _claim(db, self.target, SuggestionState.APPLIED, force=self.force)
+        if not final:
+            state = db.scalar(select(Suggestion.state).where(Suggestion.id == self.target.id))
+            allowed = {SuggestionState.OPEN} | (
+                {SuggestionState.WITHDRAWN} if self.force else set()
+            )
+            if state not in allowed:
+                raise SuggestionError(
+                    f"suggestion {self.target.id} was {state} meanwhile, by another command "
+                    "or the daemon; nothing more done"
+                )
+        else:
+            suggestion = _claim(db, self.target, SuggestionState.APPLIED, force=self.force)
         if not self.force:
             what = check_one(db, self.target.id, self.now or utcnow(), applying=True)
             if what:
                 raise _stale(self.target, what)
         if self.also is not None:
             self.also(db)
+        if not final:
+            return
         db.info[APPLYING] = self.target.id
         db.info[CAUSE] = f"by suggestion {self.target.id}"
         suggestion.state = SuggestionState.APPLIED
