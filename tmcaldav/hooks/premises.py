@@ -208,7 +208,10 @@ def broken(
                 f"{_who(student)}'s status was changed from {facts.get('status')} to "
                 f"{student.status}{by}, after this was suggested"
             )
-        if _answer_changed(facts, student) and not (offer_moves and removed):
+        # Advice made for a cancelled session (an offer, a call) does not rest on answers:
+        # a late answer to the cancelled session changes nothing of it.
+        about_answers = was.get("status") == "scheduled"
+        if about_answers and _answer_changed(facts, student) and not (offer_moves and removed):
             return _new_answer(student, session, now)
     for fact in premise.get("because", ()):
         them = session.student(fact.get("email", ""))
