@@ -62,7 +62,6 @@ def main() -> None:
         tm = [str(Path(sys.executable).with_name("tmcaldav")), "-c", str(config)]
         floor = timed([sys.executable, "-c", FLOOR.format(url=url)], runs)
         key = keys[500]
-        note = 0
         commands = {
             "session list": [*tm, "session", "list"],
             "session list --json": [*tm, "session", "list", "--json"],
@@ -89,8 +88,7 @@ def main() -> None:
             enrolls.append(time.perf_counter() - started)
         results["enroll KEY EMAIL"] = statistics.median(enrolls)
         notes = []
-        for _ in range(runs):
-            note += 1
+        for note in range(1, runs + 1):
             started = time.perf_counter()
             subprocess.run(
                 [*tm, "note", key, "s00001@example.org", f"phoned ({note})"],

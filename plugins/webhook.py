@@ -1,9 +1,11 @@
 """The `webhook` plugin: POST every answer and every suggestion as signed JSON.
 
-Each response change (`on_response`) and each new suggestion (`on_suggestion`) is sent
-to every configured URL as one JSON object:
+Each response change (`on_response`), each new suggestion (`on_suggestion`) and each
+withdrawn one (`on_suggestion_withdrawn`, its data with `withdrawn_reason`) is sent to
+every configured URL as one JSON object:
 
-    {"event_id": "...", "type": "response" | "suggestion", "data": {...}}
+    {"event_id": "...", "type": "response" | "suggestion" | "suggestion_withdrawn",
+     "data": {...}}
 
 with the headers `X-Tmcaldav-Event-Id` (the event id: deduplicate on it),
 `X-Tmcaldav-Event` (the type) and `X-Tmcaldav-Signature: sha256=<hex>`, the
@@ -536,6 +538,16 @@ class WebhookPlugin:
             context.event_id,
             "suggestion",
             body_for(context.event_id, "suggestion", suggestion_data(suggestion)),
+        )
+
+    @hookimpl
+    def on_suggestion_withdrawn(self, suggestion: SuggestionView, context: HookContext) -> None:
+        """Queue the withdrawal (type `suggestion_withdrawn`, with `withdrawn_reason`)."""
+        data = {**suggestion_data(suggestion), "withdrawn_reason": suggestion.withdrawn_reason}
+        self.sender.submit(
+            context.event_id,
+            "suggestion_withdrawn",
+            body_for(context.event_id, "suggestion_withdrawn", data),
         )
 
     @hookimpl

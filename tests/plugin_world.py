@@ -165,6 +165,10 @@ class Recorder:
         return self._seen("on_suggestion", context, suggestion, session=session)
 
     @hookimpl
+    def on_suggestion_withdrawn(self, suggestion, session, context):  # type: ignore[no-untyped-def]
+        return self._seen("on_suggestion_withdrawn", context, suggestion, session=session)
+
+    @hookimpl
     def on_shutdown(self):  # type: ignore[no-untyped-def]
         self.calls.append(Call("on_shutdown", "", None))
 

@@ -123,12 +123,22 @@ def test_suggestions_are_stored_once_and_fire_on_suggestion(store: Store) -> Non
         assert calls[0].subject.kind == "contact_student"
         assert calls[0].subject.plugin == stored[0][1]
         assert calls[0].event_id.startswith("suggestion:")
-    # The same answer again (declined → accepted → declined): the same advice is not
-    # given twice.
+    # Bob accepts: the advice made from his decline is withdrawn in that transaction,
+    # and both plugins hear of it once (on_suggestion_withdrawn), with the reason.
     answer(store, "TM-1", "bob@example.org", "accepted")
-    answer(store, "TM-1", "bob@example.org", "declined")
+    assert [s[2].partition("#")[2] for s in suggestions(store)] == ["withdrawn:1"]
     assert dispatcher.run().suggestions == 0
-    assert len(suggestions(store)) == 1
+    for recorder in (first, second):
+        [withdrawn] = recorder.hooks("on_suggestion_withdrawn")
+        assert withdrawn.subject.state == "withdrawn"
+        assert withdrawn.subject.withdrawn_reason.startswith("Bob accepted")
+        assert withdrawn.subject.withdrawn_reason.endswith(", after this was suggested")
+        assert withdrawn.event_id == f"suggestion_withdrawn:{withdrawn.subject.id}"
+    # He declines again: the reason is back, so is the advice (once).
+    answer(store, "TM-1", "bob@example.org", "declined")
+    assert dispatcher.run().suggestions == 1
+    assert [s[2].partition("#")[2] for s in suggestions(store)] == ["withdrawn:1", ""]
+    assert dispatcher.run().suggestions == 0
 
 
 def test_a_plugin_that_raises_does_not_stop_the_others(
@@ -330,16 +340,17 @@ def test_a_failing_auto_apply_is_logged_once_and_tried_again_later(
     seed(store, waitlisted=["eve@example.org"])  # three seats, three enrolled
     with store.transaction() as db:
         get_enrollment(db, get_session(db, "TM-1"), "eve@example.org").calendar_status = "invited"
+    # Ann's decline will free a seat for Eve, but only once Ann is cancelled.
     promote = Recorder(
         advice={
-            "on_accept": lambda change, **kw: SuggestionSpec(
-                "promote_waitlisted", change.email, "accepted from the waitlist"
+            "on_decline": lambda change, **kw: SuggestionSpec(
+                "promote_waitlisted", "eve@example.org", "a seat frees up"
             )
         }
     )
     config = config_for(store.url, suggestions={"auto_apply": ["promote_waitlisted"]})
     dispatcher = dispatcher_for(config, store, ("promote", promote))
-    answer(store, "TM-1", "eve@example.org", "accepted")
+    answer(store, "TM-1", "ann@example.org", "declined")
     now = utcnow()
     with caplog.at_level(logging.WARNING, logger="tmcaldav"):
         assert dispatcher.run(now).applied == 0  # the session is full
@@ -423,3 +434,24 @@ def test_later_sessions_of_the_course_are_in_the_context(store: Store) -> None:
     [context] = seen
     assert [s.key for s in context.later_sessions] == ["A-2", "A-3"]
     assert context.later_sessions[0].student("dee@example.org") is not None
+
+
+def test_advice_is_withdrawn_when_its_session_has_ended(store: Store) -> None:
+    """Time alone makes advice untrue: once the session has ended, a contact about it is
+    withdrawn on the next tick (before auto-apply could act on it)."""
+    start = (utcnow() + timedelta(days=2)).replace(microsecond=0)
+    seed(store, start=start, hours=3)
+    recorder = Recorder(advice={"on_tentative": contact("ask if they come")})
+    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    answer(store, "TM-1", "ann@example.org", "tentative")
+    dispatcher.run()
+    with store.transaction() as db:
+        assert db.scalars(select(Suggestion.state)).all() == ["open"]
+    dispatcher.run(start + timedelta(hours=1))  # started, not ended: still true
+    with store.transaction() as db:
+        assert db.scalars(select(Suggestion.state)).all() == ["open"]
+    dispatcher.run(start + timedelta(hours=4))
+    with store.transaction() as db:
+        [row] = db.scalars(select(Suggestion)).all()
+    assert (row.state, row.withdrawn_reason) == ("withdrawn", "session TM-1 has ended")
+    assert len(recorder.hooks("on_suggestion_withdrawn")) == 1

@@ -191,7 +191,7 @@ def test_seat_plugins_leave_a_cancelled_session_alone() -> None:
                 change("dee@x.org", "accepted", status="waitlisted"), invited
             ),
             FollowupPlugin({}).on_tentative(change("ann@x.org", "tentative"), unsure, context()),
-            FollowupPlugin({}).on_no_response(unsure.students[0], unsure),
+            FollowupPlugin({}).on_no_response(unsure.students[0], unsure, context()),
             ReschedulePlugin({}).on_decline(change("ann@x.org", "declined"), full, context(later)),
         ]
         assert [bool(kinds(r)) for r in results] == [expected] * len(results), status
@@ -220,7 +220,7 @@ def test_followup_tentative_with_a_waitlist_is_contacted_at_once() -> None:
     )
     result = plugin.on_tentative(change("ann@x.org", "tentative"), session(*students), context())
     assert kinds(result) == [("contact_student", "ann@x.org")]
-    assert "1 student(s) are waiting" in result.reason
+    assert "1 student is waiting" in result.reason
 
 
 def test_followup_tentative_without_a_waitlist_waits_until_days_before() -> None:
@@ -229,7 +229,7 @@ def test_followup_tentative_without_a_waitlist_waits_until_days_before() -> None
     far = session(ann, start=NOW + timedelta(days=10))
     assert plugin.on_tentative(change("ann@x.org", "tentative"), far, context()) is None
     # The time check asks N days before the start.
-    assert kinds(plugin.on_no_response(ann, far)) == [("contact_student", "ann@x.org")]
+    assert kinds(plugin.on_no_response(ann, far, context())) == [("contact_student", "ann@x.org")]
     # An answer that comes within N days: at once.
     near = session(ann, start=NOW + timedelta(days=2))
     assert kinds(plugin.on_tentative(change("ann@x.org", "tentative"), near, context())) == [
@@ -237,7 +237,7 @@ def test_followup_tentative_without_a_waitlist_waits_until_days_before() -> None
     ]
     # Both paths give the same advice, stored once.
     a = plugin.on_tentative(change("ann@x.org", "tentative"), near, context())
-    b = plugin.on_no_response(ann, far)
+    b = plugin.on_no_response(ann, far, context())
     assert a is not None and b is not None and a.key_for("TM-1") == b.key_for("TM-1")
 
 
@@ -245,11 +245,11 @@ def test_followup_no_answer_only_when_seats_are_short() -> None:
     plugin = FollowupPlugin({})
     cy = student("cy@x.org")
     roomy = session(student("ann@x.org", calendar="accepted"), cy, capacity=5)
-    assert plugin.on_no_response(cy, roomy) is None
+    assert plugin.on_no_response(cy, roomy, context()) is None
     full = session(student("ann@x.org"), student("bob@x.org"), cy, capacity=3)
-    assert kinds(plugin.on_no_response(cy, full)) == [("contact_student", "cy@x.org")]
+    assert kinds(plugin.on_no_response(cy, full, context())) == [("contact_student", "cy@x.org")]
     waiting = session(cy, student("dee@x.org", "waitlisted", "not_invited", 1), capacity=5)
-    result = plugin.on_no_response(cy, waiting)
+    result = plugin.on_no_response(cy, waiting, context())
     assert result is not None and "has not answered" in result.reason
 
 

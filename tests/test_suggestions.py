@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -88,20 +89,29 @@ def test_list_apply_and_dismiss(tm: Cli, store: Store) -> None:
     page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
     assert {s["email"]: s["status"] for s in page["students"]}["dee@example.org"] == "enrolled"
 
-    # contact_student: done, with a note.
-    tm.ok("suggestions", "apply", str(contact_id), "--note", "phoned: moved to May")
-    notes = {s["email"]: s["notes"] for s in page["students"]}
+    # Cancelling Ann by hand broke the premise of the advice about her: the contact and
+    # the cancel were withdrawn in that transaction, with the reason.
+    everything = {r["id"]: r for r in listed(tm, "--all")}
+    assert everything[contact_id]["state"] == "withdrawn"
+    assert everything[cancel_id]["state"] == "withdrawn"
+    assert everything[contact_id]["withdrawn_reason"] == (
+        "Ann's status was changed from enrolled to cancelled, after this was suggested"
+    )
+    refused = tm("suggestions", "apply", str(contact_id), "--note", "phoned: moved to May")
+    assert refused.exit_code == 1
+    assert f"suggestion {contact_id} was withdrawn" in refused.stderr
+    assert f"tmcaldav suggestions apply {contact_id} --force" in refused.stderr
+    assert tm("suggestions", "dismiss", str(cancel_id)).exit_code == 1
+
+    # contact_student with --force: done anyway, with a note.
+    tm.ok("suggestions", "apply", str(contact_id), "--note", "phoned: moved to May", "--force")
     page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
     notes = {s["email"]: [n["text"] for n in s["notes"]] for s in page["students"]}
     assert notes["ann@example.org"] == ["phoned: moved to May"]
 
-    # Applying twice, or a dismissed one: a clear error, exit 1.
+    # Applying twice: a clear error, exit 1.
     again = tm("suggestions", "apply", str(contact_id))
     assert again.exit_code == 1 and f"suggestion {contact_id} was already applied" in again.stderr
-    tm.ok("suggestions", "dismiss", str(cancel_id))
-    dismissed = tm("suggestions", "apply", str(cancel_id))
-    assert dismissed.exit_code == 1 and "was dismissed" in dismissed.stderr
-    assert tm("suggestions", "dismiss", str(cancel_id)).exit_code == 1
     missing = tm("suggestions", "apply", "999")
     assert missing.exit_code == 1 and "no suggestion with id 999" in missing.stderr
 
@@ -111,12 +121,12 @@ def test_list_apply_and_dismiss(tm: Cli, store: Store) -> None:
     assert [(r["kind"], r["state"]) for r in everything] == [
         ("contact_student", "applied"),
         ("promote_waitlisted", "applied"),
-        ("cancel_enrollment", "dismissed"),
+        ("cancel_enrollment", "withdrawn"),
     ]
     assert all(r["decided_at"] for r in everything)
     assert "no suggestions" in tm.ok("suggestions").output
     text = tm.ok("suggestions", "--all").output
-    assert "promote_waitlisted" in text and "dismissed" in text
+    assert "promote_waitlisted" in text and "withdrawn" in text
     unknown = tm("suggestions", "--session", "NOPE")
     assert unknown.exit_code == 1 and "no session with key 'NOPE'" in unknown.stderr
 
@@ -146,7 +156,7 @@ def test_mark_no_show_and_the_report(tm: Cli, store: Store) -> None:
     ids = {r["email"]: r["id"] for r in rows}
     tm.ok("set-status", "PAST-1", "cy@example.org", "attended")
     came = tm("suggestions", "apply", str(ids["cy@example.org"]))
-    assert came.exit_code == 1 and "recorded as attended" in came.stderr
+    assert came.exit_code == 1 and "from enrolled to attended" in came.stderr
     tm.ok("suggestions", "apply", str(ids["ann@example.org"]))
     tm.ok("suggestions", "apply", str(ids["bob@example.org"]))
     past2 = {r["email"]: r["id"] for r in listed(tm, "--session", "PAST-2")}
@@ -209,11 +219,13 @@ class RacingPublisher(Publisher):
         self.suggestion_id = suggestion_id
         self.raced: list[str] = []
 
-    def set_status(self, key: str, email: str, status: str, note: str | None = None) -> str:
+    def set_status(  # type: ignore[override]
+        self, key: str, email: str, status: str, note: str | None = None, **kw: Any
+    ) -> str:
         if not self.raced:
             other = Publisher(self.config, self.store)
             self.raced.append(apply_suggestion(self.store, other, self.suggestion_id))
-        return super().set_status(key, email, status, note)
+        return super().set_status(key, email, status, note, **kw)
 
 
 @pytest.mark.parametrize(

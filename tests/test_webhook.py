@@ -287,6 +287,33 @@ def test_webhook_through_the_plugin_manager(
     assert SECRET not in caplog.text
 
 
+def test_a_withdrawn_suggestion_is_posted(store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+    seed(store, waitlisted=["dee@example.org"])
+    monkeypatch.setenv("TM_WEBHOOK_SECRET", SECRET)
+    with receiving() as receiver:
+        config = config_for(
+            store.url,
+            plugins={
+                "enable": ["waitlist", "webhook"],
+                "webhook": {"urls": [receiver.url], "secret_env": "TM_WEBHOOK_SECRET"},
+            },
+        )
+        pm = get_plugin_manager(config)
+        dispatcher = Dispatcher(config, store, Publisher(config, store), pm)
+        answer(store, "TM-1", "ann@example.org", "declined")
+        dispatcher.run()
+        # Ann accepts after all: the cancel and the invite are withdrawn.
+        answer(store, "TM-1", "ann@example.org", "accepted")
+        dispatcher.run()
+        dispatcher.close()
+        got = receiver.wait_for(6)
+    withdrawn = [r.json for r in got if r.json["type"] == "suggestion_withdrawn"]
+    kinds = sorted(w["data"]["kind"] for w in withdrawn)
+    assert kinds == ["cancel_enrollment", "invite_waitlisted"]
+    assert all(w["data"]["withdrawn_reason"].startswith("Ann accepted") for w in withdrawn)
+    assert all(w["event_id"].startswith("suggestion_withdrawn:") for w in withdrawn)
+
+
 def test_the_example_config_documents_valid_webhook_settings(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

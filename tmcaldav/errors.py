@@ -34,3 +34,7 @@ class TryLater(TmcaldavError):
     """Nothing was done, and the same request may succeed later."""
 
     exit_code = EXIT_TEMPFAIL
+
+
+class Refused(TmcaldavError):
+    """A guard refused a change (a suggestion whose premise broke); nothing is recorded."""

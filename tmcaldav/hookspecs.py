@@ -16,6 +16,7 @@ from tmcaldav.hooks.spec import (
     on_session_ended,
     on_shutdown,
     on_suggestion,
+    on_suggestion_withdrawn,
     on_tentative,
 )
 
@@ -31,5 +32,6 @@ __all__ = [
     "on_session_ended",
     "on_shutdown",
     "on_suggestion",
+    "on_suggestion_withdrawn",
     "on_tentative",
 ]

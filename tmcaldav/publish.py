@@ -29,7 +29,7 @@ from tmcaldav.caldav import (
 )
 from tmcaldav.config import Config, ConfigError
 from tmcaldav.domain import normalise_address
-from tmcaldav.errors import TmcaldavError
+from tmcaldav.errors import Refused, TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
 from tmcaldav.store.model import Enrollment, Response, TrainingSession, utcnow
 from tmcaldav.store.roster import RosterError, SessionFields, edit_session
@@ -47,6 +47,15 @@ TIME_CHANGES = {"start_at", "end_at"}
 
 class PublishError(TmcaldavError):
     """A publish that could not be done; the store is unchanged."""
+
+
+
+
+# A check run before a change is made: first on the snapshot (`final` False: it must
+# only read, as that transaction may not write), then in the transaction that records
+# the change (`final` True), where it may lock rows, refuse (Refused) or record more
+# with the change (a suggestion marked applied).
+Guard = Callable[[Session, bool], None]
 
 
 def connect_calendar(config: Config) -> CalendarService:
@@ -339,18 +348,25 @@ class Publisher:
         key: str,
         prepare: Callable[[Session, TrainingSession], Plan | None],
         record: Callable[[Session, TrainingSession, Written | None], None],
+        guard: Guard | None = None,
     ) -> Written | None:
-        """Check and plan on a snapshot, write the event, then record in one transaction."""
+        """Check and plan on a snapshot, write the event, then record in one transaction.
+
+        `guard` runs first in both: on the snapshot, so a refusal changes nothing on the
+        server, and in the recording transaction, where it is the one that counts.
+        """
         # Nothing in this first step is kept: the changes are made again, for real,
         # after the write, so the store is not locked while we talk to the server.
         with self.store.scratch() as db:
+            if guard is not None:
+                guard(db, False)
             session = get_session(db, key, notes=False)
             plan = prepare(db, session)
             snap = snapshot(session)
         written = self.write(snap, plan) if plan is not None else None
         try:
-            published = self._record(key, prepare, record, written, plan)
-        except (RosterError, NotFoundError) as e:
+            published = self._record(key, prepare, record, written, plan, guard)
+        except (RosterError, NotFoundError, Refused) as e:
             if written is None:
                 raise
             # Someone changed the store between our plan and our write (cancelled the
@@ -377,10 +393,13 @@ class Publisher:
         record: Callable[[Session, TrainingSession, Written | None], None],
         written: Written | None,
         plan: Plan | None,
+        guard: Guard | None = None,
     ) -> Published | None:
         """The third step: make the changes for real and record the write, in one go."""
         published = None
         with self.store.transaction() as db:
+            if guard is not None:
+                guard(db, True)
             session = get_session(db, key, notes=False)
             prepare(db, session)
             record(db, session, written)
@@ -408,6 +427,7 @@ class Publisher:
         *,
         all_enrolled: bool = False,
         resend: bool = False,
+        guard: Guard | None = None,
     ) -> list[str]:
         """Add students to the event as attendees; returns the addresses newly invited."""
         wanted = [normalise_address(e) for e in emails]
@@ -445,7 +465,7 @@ class Publisher:
                     e.invited_at = now
                     e.calendar_reason = None
 
-        self._run(key, prepare, record)
+        self._run(key, prepare, record, guard)
         return newly
 
     def edit(self, key: str, fields: SessionFields) -> set[str]:
@@ -495,7 +515,15 @@ class Publisher:
         self._run(key, prepare, record)
         return changed
 
-    def set_status(self, key: str, email: str, status: str, note: str | None = None) -> str:
+    def set_status(
+        self,
+        key: str,
+        email: str,
+        status: str,
+        note: str | None = None,
+        *,
+        guard: Guard | None = None,
+    ) -> str:
         """Set an enrollment's status; cancelling removes the attendee (SEQUENCE+1)."""
         from tmcaldav.store.roster import set_status
 
@@ -525,11 +553,15 @@ class Publisher:
                 enrollment.calendar_status = "not_invited"
                 enrollment.calendar_reason = "removed"
 
-        self._run(key, prepare, record)
+        self._run(key, prepare, record, guard)
         return old[0]
 
     def cancel(self, key: str) -> bool:
-        """Cancel a session: STATUS:CANCELLED and SEQUENCE+1 on its event (which stays)."""
+        """Cancel a session: STATUS:CANCELLED and SEQUENCE+1 on its event (which stays).
+
+        In the same transaction, each enrolled student gets advice (another session of
+        the course, or a call), and the session's open suggestions are withdrawn.
+        """
 
         def prepare(db: Session, session: TrainingSession) -> Plan | None:
             if session.status == "cancelled":
@@ -539,7 +571,13 @@ class Publisher:
                 return None
             return Plan(attendees=snapshot(session).attendees(), kind="cancel", bump=True)
 
-        return self._run(key, prepare, lambda db, s, w: None) is not None
+        def record(db: Session, session: TrainingSession, written: Written | None) -> None:
+            # Imported here: the advice lives with the hooks, which import this module.
+            from tmcaldav.hooks.cancellation import advise_cancelled_session
+
+            advise_cancelled_session(db, session, utcnow())
+
+        return self._run(key, prepare, record) is not None
 
     def publish(self, key: str) -> Written:
         """(Re)publish one session as it is in the store, merging the server's answers.

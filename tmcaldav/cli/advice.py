@@ -11,21 +11,30 @@ from tmcaldav.words import plural
 
 @cli.group(invoke_without_command=True)
 @click.option("--session", "session_key", metavar="KEY", help="Only this session's.")
-@click.option("--all", "everything", is_flag=True, help="Include applied and dismissed ones.")
+@click.option(
+    "--all", "everything", is_flag=True, help="Include applied, dismissed and withdrawn ones."
+)
 @json_option
 @click.pass_context
 def suggestions(
     ctx: click.Context, session_key: str | None, everything: bool, as_json: bool
 ) -> None:
-    """What the plugins suggest (open ones); `apply ID` does it, `dismiss ID` drops it."""
+    """What the plugins suggest (open ones); `apply ID` does it, `dismiss ID` drops it.
+
+    A suggestion whose reason went away (a new answer, a reschedule, the session
+    cancelled or ended, the seat taken) is withdrawn: `--all` shows it with why."""
     if ctx.invoked_subcommand is not None:
         return
     from tmcaldav.cli.render import render_suggestions
+    from tmcaldav.hooks.premises import withdraw_due
     from tmcaldav.hooks.suggestions import list_suggestions
+    from tmcaldav.store.model import utcnow
 
     app = ctx.find_object(App)
     assert app is not None
     with app.store.transaction() as db:
+        # Advice that time made untrue (the session ended) is not shown as open.
+        withdraw_due(db, utcnow())
         rows = list_suggestions(db, session_key=session_key, include_decided=everything)
     if as_json:
         emit_json(rows)
@@ -36,12 +45,20 @@ def suggestions(
 @suggestions.command("apply")
 @click.argument("suggestion_id", type=int, metavar="ID")
 @click.option("--note", help="A note to keep with the change (for contact_student: what was said).")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Apply it even though its reason went away (withdrawn, or no longer true).",
+)
 @pass_app
-def suggestions_apply(app: App, suggestion_id: int, note: str | None) -> None:
-    """Do what suggestion ID suggests (cancel, invite, promote, note, offer, no-show)."""
+def suggestions_apply(app: App, suggestion_id: int, note: str | None, force: bool) -> None:
+    """Do what suggestion ID suggests (cancel, invite, promote, note, offer, no-show).
+
+    Refused (exit 1, nothing changed) when what it was made from no longer holds; the
+    message says what changed. `--force` does it anyway."""
     from tmcaldav.hooks.suggestions import apply_suggestion
 
-    click.echo(apply_suggestion(app.store, app.publisher, suggestion_id, note=note))
+    click.echo(apply_suggestion(app.store, app.publisher, suggestion_id, note=note, force=force))
 
 
 @suggestions.command("dismiss")

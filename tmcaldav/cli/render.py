@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from typing import Any
+
+# Width of the REASON column of `tmcaldav suggestions`: longer reasons wrap (never cut).
+REASON_WIDTH = 64
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> str:
@@ -24,8 +28,13 @@ def render_page(page: dict[str, Any]) -> str:
         + (f"  [{page['status']}]" if page["status"] != "scheduled" else ""),
         f"  {page['start']} – {page['end']} ({page['tz']})"
         + (f"  @ {page['location']}" if page["location"] else ""),
-        f"  seats {page['seats_taken']}/{capacity}, waitlist {page['waitlisted']}, "
-        f"calendar: {page['calendar_state']}"
+        (
+            f"  cancelled: no seats ({page['seats_taken']} student(s) were enrolled), "
+            if page["status"] == "cancelled"
+            else f"  seats {page['seats_taken']}/{capacity}, "
+            + (f"waitlist {page['waitlisted']}, " if page["waitlisted"] else "")
+        )
+        + f"calendar: {page['calendar_state']}"
         + (f" (uid {page['uid']}, sequence {page['sequence']})" if page["uid"] else ""),
     ]
     forecast = page.get("forecast")
@@ -48,6 +57,8 @@ def render_page(page: dict[str, Any]) -> str:
         note = s["notes"][-1]["text"] if s["notes"] else ""
         if s["calendar_reason"] == "rescheduled" and s["calendar"] == "invited":
             note = note or "(rescheduled: waiting for a new answer)"
+        if s["calendar_reason"] == "removed" and s["status"] == "cancelled":
+            note = note or "(taken off the event)"
         who = f"{s['name']} <{s['email']}>" if s["name"] else s["email"]
         rows.append(
             (
@@ -57,7 +68,7 @@ def render_page(page: dict[str, Any]) -> str:
                 str(s["waitlist_position"] or ""),
                 f"{s['icon']} {s['calendar']}",
                 s["responded_at"] or "",
-                note.replace("\n", " ")[:60],
+                textwrap.shorten(note, 60, placeholder=" …") if note else "",
             )
         )
         if mailed:
@@ -74,11 +85,16 @@ def _mail_cell(delivery: dict[str, Any] | None) -> str:
 
 
 def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:
-    """Suggestions as a text table."""
+    """Suggestions as a text table; reasons wrap at word ends (the full text is in
+    `--json`), and a withdrawn one says why under its reason."""
     header = ("ID", "SESSION", "STUDENT", "KIND", "STATE", "PLUGIN", "REASON")
-    return table(
-        [header]
-        + [
+    lines: list[tuple[str, ...]] = [header]
+    for r in rows:
+        text = " ".join(r["reason"].split())
+        if r.get("withdrawn_reason"):
+            text += " — withdrawn: " + " ".join(r["withdrawn_reason"].split())
+        wrapped = textwrap.wrap(text, REASON_WIDTH, break_long_words=False) or [""]
+        lines.append(
             (
                 str(r["id"]),
                 r["session"],
@@ -87,8 +103,8 @@ def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:
                 + (f" → {r['details']['session']}" if r["details"].get("session") else ""),
                 r["state"],
                 r["plugin"],
-                r["reason"].replace("\n", " ")[:80],
+                wrapped[0],
             )
-            for r in rows
-        ]
-    )
+        )
+        lines += [("", "", "", "", "", "", more) for more in wrapped[1:]]
+    return table(lines)

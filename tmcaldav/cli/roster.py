@@ -122,8 +122,16 @@ def session_edit(app: App, /, key: str, **fields: Any) -> None:
 @pass_app
 def session_cancel(app: App, key: str) -> None:
     """Cancel a session; its event stays on the server, marked cancelled."""
+    from tmcaldav.hooks.suggestions import list_suggestions
+
     published = app.publisher.cancel(key)
     click.echo(f"session {key} cancelled" + (" (event updated)" if published else ""))
+    with app.store.transaction() as db:
+        advice = list_suggestions(db, session_key=key)
+    if advice:
+        click.echo(
+            f"{len(advice)} suggestion(s) for its students: tmcaldav suggestions --session {key}"
+        )
 
 
 @session.command("list")
@@ -149,7 +157,7 @@ def session_list(app: App, as_json: bool) -> None:
                     r["title"],
                     r["start"],
                     r["tz"],
-                    f"{r['seats_taken']}/{r['capacity'] if r['capacity'] is not None else '∞'}",
+                    _seats(r),
                     str(r["waitlisted"]),
                     r["status"],
                     r["calendar_state"],
@@ -158,6 +166,13 @@ def session_list(app: App, as_json: bool) -> None:
             ]
         )
     )
+
+
+def _seats(row: dict[str, Any]) -> str:
+    """The SEATS column: taken/capacity, or "cancelled" (a cancelled session has none)."""
+    if row["status"] == "cancelled":
+        return "cancelled"
+    return f"{row['seats_taken']}/{row['capacity'] if row['capacity'] is not None else '∞'}"
 
 
 @session.command("show")
@@ -189,13 +204,15 @@ def session_show(app: App, key: str, as_json: bool) -> None:
 @pass_app
 def session_history(app: App, key: str, email: str, as_json: bool) -> None:
     """Every answer of one student, with its times and source."""
-    from tmcaldav.cli.render import table
+    from tmcaldav.cli.render import render_suggestions, table
+    from tmcaldav.hooks.suggestions import list_suggestions
     from tmcaldav.store import get_enrollment, get_session, history
     from tmcaldav.store.pages import history_rows
 
     with app.store.transaction() as db:
         enrollment = get_enrollment(db, get_session(db, key), email)
         rows = history_rows(list(history(db, enrollment)))
+        advice = list_suggestions(db, session_key=key, include_decided=True, email=email)
     if as_json:
         emit_json(rows)
         return
@@ -216,6 +233,9 @@ def session_history(app: App, key: str, email: str, as_json: bool) -> None:
             ]
         )
     )
+    if advice:
+        # What was suggested about her, and what became of it (withdrawn ones say why).
+        click.echo("\nsuggestions:\n" + render_suggestions(advice))
 
 
 # ---- enrollments -------------------------------------------------------------------------

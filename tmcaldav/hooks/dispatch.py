@@ -35,12 +35,14 @@ from tmcaldav.hooks.outbox import (
     NoResponseEvent,
     ResponseEvent,
     SessionEndedEvent,
+    SuggestionWithdrawnEvent,
     UnknownKind,
     bounded,
     from_row,
     to_row,
 )
 from tmcaldav.hooks.plugins import TmcaldavPluginManager, call_each
+from tmcaldav.hooks.premises import premise_for, withdraw, withdraw_due
 from tmcaldav.hooks.snapshots import build_later_sessions, build_session_view, session_view
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.hooks.timers import schedule_time_hooks
@@ -155,6 +157,8 @@ class _Plan:
 
     calls: tuple[_Call, ...]
     session: SessionView | None
+    # The answer the hooks were called for: the premise of advice about that student.
+    change: ResponseChange | None = None
 
 
 class Dispatcher:
@@ -200,6 +204,10 @@ class Dispatcher:
         now = now or utcnow()
         result = DispatchResult()
         result.due = schedule_time_hooks(self.store, self.pm, now)
+        # Time alone makes advice untrue (a session ended): withdraw it before anything
+        # sees it, and before auto-apply could act on it.
+        with self.store.transaction() as db:
+            withdraw_due(db, now)
         tried: set[int] = set()
         auto_tried: set[int] = set()
         # Rows may be left pending only when one could not be dispatched, or when the
@@ -273,7 +281,7 @@ class Dispatcher:
                 ).one_or_none()
                 if row is None:
                     return True  # done by another dispatcher meanwhile
-                new = self._store_suggestions(db, returned, plan.session, event_id)
+                new = self._store_suggestions(db, returned, plan, event_id, now)
                 row.done_at = utcnow()
         except StoreError:
             raise  # the store is unusable: the daemon backs off and retries
@@ -315,7 +323,7 @@ class Dispatcher:
                 and session.status != "cancelled"
             ):
                 calls.append(_Call(answer_hook, {**base, "change": change}))
-            return _Plan(tuple(calls), session)
+            return _Plan(tuple(calls), session, change)
         if isinstance(event, NoResponseEvent):
             student = session.student(event.email)
             if student is None:
@@ -335,7 +343,12 @@ class Dispatcher:
         suggestion = next((s for s in session.suggestions if s.id == event.suggestion_id), None)
         if suggestion is None:
             return _Plan((), session)
-        return _Plan((_Call("on_suggestion", {**base, "suggestion": suggestion}),), session)
+        hook = (
+            "on_suggestion_withdrawn"
+            if isinstance(event, SuggestionWithdrawnEvent)
+            else "on_suggestion"
+        )
+        return _Plan((_Call(hook, {**base, "suggestion": suggestion}),), session)
 
     def _attendance(self, db: Session, session: SessionView, now: datetime) -> dict[str, float]:
         """Each enrolled or waitlisted student's chance of attending an upcoming session."""
@@ -358,9 +371,11 @@ class Dispatcher:
         self,
         db: Session,
         returned: list[tuple[str, SuggestionSpec]],
-        session: SessionView | None,
+        plan: _Plan,
         event_id: str,
+        now: datetime,
     ) -> list[int]:
+        session = plan.session
         if session is None:
             return []
         new: list[int] = []
@@ -387,6 +402,30 @@ class Dispatcher:
                 continue
             assert target is not None
             session_id, enrollment_id = target
+            # The premise is the session as the plugin saw it (the commit check then
+            # withdraws the advice at once if the store moved on meanwhile).
+            as_seen = (
+                session if session_id == session.id else build_session_view(db, session_id)
+            )
+            assert as_seen is not None
+            other = None
+            if spec.kind == "offer_other_session":
+                other_id = db.scalar(
+                    select(TrainingSession.id).where(
+                        TrainingSession.key == str(spec.details["session"])
+                    )
+                )
+                other = build_session_view(db, other_id) if other_id is not None else None
+            premise = premise_for(
+                spec.kind,
+                spec.email,
+                as_seen,
+                now,
+                change=plan.change,
+                because=spec.because,
+                no_seat=spec.no_seat,
+                other=other,
+            )
             suggestion = record_suggestion(
                 db,
                 Suggestion(
@@ -397,6 +436,7 @@ class Dispatcher:
                     plugin=plugin,
                     dedupe_key=key,
                     details=dict(spec.details),
+                    premise=premise,
                 ),
             )
             log.info(
@@ -418,7 +458,7 @@ class Dispatcher:
         kinds = self.config.suggestions.auto_apply
         if not kinds:
             return 0
-        from tmcaldav.hooks.suggestions import apply_suggestion
+        from tmcaldav.hooks.suggestions import StaleSuggestion, apply_suggestion
 
         with self.store.scratch() as db:
             open_ids = list(
@@ -441,7 +481,13 @@ class Dispatcher:
             if failure is not None and now < failure.retry_at:
                 continue
             try:
-                message = apply_suggestion(self.store, self.publisher, suggestion_id)
+                message = apply_suggestion(self.store, self.publisher, suggestion_id, now=now)
+            except StaleSuggestion as e:
+                # Auto-apply obeys the premise check: advice that is no longer true is
+                # withdrawn, never applied.
+                with self.store.transaction() as db:
+                    withdraw(db, suggestion_id, e.what_changed, now)
+                continue
             except Exception as e:
                 self._auto_failed(suggestion_id, str(e), now)
                 continue

@@ -139,8 +139,28 @@ class SuggestionEvent(_Event):
         return f"suggestion:{suggestion_id}"
 
 
+@dataclass(frozen=True)
+class SuggestionWithdrawnEvent(_Event):
+    """An open suggestion was withdrawn: its premise broke (on_suggestion_withdrawn)."""
+
+    hook: ClassVar[str] = "suggestion_withdrawn"
+
+    suggestion_id: int
+    reason: str = ""
+
+    @staticmethod
+    def event_id_for(suggestion_id: int) -> str:
+        """One event per suggestion (it is withdrawn once)."""
+        return f"suggestion_withdrawn:{suggestion_id}"
+
+
 OutboxEvent = (
-    ResponseEvent | InvitationEvent | NoResponseEvent | SessionEndedEvent | SuggestionEvent
+    ResponseEvent
+    | InvitationEvent
+    | NoResponseEvent
+    | SessionEndedEvent
+    | SuggestionEvent
+    | SuggestionWithdrawnEvent
 )
 
 _KINDS: dict[str, type[_Event]] = {
@@ -151,6 +171,7 @@ _KINDS: dict[str, type[_Event]] = {
         NoResponseEvent,
         SessionEndedEvent,
         SuggestionEvent,
+        SuggestionWithdrawnEvent,
     )
 }
 

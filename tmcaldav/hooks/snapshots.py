@@ -45,6 +45,8 @@ def suggestion_view(suggestion: Suggestion, session_key: str, email: str | None)
         created_at=suggestion.created_at,
         decided_at=suggestion.decided_at,
         details=suggestion.details or {},
+        premise=suggestion.premise,
+        withdrawn_reason=suggestion.withdrawn_reason,
     )
 
 
@@ -64,6 +66,7 @@ def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = (
         capacity=session.capacity,
         status=session.status,
         calendar_state=session.calendar_state,
+        sequence=session.sequence,
         students=tuple(
             student_view(e, positions.get(e.id)) for e in page_order(session, positions)
         ),

@@ -202,6 +202,30 @@ def on_suggestion(
 
 
 @hookspec
+def on_suggestion_withdrawn(
+    suggestion: SuggestionView, session: SessionView, context: HookContext
+) -> SuggestionResult:
+    """Called once for every suggestion that was withdrawn because its premise broke.
+
+    A suggestion is withdrawn, in the transaction of the change that makes it untrue,
+    when it is still open and what it was made from no longer holds: a new answer from
+    its student (or from a student it rests on), a reschedule, the session cancelled or
+    ended, the enrollment's status changed by hand or by another suggestion, the seat it
+    counted taken. Its dedupe key is set aside, so the same advice may be given again
+    when its reason comes back.
+
+    :param suggestion: the suggestion as stored now: `state == "withdrawn"`, with
+        `withdrawn_reason` in plain words ("Ann accepted at 10:03, after this was
+        suggested") and the `premise` it was made from.
+    :param session: the session the suggestion is about, as it is now.
+    :param context: the time, the event id (unique per withdrawal) and later sessions.
+    :return: None, a suggestion, or a list of suggestions.
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
+    """
+
+
+@hookspec
 def on_shutdown() -> None:
     """Called once when tmcaldav is done with its plugins (a command ends, the daemon
     stops). Flush queued work within a few seconds and release resources.

@@ -73,15 +73,21 @@ class SuggestionView:
     kind: str
     reason: str
     plugin: str
-    # open, applied, dismissed
+    # open, applied, dismissed, withdrawn
     state: str
     dedupe_key: str
     created_at: datetime
     decided_at: datetime | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    # What the advice was made from (see tmcaldav.hooks.premises); None for old ones.
+    premise: Mapping[str, Any] | None = None
+    # Why it was withdrawn, in plain words (state withdrawn only).
+    withdrawn_reason: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "details", _frozen_mapping(self.details))
+        if self.premise is not None:
+            object.__setattr__(self, "premise", _frozen_mapping(self.premise))
 
 
 @dataclass(frozen=True)
@@ -109,6 +115,8 @@ class SessionView:
     calendar_state: str
     students: tuple[StudentView, ...]
     suggestions: tuple[SuggestionView, ...] = ()
+    # The event's SEQUENCE as last written or seen.
+    sequence: int = 0
 
     @property
     def seats_taken(self) -> int:
@@ -132,6 +140,49 @@ class SessionView:
         """Waitlisted students in waitlist order (earliest first)."""
         waiting = [s for s in self.students if s.waitlist_position is not None]
         return tuple(sorted(waiting, key=lambda s: s.waitlist_position or 0))
+
+    @property
+    def leaving(self) -> tuple[StudentView, ...]:
+        """Seated students who declined and whose cancellation was not dismissed: their
+        seats free once the cancellation is applied."""
+        return tuple(
+            s
+            for s in self.students
+            if s.holds_seat
+            and s.status == "enrolled"
+            and s.calendar_status == "declined"
+            and not self.suggestions_for(s.email, "cancel_enrollment", {"dismissed"})
+        )
+
+    @property
+    def seats_to_give(self) -> int | None:
+        """Seats free now or freeing (free seats plus `leaving`), for the waitlist; None
+        when the capacity is unlimited."""
+        if self.capacity is None:
+            return None
+        return max(self.capacity - self.seats_taken + len(self.leaving), 0)
+
+    @property
+    def accepted_from_waitlist(self) -> tuple[StudentView, ...]:
+        """Waitlisted students who accepted an invitation, first come first served: in the
+        order of their acceptance times (then waitlist order)."""
+        accepted = [s for s in self.waitlist if s.calendar_status == "accepted"]
+        # An acceptance without a time (never from the sync) goes after the timed ones.
+        return tuple(
+            sorted(
+                accepted,
+                key=lambda s: (
+                    s.responded_at is None,
+                    s.responded_at.timestamp() if s.responded_at else 0.0,
+                    s.waitlist_position or 0,
+                ),
+            )
+        )
+
+    def others_waiting(self, email: str) -> tuple[StudentView, ...]:
+        """The waitlist without this student: who else waits for a seat."""
+        address = email.strip().lower()
+        return tuple(s for s in self.waitlist if s.email != address)
 
     def student(self, email: str) -> StudentView | None:
         """The student with this address (any case), or None."""
@@ -212,6 +263,12 @@ class SuggestionSpec:
     details: Mapping[str, Any] = field(default_factory=dict)
     session: str | None = None
     dedupe_key: str | None = None
+    # Other students of the session whose answers the advice rests on (a decliner whose
+    # seat it hands on): a new answer from one of them withdraws it.
+    because: tuple[str, ...] = ()
+    # True for advice that says there is no seat for the student: withdrawn when one
+    # frees for her (first come, first served).
+    no_seat: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in SUGGESTION_KINDS:
@@ -224,6 +281,7 @@ class SuggestionSpec:
             raise ValueError("a suggestion needs a reason in plain words")
         object.__setattr__(self, "email", self.email.strip().lower())
         object.__setattr__(self, "details", _frozen_mapping(self.details))
+        object.__setattr__(self, "because", tuple(e.strip().lower() for e in self.because))
         if self.kind == "offer_other_session" and not self.details.get("session"):
             raise ValueError('offer_other_session needs details={"session": KEY}')
 

@@ -93,6 +93,18 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
+def _note_touched(session: Session, _context: object, _instances: object) -> None:
+    from tmcaldav.hooks.premises import touched_by_flush
+
+    touched_by_flush(session)
+
+
+def _keep_suggestions_true(session: Session) -> None:
+    from tmcaldav.hooks.premises import keep_true
+
+    keep_true(session)
+
+
 def _alembic_config(engine: Engine, connection: object) -> object:
     from alembic.config import Config as AlembicConfig
 
@@ -129,6 +141,10 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Suggestions are part of the store's consistency: the change that makes one
+        # untrue withdraws it in its own transaction, whoever makes the change.
+        event.listen(self._sessions, "before_flush", _note_touched)
+        event.listen(self._sessions, "before_commit", _keep_suggestions_true)
 
     def close(self) -> None:
         """Release every connection."""

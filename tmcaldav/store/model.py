@@ -233,6 +233,10 @@ class Suggestion(Base):
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     decided_at: Mapped[datetime | None]
+    # What the advice was made from (tmcaldav.hooks.premises); None for old suggestions.
+    premise: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    # Why a withdrawn suggestion went away, in plain words.
+    withdrawn_reason: Mapped[str | None] = mapped_column(Text)
 
 
 class Outbox(Base):

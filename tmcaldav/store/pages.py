@@ -14,7 +14,14 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
-from tmcaldav.domain import ICONS, SEAT_STATUSES, DeliveryState, EnrollmentStatus
+from tmcaldav.domain import (
+    ANSWERS,
+    ICONS,
+    SEAT_STATUSES,
+    DeliveryState,
+    EnrollmentStatus,
+    SessionStatus,
+)
 from tmcaldav.store.model import Delivery, Enrollment, Person, Response, TrainingSession
 from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
@@ -53,7 +60,17 @@ def session_summary(
         "calendar_state": session.calendar_state,
         "seats_taken": seats,
         "waitlisted": waiting,
+        # A cancelled session has no seats to give; None: unlimited.
+        "free_seats": _free_seats(session, seats),
     }
+
+
+def _free_seats(session: TrainingSession, seats: int) -> int | None:
+    if session.status == SessionStatus.CANCELLED:
+        return 0
+    if session.capacity is None:
+        return None
+    return max(session.capacity - seats, 0)
 
 
 def session_list(db: Session) -> list[dict[str, Any]]:
@@ -75,17 +92,27 @@ def session_list(db: Session) -> list[dict[str, Any]]:
 
 
 def student_row(
-    enrollment: Enrollment, position: int | None, delivery: dict[str, Any] | None = None
+    enrollment: Enrollment,
+    position: int | None,
+    delivery: dict[str, Any] | None = None,
+    last_answer: Response | None = None,
 ) -> dict[str, Any]:
-    """One student's line of the session page; `delivery`: the last iMIP mail to them."""
+    """One student's line of the session page; `delivery`: the last iMIP mail to them.
+
+    A student cancelled and taken off the event (`calendar_reason` "removed") still
+    shows `last_answer`, the last answer she gave (✗ declined, with its time).
+    """
     person = enrollment.person
+    calendar, responded_at = enrollment.calendar_status, enrollment.responded_at
+    if last_answer is not None and enrollment.calendar_reason == "removed":
+        calendar, responded_at = last_answer.calendar_status, last_answer.responded_at
     return {
         "email": person.email,
         "name": person.name,
         "status": enrollment.status,
-        "calendar": enrollment.calendar_status,
-        "icon": ICONS[enrollment.calendar_status],
-        "responded_at": iso(enrollment.responded_at),
+        "calendar": calendar,
+        "icon": ICONS[calendar],
+        "responded_at": iso(responded_at),
         "waitlist_position": position,
         "notes": [{"text": n.text, "created_at": iso(n.created_at)} for n in enrollment.notes],
         "calendar_reason": enrollment.calendar_reason,
@@ -104,11 +131,32 @@ def session_page(session: TrainingSession) -> dict[str, Any]:
     mailed = latest_deliveries(db, [e.id for e in session.enrollments]) if db else {}
     page = session_summary(session)
     page["description"] = session.description
+    answers = _last_answers(db, session) if db else {}
     page["students"] = [
-        student_row(e, positions.get(e.id), delivery_view(mailed.get(e.id)))
+        student_row(e, positions.get(e.id), delivery_view(mailed.get(e.id)), answers.get(e.id))
         for e in page_order(session, positions)
     ]
     return page
+
+
+def _last_answers(db: Any, session: TrainingSession) -> dict[int, Response]:
+    """The last answer of each student taken off the event (one query)."""
+    removed = [e.id for e in session.enrollments if e.calendar_reason == "removed"]
+    if not removed:
+        return {}
+    from sqlalchemy import select
+
+    last: dict[int, Response] = {}
+    for response in db.scalars(
+        select(Response)
+        .where(
+            Response.enrollment_id.in_(removed),
+            Response.calendar_status.in_(sorted(ANSWERS)),
+        )
+        .order_by(Response.observed_at, Response.id)
+    ):
+        last[response.enrollment_id] = response
+    return last
 
 
 def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
