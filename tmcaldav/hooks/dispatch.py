@@ -424,6 +424,7 @@ class Dispatcher:
                 change=plan.change,
                 because=spec.because,
                 no_seat=spec.no_seat,
+                overbook=spec.overbook,
                 other=other,
             )
             suggestion = record_suggestion(

@@ -95,6 +95,7 @@ def premise_for(
     change: ResponseChange | None = None,
     because: Iterable[str] = (),
     no_seat: bool = False,
+    overbook: bool = False,
     other: SessionView | None = None,
 ) -> dict[str, Any]:
     """The premise of a suggestion about `email` made from `session` as a plugin saw it.
@@ -116,6 +117,8 @@ def premise_for(
     ]
     if no_seat:
         premise["no_seat"] = True
+    if overbook:
+        premise["overbook"] = True
     if other is not None:
         premise["other"] = {
             "key": other.key,
@@ -255,7 +258,8 @@ def _seat_problem(
                 f"no seat left for {_who(student)}: {why}; still on the waitlist at "
                 f"position {student.waitlist_position}"
             )
-    if suggestion.kind == SuggestionKind.INVITE_WAITLISTED and give is not None:
+    overbook = bool(suggestion.premise and suggestion.premise.get("overbook"))
+    if suggestion.kind == SuggestionKind.INVITE_WAITLISTED and give is not None and not overbook:
         out = [s for s in session.waitlist if s.email != student.email and s.invitation_out]
         asked = [
             s

@@ -269,6 +269,9 @@ class SuggestionSpec:
     # True for advice that says there is no seat for the student: withdrawn when one
     # frees for her (first come, first served).
     no_seat: bool = False
+    # True for an invitation beyond the free seats on purpose (the turnout forecast
+    # expects seats to stay empty): the free-seat rule does not withdraw it.
+    overbook: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in SUGGESTION_KINDS:
