@@ -303,5 +303,6 @@ def test_every_hook_is_known() -> None:
         "on_session_ended",
         "on_invitation_sent",
         "on_suggestion",
+        "on_daily",
         "on_shutdown",
     ]

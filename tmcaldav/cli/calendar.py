@@ -15,9 +15,28 @@ from tmcaldav.cli.base import EXIT_FAILED, EXIT_USAGE, cli, fail, pass_app
 @click.argument("emails", nargs=-1, metavar="[EMAIL...]")
 @click.option("--all-enrolled", is_flag=True, help="Invite every enrolled student.")
 @click.option("--resend", is_flag=True, help="Send the invitation again to these students.")
+@click.option(
+    "--dry-run", is_flag=True, help="Print exactly what would be sent, to whom; change nothing."
+)
 @pass_app
-def invite(app: App, key: str, emails: tuple[str, ...], all_enrolled: bool, resend: bool) -> None:
+def invite(
+    app: App,
+    key: str,
+    emails: tuple[str, ...],
+    all_enrolled: bool,
+    resend: bool,
+    dry_run: bool,
+) -> None:
     """Invite students: add them to the session's event (answers already given are kept)."""
+    if dry_run:
+        from tmcaldav.preview import Previewer
+
+        previewer = Previewer(app.config)
+        app.publisher.invite(
+            key, emails, all_enrolled=all_enrolled, resend=resend, preview=previewer
+        )
+        click.echo(previewer.render())
+        return
     newly = app.publisher.invite(key, emails, all_enrolled=all_enrolled, resend=resend)
     click.echo(
         f"session {key}: invited {len(newly)} new"
@@ -77,10 +96,18 @@ def sync(app: App, accept_empty: bool) -> None:
         except EmptyCalendar as e:
             fail(str(e))
         dispatched = app.run_hooks()
+        # The daemon's other steps, so a timer running `sync` does all its work.
+        scheduled = app.send_scheduled()
+        notices = app.send_notices()
     finally:
         app.close()
         lock.release()
-    click.echo(f"{result.summary()}; {dispatched.summary()}")
+    extra = "".join(
+        f"; {name}: {text}"
+        for name, text in (("invitations", str(scheduled)), ("notices", str(notices)))
+        if text
+    )
+    click.echo(f"{result.summary()}; {dispatched.summary()}{extra}")
 
 
 @cli.group()

@@ -1,12 +1,44 @@
-"""Text for people: aligned tables, the session page with its Calendar column, suggestions."""
+"""Text for people: aligned tables, the session page with its Calendar column, suggestions.
+
+Times of answers and history are shown in the session's own zone (the JSON keeps
+ISO 8601 with its offset).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from tmcaldav.domain import ICONS
 
 
-def table(rows: list[tuple[str, ...]]) -> str:
+def local_time(value: str | None, tz: str) -> str:
+    """An ISO 8601 time from the JSON, for people: in the zone `tz`, to the minute."""
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def counts_line(counts: Mapping[str, int]) -> str:
+    """`✓ 12  ? 2  ✗ 1  ✉ 3  — 0` (delegated only when there are any)."""
+    shown = [
+        f"{ICONS[status]} {n}"
+        for status, n in counts.items()
+        if status != "delegated" or n
+    ]
+    return "  ".join(shown)
+
+
+def calendar_cell(student: Mapping[str, Any]) -> str:
+    """The Calendar column: icon and status, and "by hand" for an answer an
+    administrator recorded."""
+    text = f"{student['icon']} {student['calendar']}"
+    return text + " by hand" if student.get("by_hand") else text
+
+
+def table(rows: Sequence[tuple[str, ...]]) -> str:
     """Plain aligned columns; the first row is the header."""
     if len(rows) <= 1:
         return "(none)"
@@ -27,12 +59,15 @@ def render_page(page: dict[str, Any]) -> str:
         f"  seats {page['seats_taken']}/{capacity}, waitlist {page['waitlisted']}, "
         f"calendar: {page['calendar_state']}"
         + (f" (uid {page['uid']}, sequence {page['sequence']})" if page["uid"] else ""),
+        f"  {counts_line(page['counts'])}",
     ]
+    if page.get("invite_at"):
+        lines.append(f"  invitations go out {local_time(page['invite_at'], page['tz'])}")
     if page["calendar_state"] == "missing":
         lines.append(
             "  ! the event is missing on the CalDAV server; `tmcaldav invite` republishes it"
         )
-    rows = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
+    rows: list[tuple[str, ...]] = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
     mailed = any(s.get("delivery") for s in page["students"])
     if mailed:
         rows[0] += ("MAIL",)
@@ -47,8 +82,8 @@ def render_page(page: dict[str, Any]) -> str:
                 who,
                 s["status"],
                 str(s["waitlist_position"] or ""),
-                f"{s['icon']} {s['calendar']}",
-                s["responded_at"] or "",
+                calendar_cell(s),
+                local_time(s["responded_at"], page["tz"]),
                 note.replace("\n", " ")[:60],
             )
         )

@@ -139,8 +139,29 @@ class SuggestionEvent(_Event):
         return f"suggestion:{suggestion_id}"
 
 
+@dataclass(frozen=True)
+class DailyEvent(_Event):
+    """A plugin's hour of the day has come (on_daily), for one plugin and local day."""
+
+    hook: ClassVar[str] = "daily"
+
+    plugin: str
+    # The local date (YYYY-MM-DD) in [scheduling] timezone.
+    day: str
+
+    @staticmethod
+    def event_id_for(plugin: str, day: str) -> str:
+        """Deterministic, so the hook fires once a day however many ticks see it due."""
+        return f"daily:{plugin}:{day}"
+
+
 OutboxEvent = (
-    ResponseEvent | InvitationEvent | NoResponseEvent | SessionEndedEvent | SuggestionEvent
+    ResponseEvent
+    | InvitationEvent
+    | NoResponseEvent
+    | SessionEndedEvent
+    | SuggestionEvent
+    | DailyEvent
 )
 
 _KINDS: dict[str, type[_Event]] = {
@@ -151,6 +172,7 @@ _KINDS: dict[str, type[_Event]] = {
         NoResponseEvent,
         SessionEndedEvent,
         SuggestionEvent,
+        DailyEvent,
     )
 }
 

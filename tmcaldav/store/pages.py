@@ -10,8 +10,8 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tmcaldav.domain import ICONS
-from tmcaldav.store.model import Enrollment, Person, Response, TrainingSession
+from tmcaldav.domain import ICONS, CalendarStatus
+from tmcaldav.store.model import Enrollment, Person, Reminder, Response, TrainingSession
 from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
 
@@ -23,6 +23,26 @@ def iso(value: datetime | None, tz: str | None = None) -> str | None:
     if tz is not None:
         value = value.astimezone(ZoneInfo(tz))
     return value.isoformat(timespec="seconds")
+
+
+#: The order counts are shown in: answers first, then who has not answered.
+COUNT_ORDER = (
+    CalendarStatus.ACCEPTED,
+    CalendarStatus.TENTATIVE,
+    CalendarStatus.DECLINED,
+    CalendarStatus.INVITED,
+    CalendarStatus.NOT_INVITED,
+    CalendarStatus.DELEGATED,
+)
+
+
+def calendar_counts(session: TrainingSession) -> dict[str, int]:
+    """How many students (not cancelled) have each calendar status; every status listed."""
+    counts = {str(status): 0 for status in COUNT_ORDER}
+    for e in session.enrollments:
+        if e.status != "cancelled":
+            counts[e.calendar_status] = counts.get(e.calendar_status, 0) + 1
+    return counts
 
 
 def session_summary(session: TrainingSession) -> dict[str, Any]:
@@ -42,6 +62,8 @@ def session_summary(session: TrainingSession) -> dict[str, Any]:
         "calendar_state": session.calendar_state,
         "seats_taken": seats_taken(session),
         "waitlisted": sum(1 for e in session.enrollments if e.status == "waitlisted"),
+        "counts": calendar_counts(session),
+        "invite_at": iso(session.invite_at, session.tz),
     }
 
 
@@ -63,6 +85,8 @@ def student_row(
         "invited_at": iso(enrollment.invited_at),
         "phone": person.phone,
         "delivery": delivery,
+        # The answer shown was recorded by an administrator (`tmcaldav answer`).
+        "by_hand": enrollment.calendar_seen is not None,
     }
 
 
@@ -84,20 +108,45 @@ def session_page(session: TrainingSession) -> dict[str, Any]:
     return page
 
 
-def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
-    """A student's answers as JSON-ready rows."""
-    return [
-        {
-            "calendar": r.calendar_status,
-            "icon": ICONS[r.calendar_status],
-            "responded_at": iso(r.responded_at),
-            "observed_at": iso(r.observed_at),
-            "sequence": r.sequence,
-            "source": r.source,
-            "reason": r.reason,
-        }
+def history_rows(
+    responses: list[Response], reminders: list[Reminder] | None = None
+) -> list[dict[str, Any]]:
+    """A student's answers (and the reminders sent to them) as JSON-ready rows, in the
+    order they happened. `event` says which: "answer" or "reminder"."""
+    rows = [
+        (
+            r.observed_at,
+            {
+                "event": "answer",
+                "calendar": r.calendar_status,
+                "icon": ICONS[r.calendar_status],
+                "responded_at": iso(r.responded_at),
+                "observed_at": iso(r.observed_at),
+                "sequence": r.sequence,
+                "source": r.source,
+                "reason": r.reason,
+            },
+        )
         for r in responses
     ]
+    rows += [
+        (
+            m.sent_at,
+            {
+                "event": "reminder",
+                # The calendar status the student had when reminded.
+                "calendar": m.calendar_status,
+                "icon": ICONS[m.calendar_status],
+                "responded_at": None,
+                "observed_at": iso(m.sent_at),
+                "sequence": m.sequence,
+                "source": m.channel,
+                "reason": "reminder",
+            },
+        )
+        for m in reminders or []
+    ]
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
 def person_row(person: Person) -> dict[str, Any]:
