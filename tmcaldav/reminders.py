@@ -102,13 +102,14 @@ def remind(
                         )
                     )
             candidates = [e for e in candidates if e.calendar_status in statuses]
-        last = dict(
-            db.execute(
+        last: dict[int, datetime] = {
+            enrollment_id: sent
+            for enrollment_id, sent in db.execute(
                 select(Reminder.enrollment_id, func.max(Reminder.sent_at))
                 .where(Reminder.enrollment_id.in_([e.id for e in candidates] or [-1]))
                 .group_by(Reminder.enrollment_id)
-            ).tuples()
-        )
+            )
+        }
         picked = []
         for e in candidates:
             sent = last.get(e.id)
