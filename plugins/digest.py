@@ -53,7 +53,7 @@ DEFAULT_NOTIFY_DAYS = 7
 
 def _local(value: datetime, tz: str) -> str:
     local = value.astimezone(ZoneInfo(tz))
-    return local.strftime("%a %d %b %H:%M").replace(" 0", " ")
+    return f"{local:%a} {local.day} {local:%b %H:%M}"
 
 
 def _who(name: str | None, email: str) -> str:
@@ -107,7 +107,8 @@ class DigestPlugin:
         attention = [(s, waiting) for s, waiting in attention if waiting]
         if not (overview.answers or overview.suggestions or attention or self.send_empty):
             return None
-        day = datetime.fromisoformat(overview.day).strftime("%a %d %b %Y").replace(" 0", " ")
+        date = datetime.fromisoformat(overview.day)
+        day = f"{date:%a} {date.day} {date:%b %Y}"
         lines = [f"Training office digest for {day} ({tz})", ""]
         lines.append(
             f"New answers since {_local(overview.since, tz)} ({len(overview.answers)}):"

@@ -39,10 +39,11 @@ def cell(value: Any) -> str:
         return ""
     if isinstance(value, bool):
         return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)  # a number stays a number (-1 is no formula)
     if isinstance(value, list | tuple | dict):
-        text = json.dumps(value, ensure_ascii=False, sort_keys=True)
-    else:
-        text = str(value)
+        return json.dumps(value, ensure_ascii=False, sort_keys=True)
+    text = str(value)
     if text.startswith(FORMULA_STARTS):
         return "'" + text
     return text
