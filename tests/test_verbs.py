@@ -567,3 +567,31 @@ def test_counts_and_local_times(tm: Cli, student: StudentSide) -> None:
     assert local.strftime("%Y-%m-%d %H:%M") in text
     history = tm.ok("session", "history", "TM-1", "ann@example.org").output
     assert local.strftime("%Y-%m-%d %H:%M") in history and "Europe/Berlin" in history
+
+
+def test_the_diff_reads_a_hand_answer_against_what_the_server_held() -> None:
+    """Pure: the server's unchanged copy is no news; a changed one is, if newer."""
+    from types import MappingProxyType
+
+    from tmcaldav.ical import AttendeeState, EventState
+    from tmcaldav.sync import KnownEnrollment, KnownSession, ServerEvent, diff
+
+    at = datetime(2026, 11, 30, 10, 0, tzinfo=UTC)
+    ann = KnownEnrollment(1, "ann@example.org", "enrolled", "accepted", 0, at, "invited")
+    session = KnownSession(1, "TM-1", "uid-1", "/e.ics", None, 0, "published", {ann.email: ann})
+
+    def event(partstat: str, status: str) -> ServerEvent:
+        state = AttendeeState(ann.email, None, partstat, status, None, None)
+        parsed = EventState(
+            "uid-1", 0, None, None, None, None, None, None,
+            MappingProxyType({ann.email: state}), (), None, None,
+        )  # fmt: skip
+        return ServerEvent("/e.ics", "etag-2", parsed)
+
+    def run(partstat: str, status: str) -> list[tuple[str, str]]:
+        found = diff([session], [event(partstat, status)], [], full=False, organizer="o@x.org")
+        return [(a.old, a.new) for a in found.answers]
+
+    assert run("NEEDS-ACTION", "invited") == []
+    assert run("DECLINED", "declined") == [("accepted", "declined")]
+    assert run("ACCEPTED", "accepted") == [("accepted", "accepted")]

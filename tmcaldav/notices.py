@@ -38,6 +38,8 @@ MAX_ATTEMPTS = 12
 LEASE = timedelta(minutes=5)
 BATCH = 50
 KEY_LENGTH = 500
+# What this process last said about notices waiting for [smtp].
+_said: dict[str, int] = {"waiting": 0}
 
 
 def store_notice(
@@ -134,11 +136,13 @@ def send_notices(
     if config.smtp is None:
         with store.scratch() as db:
             result.waiting = len(db.scalars(select(Notice.id).where(*due)).all())
-        if result.waiting:
+        if result.waiting and result.waiting != _said["waiting"]:
+            # Said when the number changes, not on every tick.
             log.warning(
                 "%d notice(s) to the administrator wait: add an [smtp] section to send them",
                 result.waiting,
             )
+        _said["waiting"] = result.waiting
         return result
     leased_until = now + LEASE
     claimed: list[tuple[int, EmailMessage, list[str]]] = []
