@@ -40,6 +40,7 @@ from tmcaldav.views import (
     StudentView,
     check_settings,
 )
+from tmcaldav.words import plural
 
 SOURCES = {
     "poll": "calendar",
@@ -131,7 +132,7 @@ class DigestPlugin:
             lines.append("  none")
         lines += [
             "",
-            f"Sessions in the next {self.days_before} day(s) with students who are "
+            f"Sessions in the next {plural(self.days_before, 'day')} with students who are "
             f"unsure or have not answered ({len(attention)}):",
         ]
         for session, waiting in attention:
@@ -144,8 +145,9 @@ class DigestPlugin:
         if not attention:
             lines.append("  none")
         subject = (
-            f"tmcaldav digest {overview.day}: {len(overview.answers)} answer(s), "
-            f"{len(overview.suggestions)} open suggestion(s), {len(attention)} session(s) "
+            f"tmcaldav digest {overview.day}: {plural(len(overview.answers), 'answer')}, "
+            f"{plural(len(overview.suggestions), 'open suggestion')}, "
+            f"{plural(len(attention), 'session')} "
             "to watch"
         )
         return Notice(f"daily:{overview.day}", subject, "\n".join(lines) + "\n", self.to)

@@ -158,7 +158,7 @@ def config_with(tmp_path: Path, invitation: str) -> Path:
 @pytest.mark.parametrize(
     ("invitation", "message"),
     [
-        ('body = "Hello {{ student_nmae }}"', "invitation.body: unknown field(s) student_nmae"),
+        ('body = "Hello {{ student_nmae }}"', "invitation.body: unknown field student_nmae"),
         ('subject = "{{ title"', "invitation.subject: not a valid template"),
         ('waitlist_body = "{{ title | frobnicate }}"', "invitation.waitlist_body: not a valid"),
         ('subject = """two\nlines {{ title }}"""', "invitation.subject: a subject is one line"),

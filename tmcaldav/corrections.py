@@ -27,6 +27,7 @@ from tmcaldav.store.roster import (
     upcoming,
 )
 from tmcaldav.sync import AnswerChange, apply_answers, is_newer
+from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -161,7 +162,7 @@ def delete_session_everywhere(store: Store, publisher: Publisher, key: str) -> b
             )
     if waiting:
         raise RosterError(
-            f"session {key}: {waiting} cancellation mail(s) to its students have not gone "
+            f"session {key}: {plural(waiting, 'cancellation mail')} to its students not gone "
             f"out yet; try again once they are sent (see: tmcaldav session show {key})"
         )
     deleted = False

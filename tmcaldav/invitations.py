@@ -131,7 +131,8 @@ def _compile(text: str) -> Template:
     unknown = sorted(names - set(FIELDS))
     if unknown:
         raise TemplateProblem(
-            f"unknown field(s) {', '.join(unknown)} (known: {', '.join(FIELDS)})"
+            f"unknown {'field' if len(unknown) == 1 else 'fields'} "
+            f"{', '.join(unknown)} (known: {', '.join(FIELDS)})"
         )
     return template
 

@@ -13,6 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tmcaldav.domain import ICONS
+from tmcaldav.words import plural
 
 # Width of the REASON column of `tmcaldav suggestions`: longer reasons wrap (never cut).
 REASON_WIDTH = 64
@@ -61,7 +62,7 @@ def render_page(page: dict[str, Any]) -> str:
         f"  {page['start']} – {page['end']} ({page['tz']})"
         + (f"  @ {page['location']}" if page["location"] else ""),
         (
-            f"  cancelled: no seats ({page['seats_taken']} student(s) were enrolled), "
+            f"  cancelled: no seats ({plural(page['seats_taken'], 'student')} enrolled), "
             if page["status"] == "cancelled"
             else f"  seats {page['seats_taken']}/{capacity}, "
             + (f"waitlist {page['waitlisted']}, " if page["waitlisted"] else "")

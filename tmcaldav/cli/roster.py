@@ -11,6 +11,7 @@ import click
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
 from tmcaldav.cli.export import check_formats, csv_option, emit_csv
+from tmcaldav.words import plural
 
 # ---- people ---------------------------------------------------------------------------
 
@@ -137,7 +138,8 @@ def session_cancel(app: App, key: str) -> None:
         advice = list_suggestions(db, session_key=key)
     if advice:
         click.echo(
-            f"{len(advice)} suggestion(s) for its students: tmcaldav suggestions --session {key}"
+            f"{plural(len(advice), 'suggestion')} for its students: "
+            f"tmcaldav suggestions --session {key}"
         )
 
 

@@ -9,6 +9,7 @@ from tmcaldav.app import App
 from tmcaldav.cli.base import cli, pass_app
 from tmcaldav.cli.roster import person, session
 from tmcaldav.domain import ICONS, MANUAL_ANSWERS
+from tmcaldav.words import plural
 
 # ---- people ---------------------------------------------------------------------------
 
@@ -66,7 +67,10 @@ def person_remove(app: App, email: str, cancel_enrollments: bool) -> None:
     cancelled, enrollments, answers = remove_person_everywhere(
         app.store, app.publisher, email, cancel_enrollments=cancel_enrollments
     )
-    line = f"removed {email.strip().lower()} ({enrollments} enrollment(s), {answers} answer(s))"
+    line = (
+        f"removed {email.strip().lower()} "
+        f"({plural(enrollments, 'enrollment')}, {plural(answers, 'answer')})"
+    )
     if cancelled:
         line += f"; cancelled in {', '.join(cancelled)} first"
     click.echo(line)

@@ -352,7 +352,7 @@ class Dispatcher:
             if not students:
                 return _Plan((), session)
             return _Plan((_Call("on_invitation_sent", {**base, "students": students}),), session)
-        if not isinstance(event, SuggestionEvent):
+        if not isinstance(event, SuggestionEvent | SuggestionWithdrawnEvent):
             return _Plan((), session)
         suggestion = next((s for s in session.suggestions if s.id == event.suggestion_id), None)
         if suggestion is None:

@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from tmcaldav.domain import ANSWERS, SuggestionKind, SuggestionState
 from tmcaldav.hooks.views import ResponseChange, SessionView, StudentView, SuggestionView
+from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -273,8 +274,8 @@ def _seat_problem(
         if len(out) + len(asked) >= give:
             return (
                 f"no seat left for {_who(student)}: {session.seats_taken} of "
-                f"{session.capacity} seats are taken and {len(out) + len(asked)} invitation(s) "
-                "from the waitlist are out"
+                f"{session.capacity} seats are taken and "
+                f"{plural(len(out) + len(asked), 'invitation')} from the waitlist are out"
             )
     if suggestion.premise and suggestion.premise.get("no_seat"):
         order = [s.email for s in session.accepted_from_waitlist]

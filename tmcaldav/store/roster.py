@@ -368,7 +368,7 @@ def remove_person(db: Session, email: str, now: datetime) -> tuple[int, int]:
     if live:
         keys = ", ".join(sorted(e.session.key for e in live))
         raise RosterError(
-            f"{person.email} is still in upcoming session(s) {keys}; nothing changed. "
+            f"{person.email} is still in upcoming sessions: {keys}; nothing changed. "
             f"Cancel those first, or run: tmcaldav person remove {person.email} "
             "--cancel-enrollments"
         )
@@ -396,7 +396,7 @@ def check_deletable(session: TrainingSession) -> None:
     recorded = [e for e in session.enrollments if e.status in ("attended", "no_show")]
     if recorded:
         raise RosterError(
-            f"session {key} has attendance records for {len(recorded)} student(s) "
+            f"session {key} has attendance records for {plural(len(recorded), 'student')} "
             "(they feed the no-show report); it is kept"
         )
 

@@ -3,7 +3,7 @@ invitations (training_sessions.invite_at), answers recorded by hand
 (enrollments.calendar_seen), and mail to a replaced address (deliveries.address)
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0004
 Create Date: 2026-12-01 02:00:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import tmcaldav.store.model
 
 revision = "0006"
-down_revision = "0003"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
