@@ -5,7 +5,7 @@
 commands of one part of the administrator's work. No service imports this package.
 """
 
-from tmcaldav.cli import admin, advice, calendar, roster  # noqa: F401 - they add the commands
+from tmcaldav.cli import admin, advice, calendar, roster, web  # noqa: F401 - they add the commands
 from tmcaldav.cli.base import cli, main
 
 __all__ = ["cli", "main"]

@@ -24,6 +24,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from tmcaldav.errors import EXIT_USAGE, TmcaldavError
+from tmcaldav.store.changes import watch_changes
 
 log = logging.getLogger(__name__)
 
@@ -107,6 +108,8 @@ class Store:
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        # Every unit of work records the sessions it touched, for live pages.
+        watch_changes(self._sessions)
 
     def close(self) -> None:
         """Release every connection."""
