@@ -7,171 +7,46 @@ next to its temp files (the path is printed).
 
 from __future__ import annotations
 
-import shutil
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
 
-from tests.conftest import Cli
-from tests.scenario import StudentSide, cli_for
-from tests.web_support import PASSWORDS, Process, WebServer, add_users
+pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium")
+from selenium.common.exceptions import NoAlertPresentException
+from selenium.webdriver.common.action_chains import ActionChains
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.support.ui import WebDriverWait
+
+from tests.browser_support import (
+    CHROMEDRIVER,
+    CHROMIUM,
+    KEY,
+    POLL,
+    SCRIPT_NAME,
+    ZONE,
+    Site,
+    answer,
+    open_site,
+)
+from tests.scenario import StudentSide
 from tmcaldav.localhost import wait_for
-from tmcaldav.radicale import RadicaleServer, start_radicale
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 
-webdriver = pytest.importorskip("selenium.webdriver", reason="the browser tests need selenium")
-from selenium.common.exceptions import NoAlertPresentException  # noqa: E402
-from selenium.webdriver.common.action_chains import ActionChains  # noqa: E402
-from selenium.webdriver.common.by import By  # noqa: E402
-from selenium.webdriver.common.keys import Keys  # noqa: E402
-from selenium.webdriver.remote.webdriver import WebDriver  # noqa: E402
-from selenium.webdriver.remote.webelement import WebElement  # noqa: E402
-from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
-
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 pytestmark = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
     reason="the browser tests need Debian's chromium and chromium-driver "
     "(python3 dev.py test installs them)",
 )
 
-KEY = "WEB-1"
-ZONE = "Europe/Berlin"
-POLL = 0.5
-SCRIPT_NAME = '<script>alert("owned")</script>'
-STUDENTS = {
-    "ann@example.org": "Ann Lee",
-    "bob@example.org": "Bob Müller",
-    "cy@example.org": "Cy O'Neil",
-    "dee@example.org": "Dee Okafor",
-    "zed@example.org": SCRIPT_NAME,
-    "eve@example.org": "Eve Ng",
-}
-
-
-@dataclass
-class Site:
-    """Everything the browser tests run against."""
-
-    tm: Cli
-    radicale: RadicaleServer
-    web: WebServer
-    daemon: Process
-    store: Store
-    driver: WebDriver
-    shots: Path
-
-    def open(self, path: str) -> None:
-        """Load a page of the web interface."""
-        self.driver.get(self.web.url + path)
-
-    def href(self) -> str:
-        """The session's event on Radicale."""
-        with self.store.scratch() as db:
-            href = get_session(db, KEY).href
-        assert href is not None
-        return href
-
-    def calendar_of(self, email: str) -> str:
-        """The calendar status the store holds for a student."""
-        with self.store.scratch() as db:
-            for e in get_session(db, KEY).enrollments:
-                if e.person.email == email:
-                    return e.calendar_status
-        raise AssertionError(email)
-
-    def cell(self, email: str) -> WebElement:
-        """A student's Calendar cell on the open session page."""
-        return self.driver.find_element(By.CSS_SELECTOR, f'tr[data-email="{email}"] td.cal')
-
-    def login(self, name: str) -> None:
-        """Log in through the login form."""
-        self.driver.delete_all_cookies()
-        self.open("/login")
-        self.driver.find_element(By.NAME, "name").send_keys(name)
-        self.driver.find_element(By.NAME, "password").send_keys(PASSWORDS[name], Keys.ENTER)
-        WebDriverWait(self.driver, 10).until(lambda d: "/sessions" in d.current_url)
-
-
-def answer(site: Site, email: str, partstat: str) -> None:
-    """The student answers in their calendar (a second CalDAV login edits PARTSTAT)."""
-    StudentSide(site.radicale).answer(site.href(), {email: partstat})
-
-
-def chromium(profile: Path) -> WebDriver:
-    """Headless Chromium, as root, with a fresh profile and nothing phoning home."""
-    from selenium.webdriver.chrome.options import Options
-    from selenium.webdriver.chrome.service import Service
-
-    options = Options()
-    options.binary_location = str(CHROMIUM)
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
-        "--disable-dev-shm-usage",
-        f"--user-data-dir={profile}",
-        "--window-size=1280,900",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
-    driver.set_page_load_timeout(30)
-    return driver
-
 
 @pytest.fixture(scope="module")
 def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
-    tmp = tmp_path_factory.mktemp("browser")
-    radicale = start_radicale(tmp / "radicale")
-    started: list[Process] = []
-    driver = None
-    store = None
-    try:
-        tm = cli_for(
-            tmp, radicale, f"sqlite:///{tmp / 'store.db'}",
-            extra=f'\n[daemon]\npoll_interval = {POLL}\nbackoff_max = 2\n\n'
-            '[plugins]\nenable = ["waitlist"]\n',
-        )
-        add_users(tm)
-        for email, name in STUDENTS.items():
-            tm.ok("person", "add", email, "--name", name)
-        tm.ok("session", "add", KEY, "--title", "Excel basics", "--start", "2027-02-01T09:00",
-              "--end", "2027-02-01T12:00", "--tz", ZONE, "--capacity", "5",
-              "--location", "Room 2.14")
-        tm.ok("enroll", KEY, "ann@example.org", "bob@example.org", "cy@example.org",
-              "dee@example.org", "zed@example.org")
-        tm.ok("enroll", KEY, "eve@example.org", "--waitlist")
-        tm.ok("invite", KEY, "ann@example.org", "bob@example.org", "zed@example.org")
-        store = Store(f"sqlite:///{tmp / 'store.db'}")
-        daemon = Process(tm.config, tmp / "daemon.log", "run")
-        started.append(daemon)
-        web = WebServer(tm.config, tmp / "web.log")
-        started.append(web)
-        driver = chromium(tmp / "profile")
-        result = Site(tm, radicale, web, daemon, store, driver, tmp / "screenshots")
-        answer(result, "ann@example.org", "ACCEPTED")
-        wait_for(lambda: result.calendar_of("ann@example.org") == "accepted", 30,
-                 "the daemon to record Ann's answer")
-        result.login("boss")
-        yield result
-    finally:
-        if driver is not None:
-            driver.quit()
-        for process in reversed(started):
-            process.stop()
-        if store is not None:
-            store.close()
-        radicale.stop()
+    with open_site(tmp_path_factory.mktemp("browser")) as opened:
+        yield opened
 
 
 @pytest.fixture(autouse=True)

@@ -35,6 +35,7 @@ from tmcaldav.web.present import (
     STATUS_LABELS,
     bar_chart,
     ident,
+    roster,
     tooltip,
     when,
 )
@@ -106,6 +107,8 @@ def templates(base_path: str) -> Jinja2Templates:
         SOURCES=SOURCES,
         tooltip=tooltip,
         bar_chart=bar_chart,
+        roster=roster,
+        base_path=base_path,
         ANSWERS=ANSWERS,
         static_version=_static_version(),
     )

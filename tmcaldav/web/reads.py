@@ -119,16 +119,17 @@ def sessions_overview(
     """Upcoming sessions soonest first (or past ones, latest first), one page of them,
     each with seats, waitlist, counts per calendar status and open suggestions."""
     now = now or utcnow()
-    stmt = select(TrainingSession)
+    # Plain columns, not ORM objects: a page of rows, cheaply.
+    ts = TrainingSession
+    stmt = select(
+        ts.id, ts.key, ts.title, ts.course, ts.start_at, ts.end_at, ts.tz, ts.location, ts.capacity,
+        ts.status, ts.calendar_state,
+    )
     if past:
-        stmt = stmt.where(TrainingSession.end_at < now).order_by(
-            TrainingSession.start_at.desc(), TrainingSession.key
-        )
+        stmt = stmt.where(ts.end_at < now).order_by(ts.start_at.desc(), ts.key)
     else:
-        stmt = stmt.where(TrainingSession.end_at >= now).order_by(
-            TrainingSession.start_at, TrainingSession.key
-        )
-    found = list(db.scalars(stmt.limit(per_page + 1).offset(page * per_page)))
+        stmt = stmt.where(ts.end_at >= now).order_by(ts.start_at, ts.key)
+    found = db.execute(stmt.limit(per_page + 1).offset(page * per_page)).all()
     has_more = len(found) > per_page
     sessions = found[:per_page]
     ids = [s.id for s in sessions]
@@ -161,7 +162,7 @@ def sessions_overview(
             .group_by(Suggestion.session_id)
         ):
             suggestions[session_id] = n
-    ended = TrainingSession.end_at < now
+    ended = ts.end_at < now
     totals = {
         bool(over): int(n) for over, n in db.execute(select(ended, func.count()).group_by(ended))
     }

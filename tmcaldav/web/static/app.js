@@ -106,6 +106,7 @@ document.addEventListener("click", (event) => {
       const freshMain = fresh.querySelector("main[data-live]");
       if (!freshMain) return;
       swap("summary", fresh);
+      swap("roster-head", fresh);
       swapRows(fresh);
       swap("note-forms", fresh);
       swap("suggestions", fresh);
