@@ -51,6 +51,7 @@ class Demo:
         self.config = folder / "daemon.toml"
         self.server: Any = None
         self.daemon: subprocess.Popen[bytes] | None = None
+        self.web: subprocess.Popen[bytes] | None = None
         self.seen_suggestions: set[int] = set()
 
     # ---- the pieces -----------------------------------------------------------------
@@ -115,6 +116,51 @@ class Demo:
         if self.daemon is not None and self.daemon.poll() is None:
             self.daemon.send_signal(signal.SIGTERM)
             self.daemon.wait(30)
+
+    def start_web(self) -> None:
+        """The web interface on a free port, with an admin login printed for the reader."""
+        import secrets
+        import urllib.request
+
+        from tmcaldav.localhost import HOST, free_port, wait_for
+
+        password = secrets.token_urlsafe(9)
+        done = subprocess.run(
+            [sys.executable, "-m", "tmcaldav", "-c", str(self.config), "user", "add", "demo",
+             "--role", "admin"],
+            input=password + "\n", capture_output=True, text=True, timeout=60,
+        )
+        if done.returncode != 0:
+            raise click.ClickException(f"demo step `tmcaldav user add` failed: {done.stderr}")
+        url = f"http://{HOST}:{free_port()}"
+        self.web = subprocess.Popen(
+            [sys.executable, "-m", "tmcaldav", "-c", str(self.config), "web",
+             "--listen", url.removeprefix("http://")],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.folder / "web.log").open("ab"),
+        )
+
+        def answers() -> bool:
+            if self.web is None or self.web.poll() is not None:
+                raise click.ClickException(f"tmcaldav web stopped; see {self.folder / 'web.log'}")
+            try:
+                with urllib.request.urlopen(url + "/login", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(answers, 30, "the web interface")
+        self.echo(
+            click.style("The web interface: ", bold=True)
+            + f"{url}/sessions/{NEXT}  (log in as demo, password {password}); "
+            "answers appear there as the daemon records them."
+        )
+
+    def stop_web(self) -> None:
+        """Stop the web interface."""
+        if self.web is not None and self.web.poll() is None:
+            self.web.send_signal(signal.SIGTERM)
+            self.web.wait(30)
 
     def answer(self, key: str, email: str, partstat: str) -> None:
         """A student's answer, written as a scheduling server writes it."""
@@ -299,6 +345,7 @@ class Demo:
         self.start_server()
         self.echo(f"Radicale is serving on {self.server.url} (pid {self.server.pid})")
         self.seed()
+        self.start_web()
         self.tm("session", "show", NEXT)
         self.before_the_daemon()
         self.start_daemon()
@@ -317,6 +364,7 @@ def main(keep: bool, pace: float = 1.0) -> None:
         ok = True
     finally:
         demo.stop_daemon()
+        demo.stop_web()
         if keep and demo.server is not None:
             click.echo(
                 f"\nThe demo's files are in {folder}; Radicale keeps running at "
