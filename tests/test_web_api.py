@@ -360,3 +360,57 @@ def test_the_sessions_page_pages_and_counts(world: World, tmp_path: Path) -> Non
     past = browser.get("/sessions?past=1").text
     assert 'data-key="OLD-1"' in past and 'data-key="API-1"' not in past
     assert "Reports" in browser.get("/reports").text
+
+
+def test_attendance_reschedule_and_cancel_ask_first(world: World) -> None:
+    session(world.tm, "API-7", "ann@example.org", "bob@example.org", "dee@example.org")
+    world.tm.ok("invite", "API-7", "ann@example.org", "bob@example.org")
+    browser = browser_client(world.web.url, "boss")
+    token = csrf_of(browser.get("/sessions/API-7").text)
+
+    # Attendance: everyone at once; only what changed is recorded.
+    form = browser.get("/sessions/API-7/attendance").text
+    assert form.count('type="radio"') == 9
+    done = browser.post("/sessions/API-7/attendance", data={
+        "csrf_token": token, "attendance:ann@example.org": "attended",
+        "attendance:bob@example.org": "no_show", "attendance:dee@example.org": "enrolled",
+    })
+    assert done.status_code == 303
+    statuses = {s["email"]: s["status"] for s in world.page("API-7")["students"]}  # type: ignore[attr-defined]
+    assert statuses == {"ann@example.org": "attended", "bob@example.org": "no_show",
+                        "dee@example.org": "enrolled"}
+
+    # Reschedule: the first POST shows who will be asked again; only the confirmed one acts.
+    fields = {"csrf_token": token, "start": "2027-03-08T09:00", "end": "2027-03-08T17:00",
+              "tz": "Europe/Berlin", "location": "Room 1"}
+    review = browser.post("/sessions/API-7/reschedule", data=fields)
+    assert review.status_code == 200 and "Please confirm" in review.text
+    assert "ann@example.org" in review.text and "dee@example.org" not in review.text
+    assert world.page("API-7")["start"] == "2027-03-01T09:00:00+01:00"
+    moved = browser.post("/sessions/API-7/reschedule", data=fields | {"confirm": "yes"})
+    assert moved.status_code == 303
+    assert world.page("API-7")["start"] == "2027-03-08T09:00:00+01:00"
+
+    # Cancel: refused (400, nothing done) until the box is ticked.
+    asked = browser.get("/sessions/API-7/cancel").text
+    assert "will receive a cancellation" in asked and "bob@example.org" in asked
+    unconfirmed = browser.post("/sessions/API-7/cancel", data={"csrf_token": token})
+    assert unconfirmed.status_code == 400 and world.page("API-7")["status"] == "scheduled"
+    confirmed = browser.post("/sessions/API-7/cancel", data={"csrf_token": token,
+                                                             "confirm": "yes"})
+    assert confirmed.status_code == 303 and world.page("API-7")["status"] == "cancelled"
+    # A cancelled session offers no actions on its page.
+    assert 'value="invite"' not in browser.get("/sessions/API-7").text
+
+
+def test_reports_draw_their_charts(world: World) -> None:
+    session(world.tm, "OLD-2", "ann@example.org", "bob@example.org", start="2020-02-03T09:00")
+    world.tm.ok("set-status", "OLD-2", "bob@example.org", "no_show")
+    browser = browser_client(world.web.url, "watcher")
+    page = browser.get("/reports").text
+    assert page.count("<svg") == 2 and 'id="no-show-chart"' in page
+    assert 'data-email="bob@example.org"' in page
+    api = world.api("watcher")
+    assert "bob@example.org" in [r["email"] for r in api.get("/api/reports/no-shows").json()]
+    timing = api.get("/api/reports/answer-timing").json()
+    assert set(timing) == {"answered", "unanswered", "median_hours", "buckets"}

@@ -289,3 +289,25 @@ def test_roles_are_checked_by_the_store(store: Store) -> None:
 
     with pytest.raises(StoreError), store.transaction() as db:
         db.add(WebUser(name="x", role="root", password_hash="scrypt$"))
+
+
+def test_the_sessions_overview_reads_one_page(store: Store) -> None:
+    from tmcaldav.web.reads import sessions_overview
+
+    base = utcnow().replace(microsecond=0)
+    for n in range(5):
+        seed(store, f"UP-{n}", enrolled=["ann@example.org"], start=base + timedelta(days=n + 1))
+    seed(store, "DONE-1", enrolled=["bob@example.org", "cy@example.org"],
+         start=base - timedelta(days=3))
+    answer(store, "UP-0", "ann@example.org", "accepted")
+    with store.scratch() as db:
+        first = sessions_overview(db, per_page=2)
+        second = sessions_overview(db, per_page=2, page=2)
+        past = sessions_overview(db, past=True)
+    assert [r["key"] for r in first.rows] == ["UP-0", "UP-1"] and first.has_more
+    assert [r["key"] for r in second.rows] == ["UP-4"] and not second.has_more
+    assert (first.upcoming_count, first.past_count) == (5, 1)
+    row = first.rows[0]
+    assert row["calendar"]["accepted"] == 1 and row["seats_taken"] == 1
+    assert [r["key"] for r in past.rows] == ["DONE-1"]
+    assert past.rows[0]["calendar"]["invited"] == 2
