@@ -77,6 +77,20 @@ class Site:
         """A student's Calendar cell on the open session page."""
         return self.driver.find_element(By.CSS_SELECTOR, f'tr[data-email="{email}"] td.cal')
 
+    def shown(self, email: str, what: str) -> str | None:
+        """What the open page shows in a student's Calendar cell (`data-calendar`, the
+        icon's text …), read in one step: a live update may replace the row any time,
+        and a held element would go stale."""
+        found: str | None = self.driver.execute_script(
+            """const cell = document.querySelector(`tr[data-email="${arguments[0]}"] td.cal`);
+            if (!cell) return null;
+            return arguments[1] === 'icon' ? cell.querySelector('.cal-icon').textContent
+                                           : cell.getAttribute(arguments[1]);""",
+            email,
+            what,
+        )
+        return found
+
     def login(self, name: str) -> None:
         """Log in through the login form."""
         self.driver.delete_all_cookies()

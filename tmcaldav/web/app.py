@@ -42,7 +42,8 @@ from tmcaldav.web.present import (
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "tmcaldav_session"
-# A login lasts this long after the last request.
+# A login lasts this long after it was made (or after the last action that changed the
+# browser session, which signs the cookie anew).
 LOGIN_SECONDS = 12 * 3600
 
 # No inline script or style anywhere: the CSP says so, and the pages keep to it.
