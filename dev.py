@@ -6,8 +6,8 @@
 
 Set-up: a virtual environment in .venv with tmcaldav and its test extras, rebuilt
 when pyproject.toml changes; for the tests, PostgreSQL's server programs, Dovecot's
-IMAP server and Cyrus CalDAV (installed from Debian's packages when missing and running
-as root).
+IMAP server, Cyrus CalDAV and Chromium with its WebDriver (installed from Debian's
+packages when missing and running as root).
 """
 
 from __future__ import annotations
@@ -196,6 +196,27 @@ def ensure_dovecot() -> None:
         apt_install("dovecot-imapd", "IMAP")
 
 
+def ensure_chromium() -> None:
+    """Chromium and chromium-driver, the browser the web interface's tests drive."""
+    if shutil.which("chromium") and shutil.which("chromedriver"):
+        return
+    packages = ["chromium", "chromium-driver"]
+    if os.geteuid() != 0 or not shutil.which("apt-get"):
+        apt_install(packages, "browser")  # says why it cannot, and what to run
+        return
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    run(["apt-get", "update", "-q"], env=env)
+    installs, removals = apt_plan(packages, env)
+    if removals:
+        print(
+            f"note: not installing Chromium: apt would remove {', '.join(removals)}; "
+            "the browser tests will be skipped."
+        )
+        return
+    print(f"Chromium for the browser tests: apt will install {' '.join(installs)}")
+    apt_install(packages, "browser", update=False)
+
+
 def main() -> int:
     """Dispatch `demo` or `test`."""
     if len(sys.argv) < 2 or sys.argv[1] not in ("demo", "test"):
@@ -208,6 +229,7 @@ def main() -> int:
     ensure_postgres()
     ensure_dovecot()
     ensure_cyrus()
+    ensure_chromium()
     if not extra:
         # The whole suite starts with the static checks: lint and types.
         for check in (["ruff", "check", "."], ["mypy", "tmcaldav"]):

@@ -108,3 +108,12 @@ def imap_server(tls_files: object) -> Iterator[object]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> object:
+    """Keep each phase's report on the test item (`item.rep_call`), so a fixture can see
+    in its teardown that the test failed (the browser tests save a screenshot then)."""
+    report = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report

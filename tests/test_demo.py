@@ -42,6 +42,8 @@ def test_demo_runs_end_to_end_from_a_folder_that_shadows_the_package(tmp_path: P
     report = out[out.rindex("$ tmcaldav report no-shows") :]
     assert "bob@example.org" in report and "Bob Müller" in report
     assert "Done. The files were in" in out
+    # The web interface ran beside the daemon, with a login to try.
+    assert "The web interface: http://127.0.0.1:" in out and "log in as demo, password" in out
 
 
 def _children_of(pid: int) -> set[int]:

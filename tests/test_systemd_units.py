@@ -45,3 +45,19 @@ def test_service_is_notify_hardened_and_restarts() -> None:
     timer = (UNITS / "tmcaldav-once.timer").read_text()
     assert "OnUnitInactiveSec=" in timer
     assert "run --once" in (UNITS / "tmcaldav-once.service").read_text()
+
+
+def test_web_service_is_notify_and_hardened_like_the_daemon() -> None:
+    web = (UNITS / "tmcaldav-web.service").read_text()
+    daemon = (UNITS / "tmcaldav.service").read_text()
+    assert "Type=notify" in web and " web\n" in web
+    assert "RestartPreventExitStatus=2" in web and "StateDirectory=tmcaldav" in web
+    hardening = [
+        line
+        for line in daemon.splitlines()
+        if line.startswith(("Protect", "Private", "Restrict", "NoNewPrivileges", "Lock",
+                            "MemoryDeny", "SystemCall", "CapabilityBoundingSet", "UMask"))
+    ]
+    assert len(hardening) > 15
+    for line in hardening:
+        assert line in web.splitlines(), line

@@ -247,6 +247,33 @@ class MaildirConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    """[web]: the web interface (`tmcaldav web`)."""
+
+    # host:port to listen on; a reverse proxy in front brings TLS.
+    listen: str = "127.0.0.1:8080"
+    # The address people use (https://training.example.org/tmcaldav/): links, the
+    # cookie's path, and Secure cookies when it is https.
+    base_url: str | None = None
+    # The key that signs session cookies; created (mode 600) when missing. Default:
+    # web.secret beside the config file.
+    secret_file: str | None = None
+    # Single sign-on: the header a reverse proxy sets to the logged-in user's name,
+    # believed only from the addresses or networks in trusted_proxies.
+    trusted_user_header: str | None = None
+    trusted_proxies: tuple[str, ...] = ()
+    # A public page for students, on its own address (kept for the answer links).
+    public_url: str | None = None
+    public_listen: str | None = None
+
+    def secret_path(self, config_path: str) -> Path:
+        """Where the cookie key lives."""
+        if self.secret_file is not None:
+            return Path(os.path.expandvars(self.secret_file))
+        return Path(config_path).resolve().parent / "web.secret"
+
+
+@dataclass(frozen=True)
 class Config:
     """The whole configuration. `path` is the file it came from."""
 
@@ -260,6 +287,7 @@ class Config:
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
     maildir: MaildirConfig | None = None
+    web: WebConfig = field(default_factory=WebConfig)
     path: str = DEFAULT_CONFIG
 
 
@@ -278,6 +306,7 @@ _SECTIONS: dict[str, type] = {
     "smtp": SmtpConfig,
     "imap": ImapConfig,
     "maildir": MaildirConfig,
+    "web": WebConfig,
 }
 _REQUIRED_SECTIONS = ("store", "scheduling")
 
@@ -355,7 +384,7 @@ def _parse(data: dict[str, Any]) -> ConfigRead:
         else:
             built = _build(cls, name, table, problems, refused)
         sections[name] = built
-    for name in ("store", "daemon", "plugins", "suggestions", "invitation"):
+    for name in ("store", "daemon", "plugins", "suggestions", "invitation", "web"):
         if name not in data:
             sections[name] = _SECTIONS[name]()
     checked: list[str] = []
@@ -520,6 +549,59 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
         _check_password(name, sec.password, problems, required=False)
     if s.get("imap") is not None and s.get("maildir") is not None:
         problems.append("[imap] and [maildir]: choose one mailbox for incoming replies")
+    web: WebConfig | None = s.get("web")
+    if web is not None:
+        _check_web(web, problems)
+
+
+def parse_listen(value: str) -> tuple[str, int]:
+    """host:port (an IPv6 host in brackets) as (host, port); ValueError saying why."""
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port like 127.0.0.1:8080, got {value!r}")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise ValueError(f"write an IPv6 address in brackets, like [::1]:8080, not {value!r}")
+    return host, int(port)
+
+
+def _check_web(web: WebConfig, problems: list[str]) -> None:
+    import ipaddress
+    import re
+
+    for key in ("listen", "public_listen"):
+        value = getattr(web, key)
+        if value is not None:
+            try:
+                parse_listen(value)
+            except ValueError as e:
+                problems.append(f"web.{key}: {e}")
+    for key in ("base_url", "public_url"):
+        value = getattr(web, key)
+        if value is not None:
+            _check_http_url(f"web.{key}", value, problems)
+            parts = urlsplit(value)
+            if parts.query or parts.fragment:
+                problems.append(f"web.{key}: no query or fragment, please: {value!r}")
+    if web.trusted_user_header is not None:
+        if not re.fullmatch(r"[A-Za-z0-9-]+", web.trusted_user_header):
+            problems.append(
+                f"web.trusted_user_header: not a header name: {web.trusted_user_header!r}"
+            )
+        if not web.trusted_proxies:
+            problems.append(
+                "web.trusted_user_header needs web.trusted_proxies: the reverse proxies' "
+                "addresses (anyone else could send the header)"
+            )
+    for proxy in web.trusted_proxies:
+        try:
+            ipaddress.ip_network(proxy, strict=False)
+        except ValueError:
+            problems.append(
+                f"web.trusted_proxies: not an IP address or network: {proxy!r} "
+                "(e.g. 127.0.0.1 or 10.0.0.0/24)"
+            )
 
 
 def _check_http_url(key: str, url: str, problems: list[str]) -> None:

@@ -57,6 +57,7 @@ class Demo:
         self.server: Any = None
         self.daemon: subprocess.Popen[bytes] | None = None
         self._app: App | None = None
+        self.web: subprocess.Popen[bytes] | None = None
         self.seen_suggestions: set[int] = set()
 
     @property
@@ -165,6 +166,54 @@ class Demo:
             except subprocess.TimeoutExpired:
                 self.daemon.kill()
                 self.daemon.wait()
+
+    def start_web(self) -> None:
+        """The web interface on a free port, with an admin login printed for the reader."""
+        import secrets
+        import urllib.request
+
+        from tmcaldav.localhost import HOST, free_port, wait_for
+
+        password = secrets.token_urlsafe(9)
+        done = subprocess.run(
+            [sys.executable, "-P", "-m", "tmcaldav", "-c", str(self.config), "user", "add",
+             "demo", "--role", "admin"],
+            input=password + "\n", capture_output=True, text=True, timeout=60, cwd=self.folder,
+        )
+        if done.returncode != 0:
+            raise click.ClickException(f"demo step `tmcaldav user add` failed: {done.stderr}")
+        url = f"http://{HOST}:{free_port()}"
+        self.web = subprocess.Popen(
+            # As the daemon: never shadowed by the current folder, gone with the demo.
+            [sys.executable, "-P", "-m", "tmcaldav", "-c", str(self.config), "web",
+             "--listen", url.removeprefix("http://")],
+            stdout=subprocess.DEVNULL,
+            stderr=(self.folder / "web.log").open("ab"),
+            cwd=self.folder,
+            preexec_fn=die_with_parent,
+        )
+
+        def answers() -> bool:
+            if self.web is None or self.web.poll() is not None:
+                raise click.ClickException(f"tmcaldav web stopped; see {self.folder / 'web.log'}")
+            try:
+                with urllib.request.urlopen(url + "/login", timeout=2) as response:
+                    return bool(response.status == 200)
+            except OSError:
+                return False
+
+        wait_for(answers, 30, "the web interface")
+        self.echo(
+            click.style("The web interface: ", bold=True)
+            + f"{url}/sessions/{NEXT}  (log in as demo, password {password}); "
+            "answers appear there as the daemon records them."
+        )
+
+    def stop_web(self) -> None:
+        """Stop the web interface."""
+        if self.web is not None and self.web.poll() is None:
+            self.web.send_signal(signal.SIGTERM)
+            self.web.wait(30)
 
     def answer(self, key: str, email: str, partstat: str) -> None:
         """A student's answer, written as a scheduling server writes it."""
@@ -356,6 +405,7 @@ class Demo:
         self.start_server()
         self.echo(f"Radicale is serving on {self.server.url} (pid {self.server.pid})")
         self.seed()
+        self.start_web()
         self.tm("session", "show", NEXT)
         self.before_the_daemon()
         self.start_daemon()
@@ -383,6 +433,7 @@ def main(keep: bool, pace: float = 1.0) -> None:
         demo.stop_daemon()
         if demo._app is not None:
             demo._app.store.close()
+        demo.stop_web()
         if ok and keep and demo.server is not None:
             click.echo(
                 f"\nThe demo's files are in {folder}; Radicale keeps running at "

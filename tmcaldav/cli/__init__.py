@@ -11,6 +11,7 @@ from tmcaldav.cli import (  # noqa: F401 - they add the commands
     calendar,
     roster,
     verbs,
+    web,
 )
 from tmcaldav.cli.base import cli, main
 

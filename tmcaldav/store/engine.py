@@ -26,6 +26,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from tmcaldav.errors import EXIT_USAGE, TmcaldavError
+from tmcaldav.store.changes import watch_changes
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +146,8 @@ class Store:
         # untrue withdraws it in its own transaction, whoever makes the change.
         event.listen(self._sessions, "before_flush", _note_touched)
         event.listen(self._sessions, "before_commit", _keep_suggestions_true)
+        # Every unit of work records the sessions it touched, for live pages.
+        watch_changes(self._sessions)
 
     def close(self) -> None:
         """Release every connection."""

@@ -378,3 +378,58 @@ class MailRefusal(Base):
     sender: Mapped[str | None] = mapped_column(String(320))
     message_id: Mapped[str | None] = mapped_column(String(300))
     reason: Mapped[str] = mapped_column(Text)
+
+
+# ---- the web interface ------------------------------------------------------------------------
+
+WEB_ROLES = ("admin", "viewer")
+
+
+class WebUser(Base):
+    """Someone who may log in to the web interface: admins act, viewers read."""
+
+    __tablename__ = "web_users"
+    __table_args__ = (CheckConstraint(_in("role", WEB_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100), unique=True)
+    role: Mapped[str] = mapped_column(String(20), default="viewer")
+    # scrypt$N$r$p$salt$hash (base64): never the password itself.
+    password_hash: Mapped[str] = mapped_column(String(300))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+    tokens: Mapped[list[ApiToken]] = relationship(
+        back_populates="user", cascade="all, delete-orphan", order_by="ApiToken.id"
+    )
+
+
+class ApiToken(Base):
+    """A bearer token for the JSON API; only its SHA-256 is kept (it is shown once)."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(
+        ForeignKey("web_users.id", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None]
+
+    user: Mapped[WebUser] = relationship(back_populates="tokens")
+
+
+class Change(Base):
+    """The change feed: one row per session touched by a committed unit of work.
+
+    Written in the transaction that makes the change (see store/changes.py), so a
+    reader that has seen change N has seen everything committed before it. A NULL
+    session means "may concern any session" (a person renamed, a bulk update).
+    """
+
+    __tablename__ = "changes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    # No foreign key: a deleted session's last change must still be seen.
+    session_id: Mapped[int | None] = mapped_column(index=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

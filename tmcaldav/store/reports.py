@@ -64,3 +64,73 @@ def no_show_report(db: Session, now: datetime | None = None) -> list[dict[str, A
             entry["accepted_no_shows"] += accepted
     report = [p for p in people.values() if p["no_shows"]]
     return sorted(report, key=lambda p: (-p["no_shows"], -p["accepted_no_shows"], p["email"]))
+
+
+# How long after the invitation students answer: the buckets of `answer_timing`.
+TIMING_BUCKETS: tuple[tuple[str, float], ...] = (
+    ("within an hour", 3600.0),
+    ("within a day", 86400.0),
+    ("within 3 days", 3 * 86400.0),
+    ("within a week", 7 * 86400.0),
+    ("later", float("inf")),
+)
+
+
+def answer_timing(db: Session) -> dict[str, Any]:
+    """How long after their invitation students answer (their first answer).
+
+    Returns {"answered", "unanswered", "median_hours", "buckets": [{"label", "count"}]}
+    over every invited enrollment that is not cancelled; an answer recorded before the
+    invitation (an import) is left out.
+    """
+    from sqlalchemy import func
+
+    from tmcaldav.domain import ANSWERS
+    from tmcaldav.store.model import Response
+
+    first = (
+        select(Response.enrollment_id, func.min(Response.responded_at).label("first_answer"))
+        .where(Response.calendar_status.in_([str(a) for a in ANSWERS]))
+        .group_by(Response.enrollment_id)
+        .subquery()
+    )
+    rows = db.execute(
+        select(Enrollment.invited_at, first.c.first_answer)
+        .outerjoin(first, first.c.enrollment_id == Enrollment.id)
+        .where(Enrollment.invited_at.is_not(None), Enrollment.status != "cancelled")
+    )
+    delays: list[float] = []
+    unanswered = 0
+    for invited_at, answered_at in rows:
+        if answered_at is None:
+            unanswered += 1
+            continue
+        if answered_at.tzinfo is None:  # a bare MIN() on SQLite loses the column type
+            answered_at = answered_at.replace(tzinfo=invited_at.tzinfo)
+        delay = (answered_at - invited_at).total_seconds()
+        if delay >= 0:
+            delays.append(delay)
+    counts = [0] * len(TIMING_BUCKETS)
+    for delay in delays:
+        for i, (_, limit) in enumerate(TIMING_BUCKETS):
+            if delay < limit:
+                counts[i] += 1
+                break
+    delays.sort()
+    median = None
+    if delays:
+        middle = len(delays) // 2
+        median = (
+            delays[middle]
+            if len(delays) % 2
+            else (delays[middle - 1] + delays[middle]) / 2
+        )
+    return {
+        "answered": len(delays),
+        "unanswered": unanswered,
+        "median_hours": None if median is None else round(median / 3600, 2),
+        "buckets": [
+            {"label": label, "count": n}
+            for (label, _), n in zip(TIMING_BUCKETS, counts, strict=True)
+        ],
+    }

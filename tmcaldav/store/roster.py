@@ -233,12 +233,12 @@ def set_status(
     return enrollment, old
 
 
-def note(db: Session, key: str, email: str, text: str) -> None:
-    """Add a follow-up note to an enrollment."""
+def note(db: Session, key: str, email: str, text: str, *, author: str | None = None) -> None:
+    """Add a follow-up note to an enrollment (`author`: who wrote it, e.g. a web user)."""
     if not text.strip():
         raise RosterError("a note must not be empty")
     session = get_session(db, key)
-    add_note(db, get_enrollment(db, session, email), text)
+    add_note(db, get_enrollment(db, session, email), text, author=author)
 
 
 # What an imported history row may say: the outcome, and the answer given before.
