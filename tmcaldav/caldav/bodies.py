@@ -24,6 +24,7 @@ PROPFIND = (
 )
 PRINCIPAL_PROPS = PROPFIND.format(
     props="<c:calendar-home-set/><c:schedule-inbox-URL/><c:schedule-default-calendar-URL/>"
+    "<c:calendar-user-address-set/>"
 )
 INBOX_PROPS = PROPFIND.format(props="<c:schedule-default-calendar-URL/>")
 CALENDAR_PROPS = PROPFIND.format(

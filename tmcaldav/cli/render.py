@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from tmcaldav.store.pages import calendar_cell
+
 
 def table(rows: list[tuple[str, ...]]) -> str:
     """Plain aligned columns; the first row is the header."""
@@ -34,12 +36,16 @@ def render_page(page: dict[str, Any]) -> str:
         )
     rows = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
     mailed = any(s.get("delivery") for s in page["students"])
+    undelivered = []
     if mailed:
         rows[0] += ("MAIL",)
     for s in page["students"]:
         note = s["notes"][-1]["text"] if s["notes"] else ""
         if s["calendar_reason"] == "rescheduled" and s["calendar"] == "invited":
             note = note or "(rescheduled: waiting for a new answer)"
+        cell = calendar_cell(s)
+        if cell != f"{s['icon']} {s['calendar']}":
+            undelivered.append(s)
         who = f"{s['name']} <{s['email']}>" if s["name"] else s["email"]
         rows.append(
             (
@@ -47,7 +53,7 @@ def render_page(page: dict[str, Any]) -> str:
                 who,
                 s["status"],
                 str(s["waitlist_position"] or ""),
-                f"{s['icon']} {s['calendar']}",
+                cell,
                 s["responded_at"] or "",
                 note.replace("\n", " ")[:60],
             )
@@ -55,6 +61,9 @@ def render_page(page: dict[str, Any]) -> str:
         if mailed:
             rows[-1] += (_mail_cell(s.get("delivery")),)
     lines.append(table(rows) if len(rows) > 1 else "  (no students)")
+    for s in undelivered:
+        code = s["schedule_status"] or "no SCHEDULE-STATUS"
+        lines.append(f"  ⚠ {s['email']}: not delivered ({code}): {s['schedule_status_meaning']}")
     return "\n".join(lines)
 
 
@@ -63,6 +72,43 @@ def _mail_cell(delivery: dict[str, Any] | None) -> str:
         return ""
     what = f"{delivery['method']} {delivery['state']}"
     return what + (f" ({delivery['error'][:40]})" if delivery["state"] == "failed" else "")
+
+
+def render_history(rows: list[dict[str, Any]]) -> str:
+    """A student's history as a text table: answers, and the server's word on delivery."""
+    header = ("CAL", "ANSWERED", "OBSERVED", "SEQ", "SOURCE", "EVIDENCE", "REASON")
+    lines: list[tuple[str, ...]] = [header]
+    for r in rows:
+        sequence = "" if r["sequence"] is None else str(r["sequence"])
+        if r["entry"] == "delivery":
+            what = "not delivered" if r["delivery_status"] == "not_delivered" else "delivered"
+            if r["delivery_status"] == "sent":
+                what = "sent"
+            code = r["schedule_status"] or "no SCHEDULE-STATUS"
+            lines.append(
+                (
+                    f"{r['icon']} {what}",
+                    "",
+                    r["observed_at"],
+                    sequence,
+                    "server",
+                    code,
+                    f"{r['reason'] or ''}: {r['schedule_status_meaning']}",
+                )
+            )
+            continue
+        lines.append(
+            (
+                f"{r['icon']} {r['calendar']}",
+                r["responded_at"],
+                r["observed_at"],
+                sequence,
+                r["source"],
+                r["evidence"] or "",
+                r["reason"] or "",
+            )
+        )
+    return table(lines)
 
 
 def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:

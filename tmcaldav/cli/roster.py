@@ -185,34 +185,19 @@ def session_show(app: App, key: str, as_json: bool) -> None:
 @json_option
 @pass_app
 def session_history(app: App, key: str, email: str, as_json: bool) -> None:
-    """Every answer of one student, with its times and source."""
-    from tmcaldav.cli.render import table
-    from tmcaldav.store import get_enrollment, get_session, history
+    """Every answer of one student, with its times, source and the evidence of its time;
+    in server mode also what the server said about delivering the invitation."""
+    from tmcaldav.cli.render import render_history
+    from tmcaldav.store import get_enrollment, get_session, history, schedule_history
     from tmcaldav.store.pages import history_rows
 
     with app.store.transaction() as db:
         enrollment = get_enrollment(db, get_session(db, key), email)
-        rows = history_rows(list(history(db, enrollment)))
+        rows = history_rows(list(history(db, enrollment)), list(schedule_history(db, enrollment)))
     if as_json:
         emit_json(rows)
         return
-    header = ("CAL", "ANSWERED", "OBSERVED", "SEQ", "SOURCE", "REASON")
-    click.echo(
-        table(
-            [header]
-            + [
-                (
-                    f"{r['icon']} {r['calendar']}",
-                    r["responded_at"],
-                    r["observed_at"],
-                    "" if r["sequence"] is None else str(r["sequence"]),
-                    r["source"],
-                    r["reason"] or "",
-                )
-                for r in rows
-            ]
-        )
-    )
+    click.echo(render_history(rows))
 
 
 # ---- enrollments -------------------------------------------------------------------------

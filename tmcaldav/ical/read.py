@@ -19,7 +19,7 @@ from vobject.icalendar import TimezoneComponent
 
 from tmcaldav.domain import address_or_none
 from tmcaldav.ical.event import AttendeeState, EventState, ICalError, partstat_to_status
-from tmcaldav.ical.text import _decode_param_text, _decode_text
+from tmcaldav.ical.text import _decode_param_text, _decode_text, decode_note_param
 
 # --------------------------------------------------------------------------- reading
 
@@ -69,6 +69,27 @@ def _param(params: _Params, name: str) -> str | None:
         if param_name.upper() == name and values:
             return values[0]
     return None
+
+
+def _param_values(params: _Params, name: str) -> list[str] | None:
+    """Every value of a parameter (None when it is absent)."""
+    for param_name, *values in params:
+        if param_name.upper() == name:
+            return values
+    return None
+
+
+def _utc_param(params: _Params, name: str) -> datetime | None:
+    """A parameter holding a UTC DATE-TIME (``20261201T002224Z``), or None."""
+    value = _param(params, name)
+    match = _DATE_TIME.fullmatch(value.strip()) if value else None
+    if match is None or not match.group(7):
+        return None  # absent, malformed or floating: not an instant
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    try:
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _parse(text: str) -> _RawCalendar:
@@ -213,7 +234,7 @@ def _answer_rank(state: AttendeeState) -> int:
 
 
 def _attendees(
-    event: _RawEvent, reply_time: datetime | None
+    event: _RawEvent, reply_time: datetime | None, answer_time_param: str | None
 ) -> tuple[dict[str, AttendeeState], tuple[str, ...]]:
     parsed: list[AttendeeState] = []
     for _name, params, value in event.all("ATTENDEE"):
@@ -223,6 +244,8 @@ def _attendees(
         raw_name = _param(params, "CN")
         name = _decode_param_text(raw_name).strip() if raw_name is not None else ""
         partstat = (_param(params, "PARTSTAT") or "NEEDS-ACTION").strip().upper()
+        statuses = _param_values(params, "SCHEDULE-STATUS")
+        note = _param_values(params, "X-RESPONSE-COMMENT")
         parsed.append(
             AttendeeState(
                 email=address,
@@ -231,6 +254,9 @@ def _attendees(
                 calendar_status=partstat_to_status(partstat),
                 sent_by=address_or_none(_param(params, "SENT-BY")),
                 reply_time=None,
+                schedule_status=",".join(statuses or ()).strip() or None,
+                comment=decode_note_param(note) if note is not None else None,
+                answered_at=_utc_param(params, answer_time_param) if answer_time_param else None,
             )
         )
     if reply_time is not None and len({state.email for state in parsed}) == 1:
@@ -259,7 +285,7 @@ def _master(calendar: _RawCalendar) -> _RawEvent:
     return calendar.events[0]
 
 
-def read_event(text: str | bytes) -> EventState:
+def read_event(text: str | bytes, *, answer_time_param: str | None = None) -> EventState:
     """Read the master VEVENT of an iCalendar object (a server copy or an iMIP message).
 
     The master is the first VEVENT without RECURRENCE-ID (else the first VEVENT); overridden
@@ -268,6 +294,10 @@ def read_event(text: str | bytes) -> EventState:
     NEEDS-ACTION and an unknown one counts as ``invited``. When an address appears more
     than once, a real answer beats ``invited`` and, between equals, the later line wins; the
     address is listed in ``duplicates``. A missing or malformed SEQUENCE reads as 0.
+
+    Each attendee's SCHEDULE-STATUS and note (``X-RESPONSE-COMMENT``) are read; with
+    ``answer_time_param`` (a server profile's, e.g. ``X-DTSTAMP``) that parameter is read
+    as the attendee's answer time (UTC).
 
     Raises :class:`ICalError` for data that is not iCalendar, has no VEVENT, or whose master
     VEVENT has no UID.
@@ -286,7 +316,7 @@ def read_event(text: str | bytes) -> EventState:
         length = _duration(duration[2]) if duration is not None else timedelta(0)
         end = start + length if length is not None else None
     reply_time = _instant(event.first("X-MICROSOFT-CDO-REPLYTIME"), calendar, zones)
-    attendees, duplicates = _attendees(event, reply_time)
+    attendees, duplicates = _attendees(event, reply_time, answer_time_param)
     organizer = event.first("ORGANIZER")
     status = (_text_value(event.first("STATUS")) or "").strip().upper()
     comments = [_decode_text(prop[2]) for prop in event.all("COMMENT")]
@@ -304,5 +334,3 @@ def read_event(text: str | bytes) -> EventState:
         method=calendar.method,
         comment="\n".join(comments) if comments else None,
     )
-
-

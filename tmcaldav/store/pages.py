@@ -10,8 +10,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from tmcaldav.domain import ICONS
-from tmcaldav.store.model import Enrollment, Person, Response, TrainingSession
+from tmcaldav.domain import ICONS, NOT_DELIVERED_ICON, ServerDelivery
+from tmcaldav.ical.schedule import read_schedule_status
+from tmcaldav.store.model import Enrollment, Person, Response, ScheduleCheck, TrainingSession
 from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
 
@@ -63,7 +64,42 @@ def student_row(
         "invited_at": iso(enrollment.invited_at),
         "phone": person.phone,
         "delivery": delivery,
+        **delivery_fields(
+            enrollment.delivery_status, enrollment.schedule_status, enrollment.delivery_checked_at
+        ),
     }
+
+
+def delivery_fields(
+    status: str | None, schedule_status: str | None, checked_at: datetime | None
+) -> dict[str, Any]:
+    """Server mode: what the CalDAV server said it did with the invitation.
+
+    ``delivery_status`` is ``delivered``, ``sent`` or ``not_delivered`` (None: never
+    checked: iMIP mode, a server that does not schedule, or not invited);
+    ``schedule_status`` the server's SCHEDULE-STATUS as stored; ``schedule_status_meaning``
+    that code in words.
+    """
+    if status is None:
+        meaning = None
+    elif schedule_status is None and status != ServerDelivery.NOT_DELIVERED:
+        meaning = "answered, so it was delivered"
+    else:
+        meaning = read_schedule_status(schedule_status).meaning
+    return {
+        "delivery_status": status,
+        "schedule_status": schedule_status,
+        "schedule_status_meaning": meaning,
+        "delivery_checked_at": iso(checked_at),
+    }
+
+
+def calendar_cell(row: dict[str, Any]) -> str:
+    """The Calendar column for people: the icon and status, or ``⚠ not delivered`` for an
+    invitation the server did not deliver (its own state; the JSON keeps ``invited``)."""
+    if row.get("delivery_status") == ServerDelivery.NOT_DELIVERED and row["calendar"] == "invited":
+        return f"{NOT_DELIVERED_ICON} not delivered"
+    return f"{row['icon']} {row['calendar']}"
 
 
 def session_page(session: TrainingSession) -> dict[str, Any]:
@@ -84,20 +120,60 @@ def session_page(session: TrainingSession) -> dict[str, Any]:
     return page
 
 
-def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
-    """A student's answers as JSON-ready rows."""
-    return [
-        {
-            "calendar": r.calendar_status,
-            "icon": ICONS[r.calendar_status],
-            "responded_at": iso(r.responded_at),
-            "observed_at": iso(r.observed_at),
-            "sequence": r.sequence,
-            "source": r.source,
-            "reason": r.reason,
-        }
+def history_rows(
+    responses: list[Response], checks: list[ScheduleCheck] | None = None
+) -> list[dict[str, Any]]:
+    """A student's answers as JSON-ready rows, and (server mode) what the server said about
+    delivering their invitation, in the order they happened.
+
+    ``entry`` tells the two apart: ``answer`` rows carry ``evidence`` (where
+    ``responded_at`` comes from: ``reply-dtstamp``, ``server-dtstamp`` or ``observed``);
+    ``delivery`` rows carry ``delivery_status``, ``schedule_status`` and its meaning, with
+    ``observed_at`` the time it was checked and ``calendar`` null.
+    """
+    rows: list[tuple[datetime, int, dict[str, Any]]] = [
+        (
+            r.observed_at,
+            0,
+            {
+                "entry": "answer",
+                "calendar": r.calendar_status,
+                "icon": ICONS[r.calendar_status],
+                "responded_at": iso(r.responded_at),
+                "observed_at": iso(r.observed_at),
+                "sequence": r.sequence,
+                "source": r.source,
+                "reason": r.reason,
+                "evidence": r.evidence,
+            },
+        )
         for r in responses
     ]
+    for check in checks or ():
+        fields = delivery_fields(check.delivery_status, check.schedule_status, check.checked_at)
+        rows.append(
+            (
+                check.checked_at,
+                1,
+                {
+                    "entry": "delivery",
+                    "calendar": None,
+                    "icon": NOT_DELIVERED_ICON
+                    if check.delivery_status == ServerDelivery.NOT_DELIVERED
+                    else ICONS["invited"],
+                    "responded_at": None,
+                    "observed_at": iso(check.checked_at),
+                    "sequence": check.sequence,
+                    "source": None,
+                    "reason": check.reason,
+                    "evidence": None,
+                    **fields,
+                },
+            )
+        )
+    # Stable: answers keep their order, a check lands after what was seen at its time.
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [row for _, _, row in rows]
 
 
 def person_row(person: Person) -> dict[str, Any]:

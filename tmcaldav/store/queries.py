@@ -10,7 +10,14 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.domain import PAGE_RANK
 from tmcaldav.store.engine import NotFoundError
-from tmcaldav.store.model import Enrollment, Note, Person, Response, TrainingSession
+from tmcaldav.store.model import (
+    Enrollment,
+    Note,
+    Person,
+    Response,
+    ScheduleCheck,
+    TrainingSession,
+)
 
 
 def get_session(
@@ -85,6 +92,15 @@ def history(db: Session, enrollment: Enrollment) -> Sequence[Response]:
         select(Response)
         .where(Response.enrollment_id == enrollment.id)
         .order_by(Response.observed_at, Response.id)
+    ).all()
+
+
+def schedule_history(db: Session, enrollment: Enrollment) -> Sequence[ScheduleCheck]:
+    """What the server said about delivering one student's invitation, oldest first."""
+    return db.scalars(
+        select(ScheduleCheck)
+        .where(ScheduleCheck.enrollment_id == enrollment.id)
+        .order_by(ScheduleCheck.checked_at, ScheduleCheck.id)
     ).all()
 
 
