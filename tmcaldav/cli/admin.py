@@ -33,7 +33,7 @@ def db_upgrade(app: App) -> None:
 @cli.command("check-config")
 @pass_app
 def check_config(app: App) -> None:
-    """Validate the config file (and that its password sources can be read)."""
+    """Validate the config file (and that its password sources and token command work)."""
     config = app.config
     for name in ("caldav", "smtp", "imap"):
         section = getattr(config, name)
@@ -42,6 +42,11 @@ def check_config(app: App) -> None:
                 section.password.read()
             except SecretError as e:
                 raise ConfigError(config.path, [f"{name}: {e}"]) from e
+    if config.caldav is not None and config.caldav.auth == "bearer":
+        try:
+            config.caldav.fetch_token()  # run once to see it works; the token is not shown
+        except SecretError as e:
+            raise ConfigError(config.path, [f"caldav: {e}"]) from e
     click.echo(f"{config.path}: ok (scheduling mode {config.scheduling.mode})")
 
 

@@ -115,6 +115,38 @@ def session_edit(app: App, key: str, **fields: Any) -> None:
     names = {"start_at": "start", "end_at": "end"}
     listed = ", ".join(sorted(names.get(c, c) for c in changed))
     click.echo(f"session {key}: " + (f"changed {listed}" if changed else "no change"))
+    if changed & {"start_at", "end_at"}:
+        _tell_about_reschedule(app, key)
+
+
+def _tell_about_reschedule(app: App, key: str) -> None:
+    """Server mode: say when the server did not deliver the new time, or leaves the
+    students' old answers standing in their own calendars."""
+    from tmcaldav.domain import ServerDelivery
+    from tmcaldav.store import get_session
+
+    if app.config.scheduling.mode != "server":
+        return
+    with app.store.scratch() as db:
+        failed = sorted(
+            e.person.email
+            for e in get_session(db, key, notes=False).enrollments
+            if e.delivery_status == ServerDelivery.NOT_DELIVERED and e.calendar_status == "invited"
+        )
+    if failed:
+        click.echo(
+            f"warning: the CalDAV server did not deliver the new time to {', '.join(failed)} "
+            f"(`tmcaldav session show {key}` says why)",
+            err=True,
+        )
+    profile = app.publisher.calendar.profile
+    if app.publisher.calendar.schedules and not profile.reschedule_resets_student_copy:
+        click.echo(
+            f"note: {profile.name} leaves each student's old answer in their own calendar: "
+            "the Calendar column here waits for a new answer, but a student who keeps the "
+            "old one sends nothing; ask them to answer again",
+            err=True,
+        )
 
 
 @session.command("cancel")
