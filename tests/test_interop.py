@@ -266,6 +266,7 @@ def test_profiles_agree_with_what_the_servers_were_measured_doing() -> None:
         # docs/servers.md: neither server copies the student's note into the organizer's copy.
         assert not ours.keeps_attendee_note
         assert ours.schedules_from_any_calendar
+        assert ours.replies_in_any_calendar == measured.replies_in_any_calendar
     assert not PROFILES["radicale"].schedules
 
 

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from tmcaldav.caldav import CalendarError
+from tmcaldav.caldav.profiles import GENERIC
 from tmcaldav.config import Config, SecretError
 from tmcaldav.domain import normalise_address
 
@@ -103,16 +104,26 @@ def _check_server(config: Config, say: Callable[[str], None]) -> bool:
             'invitations itself (SCHEDULE-AGENT=CLIENT); mode = "server" would let the '
             "server do it"
         )
+    calendar_ok = True
     if mode == "server" and info.get("is_schedule_default") is False:
-        if profile.schedules_from_any_calendar:
+        default = info["schedule_default_calendar"]
+        if profile.replies_in_any_calendar:
             say(
                 f"ok   the calendar is not the default scheduling calendar, and "
-                f"{profile.name} schedules from any calendar"
+                f"{profile.name} schedules from any calendar and brings answers back to it"
+            )
+        elif profile is not GENERIC:
+            calendar_ok = False
+            say(
+                f"FAIL {profile.name} sends invitations from this calendar but brings the "
+                f"students' answers back only into the default scheduling calendar "
+                f"({default}): remove [caldav] calendar (tmcaldav then uses the default) "
+                f"or set it to that calendar's id"
             )
         else:
             say(
                 f"warn the calendar is not the server's default scheduling calendar "
-                f"({info['schedule_default_calendar']}); the server may not apply answers to it"
+                f"({default}); the server may not apply answers to it"
             )
     organizer_ok = True
     if mode == "server" and calendar.schedules:
@@ -124,7 +135,7 @@ def _check_server(config: Config, say: Callable[[str], None]) -> bool:
             say=say,
         )
     calendar.close()
-    return organizer_ok
+    return organizer_ok and calendar_ok
 
 
 def check_organizer(

@@ -24,6 +24,7 @@ from tmcaldav.caldav import (
     CalendarService,
     CalendarSettings,
     NotFound,
+    OrganizerChangeRefused,
     PreconditionFailed,
     StoredEvent,
 )
@@ -308,6 +309,21 @@ class Publisher:
                     stored = self.calendar.create(uid, body)
                 else:
                     stored = self.calendar.update(server_event.href, body, server_event.etag)
+            except OrganizerChangeRefused:
+                if server_event is None or not self._never_scheduled(server_state):
+                    raise
+                # The server never scheduled this copy (its ORGANIZER is not one of the
+                # login's addresses), so no student holds it and no answer is on it:
+                # replacing it loses nothing and lets the new organizer schedule.
+                log.warning(
+                    "session %s: replacing the event on the server, whose ORGANIZER %s the "
+                    "server never scheduled for",
+                    snap.key,
+                    server_state.organizer if server_state else "(unreadable)",
+                )
+                self.calendar.delete(server_event.href, server_event.etag)
+                snap = replace(snap, href=None)
+                continue
             except PreconditionFailed as e:
                 if server_event is None:
                     href = snap.href or self.calendar.href_for(uid)
@@ -392,6 +408,12 @@ class Publisher:
                 snap.key,
                 ", ".join(failed),
             )
+
+    def _never_scheduled(self, state: ical.EventState | None) -> bool:
+        """True when the server copy's ORGANIZER is not one of the login's addresses: a
+        scheduling server then delivered nothing for it."""
+        addresses = {a.lower() for a in self.calendar.user_addresses}
+        return bool(addresses) and (state is None or (state.organizer or "") not in addresses)
 
     def _exists(self, href: str) -> bool:
         try:

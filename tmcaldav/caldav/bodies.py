@@ -15,6 +15,7 @@ VALID_SYNC_TOKEN = DAV + "valid-sync-token"
 UID_CONFLICT = frozenset(
     {CALDAV + "no-uid-conflict", CALDAV + "unique-scheduling-object-resource"}
 )
+ORGANIZER_CHANGE = CALDAV + "allowed-organizer-scheduling-object-change"
 ICAL_CONTENT_TYPE = "text/calendar; charset=utf-8"
 
 PROPFIND = (

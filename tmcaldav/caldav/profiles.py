@@ -39,10 +39,17 @@ class ServerProfile:
     #: Does a reschedule reset the PARTSTAT in the students' own copies? If not, their
     #: calendars keep showing the old answer and they must change it to answer again.
     reschedule_resets_student_copy: bool
-    #: Does it schedule from any calendar of the organizer (else only the default one)?
+    #: Does it send invitations from any calendar of the organizer (else only from the
+    #: schedule-default one)?
     schedules_from_any_calendar: bool
+    #: Does a student's answer come back into the organizer's copy in any calendar (else
+    #: only in the schedule-default one: elsewhere the answers never arrive)?
+    replies_in_any_calendar: bool
     #: Is ORGANIZER matched against the login's addresses ignoring case (else exactly)?
     organizer_match_ignores_case: bool
+    #: May the ORGANIZER of a stored event change (else 403,
+    #: allowed-organizer-scheduling-object-change: delete and publish anew)?
+    organizer_change_allowed: bool
     #: Whom ``SCHEDULE-FORCE-SEND=REQUEST`` on one ATTENDEE re-sends to: "that" or "all".
     force_send_reaches: str
     #: Does the student's note (``X-RESPONSE-COMMENT``) reach the organizer's ATTENDEE?
@@ -63,7 +70,9 @@ GENERIC: Final = ServerProfile(
     reschedule_resets_student_copy=True,
     # RFC 6638 lets a server apply replies only in the schedule-default calendar.
     schedules_from_any_calendar=False,
+    replies_in_any_calendar=False,
     organizer_match_ignores_case=False,
+    organizer_change_allowed=False,
     force_send_reaches="that",
     keeps_attendee_note=False,
     notes="an unknown server: RFC 6638 defaults are assumed",
@@ -80,7 +89,9 @@ PROFILES: Final[Mapping[str, ServerProfile]] = MappingProxyType(
             reply_drops_schedule_status=True,
             reschedule_resets_student_copy=True,
             schedules_from_any_calendar=True,
+            replies_in_any_calendar=True,
             organizer_match_ignores_case=True,
+            organizer_change_allowed=False,
             force_send_reaches="that",
             keeps_attendee_note=False,
             notes=(
@@ -97,12 +108,15 @@ PROFILES: Final[Mapping[str, ServerProfile]] = MappingProxyType(
             reply_drops_schedule_status=False,
             reschedule_resets_student_copy=False,
             schedules_from_any_calendar=True,
+            replies_in_any_calendar=False,
             organizer_match_ignores_case=False,
+            organizer_change_allowed=True,
             force_send_reaches="all",
             keeps_attendee_note=False,
             notes=(
-                "multi-user mode only; addresses match exactly (case too); a reschedule "
-                "leaves the students' own answers in their calendars"
+                "multi-user mode only; answers come back only into the schedule-default "
+                "calendar; addresses match exactly (case too); a reschedule leaves the "
+                "students' own answers in their calendars"
             ),
         ),
         "radicale": ServerProfile(
@@ -114,7 +128,9 @@ PROFILES: Final[Mapping[str, ServerProfile]] = MappingProxyType(
             reply_drops_schedule_status=False,
             reschedule_resets_student_copy=False,
             schedules_from_any_calendar=False,
+            replies_in_any_calendar=False,
             organizer_match_ignores_case=False,
+            organizer_change_allowed=True,
             force_send_reaches="that",
             keeps_attendee_note=False,
             notes='no scheduling: use scheduling.mode = "imip"',

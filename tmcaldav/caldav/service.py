@@ -34,6 +34,7 @@ from tmcaldav.caldav.bodies import (
     LISTING_PROPS,
     MKCALENDAR,
     MULTIGET,
+    ORGANIZER_CHANGE,
     PLAIN_NAME,
     PRINCIPAL_PROPS,
     PROPFIND,
@@ -46,6 +47,7 @@ from tmcaldav.caldav.errors import (
     CalendarError,
     InvalidSyncToken,
     NotFound,
+    OrganizerChangeRefused,
     PreconditionFailed,
     ServerError,
     Unreachable,
@@ -61,6 +63,7 @@ __all__ = [
     "Changes",
     "InvalidSyncToken",
     "NotFound",
+    "OrganizerChangeRefused",
     "PreconditionFailed",
     "ServerError",
     "StoredEvent",
@@ -307,7 +310,7 @@ class CalendarService:
             chosen = self._make_calendar(home_url, wanted or "calendar")
 
         href, props = chosen
-        self.url = urljoin(home_url, href)
+        self.url = urljoin(home_url, href.rstrip("/") + "/")
         self._reports = tuple(props.get(DAV + "supported-report-set") or ())
         if self._reports:
             self.supports_sync = DAV + "sync-collection" in self._reports
@@ -316,6 +319,13 @@ class CalendarService:
             self.supports_sync = bool(props.get(DAV + "sync-token"))
         self._calendar = DAVCalendar(client=self._client, url=self.url)
         token = props.get(DAV + "sync-token")
+        if settings.profile is None and self.server_header is None:
+            # Cyrus names itself only in OPTIONS answers: one request, once per connect.
+            with (
+                contextlib.suppress(CalendarError),
+                self._translate("asking the server's name", self.url),
+            ):
+                self._client.options(self.url)
         self.profile = (
             profile_named(settings.profile)
             if settings.profile is not None
@@ -339,7 +349,9 @@ class CalendarService:
             default = default[0] if default else None
         if default:
             self._server_has_schedule_default = True
-            self._schedule_default = _href_of(urljoin(principal_url, default))
+            # A collection's URL ends in "/"; Xandikos names it without one, and
+            # resolving an event's name against that would leave the calendar.
+            self._schedule_default = _href_of(urljoin(principal_url, default)).rstrip("/") + "/"
 
     def _list_calendars(self, home_url: str) -> list[tuple[str, dict[str, Any]]]:
         results = self._propfind(home_url, CALENDAR_PROPS, 1, "listing the calendars")
@@ -809,6 +821,15 @@ class CalendarService:
             )
             error = AuthFailed(
                 f"the CalDAV server at {url} rejected the login of user {user!r} (401): {check}",
+                url=url,
+                user=user,
+            )
+        elif ORGANIZER_CHANGE in conditions:
+            error = OrganizerChangeRefused(
+                f"the CalDAV server refused {action} at {url} ({status}): it does not let the "
+                "ORGANIZER of an event change, and [scheduling] organizer_email is not the "
+                "one the event was published with; delete the event on the server, then "
+                "`tmcaldav invite KEY --all-enrolled --resend` publishes it anew",
                 url=url,
                 user=user,
             )
