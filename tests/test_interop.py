@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from alembic import command
@@ -391,13 +392,16 @@ def _answer_with(student: StudentSide, href: str, email: str, partstat: str, par
     student.put(href, text.replace(line, edited), etag)
 
 
-def _page(tm: Cli) -> dict[str, dict]:
+def _page(tm: Cli) -> dict[str, dict[str, Any]]:
     page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
     return {s["email"]: s for s in page["students"]}
 
 
-def _history(tm: Cli, email: str) -> list[dict]:
-    return json.loads(tm.ok("session", "history", "TM-1", email, "--json").output)
+def _history(tm: Cli, email: str) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = json.loads(
+        tm.ok("session", "history", "TM-1", email, "--json").output
+    )
+    return rows
 
 
 @pytest.fixture
@@ -603,3 +607,39 @@ def test_digest_login(
     basic = _proxied_cli(tmp_path / "basic", digest_proxy.url, f'password_file = "{pw}"\n')
     result = basic("invite", "TM-1", "ann@example.org")
     assert result.exit_code == 1 and "auth (now 'basic')" in result.output, result.output
+
+
+def test_a_poll_records_the_servers_later_word_on_delivery(
+    on_radicale: Cli, radicale_server: RadicaleServer
+) -> None:
+    """A SCHEDULE-STATUS that appears or changes in the organizer's copy after our write
+    (a server that delivers later, or another client's re-send) is recorded by the next
+    poll: a failure shows as ⚠ not delivered, a later success clears it."""
+    tm, student = on_radicale, StudentSide(radicale_server)
+    tm.ok("invite", "TM-1", "--all-enrolled")
+    href = _href(tm)
+    _answer_with(student, href, "bob@example.org", "NEEDS-ACTION", ";SCHEDULE-STATUS=5.1")
+    tm.ok("sync")
+    bob = _page(tm)["bob@example.org"]
+    assert (bob["calendar"], bob["delivery_status"], bob["schedule_status"]) == (
+        "invited",
+        "not_delivered",
+        "5.1",
+    )
+    assert "could not be reached" in bob["schedule_status_meaning"]
+    shown = tm.ok("session", "show", "TM-1").output
+    assert "⚠ not delivered" in shown and "bob@example.org: not delivered (5.1)" in shown
+    assert _page(tm)["ann@example.org"]["delivery_status"] is None
+
+    _answer_with(student, href, "bob@example.org", "NEEDS-ACTION", ';SCHEDULE-STATUS="2.0;Success"')
+    tm.ok("sync")
+    bob = _page(tm)["bob@example.org"]
+    assert (bob["delivery_status"], bob["schedule_status"]) == ("delivered", "2.0;Success")
+    assert "⚠" not in tm.ok("session", "show", "TM-1").output
+    checks = [h for h in _history(tm, "bob@example.org") if h["entry"] == "delivery"]
+    assert [(c["delivery_status"], c["reason"]) for c in checks] == [
+        ("not_delivered", "poll"),
+        ("delivered", "poll"),
+    ]
+    text = tm.ok("session", "history", "TM-1", "bob@example.org").output
+    assert "⚠ not delivered" in text and "5.1" in text and "2.0;Success" in text

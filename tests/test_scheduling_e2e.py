@@ -14,6 +14,7 @@ import json
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from tests.conftest import Cli, write_config
 from tests.scheduling_servers import (
@@ -90,17 +91,21 @@ class Office:
         )
         self.tm.ok("enroll", self.key, *self.students)
 
-    def page(self) -> dict:
+    def page(self) -> dict[str, Any]:
         """The session page as JSON."""
-        return json.loads(self.tm.ok("session", "show", self.key, "--json").output)
+        page: dict[str, Any] = json.loads(self.tm.ok("session", "show", self.key, "--json").output)
+        return page
 
-    def rows(self) -> dict[str, dict]:
+    def rows(self) -> dict[str, dict[str, Any]]:
         """Each student's row of the session page."""
         return {s["email"]: s for s in self.page()["students"]}
 
-    def history(self, email: str) -> list[dict]:
+    def history(self, email: str) -> list[dict[str, Any]]:
         """One student's history as JSON."""
-        return json.loads(self.tm.ok("session", "history", self.key, email, "--json").output)
+        rows: list[dict[str, Any]] = json.loads(
+            self.tm.ok("session", "history", self.key, email, "--json").output
+        )
+        return rows
 
     @property
     def uid(self) -> str:

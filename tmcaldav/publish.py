@@ -385,11 +385,11 @@ class Publisher:
             return
         written.event = stored
         sent = {a.email: ical.partstat_to_status(a.partstat) for a in attendees}
-        for email, attendee in state.attendees.items():
+        for email, on_server in state.attendees.items():
             # A student answered between our PUT and this read: the ETag read back is
             # not only our write, so it must not be taken as ours (the poll records it).
-            if email in sent and attendee.calendar_status != sent[email]:
-                written.unrecorded[email] = attendee.calendar_status
+            if email in sent and on_server.calendar_status != sent[email]:
+                written.unrecorded[email] = on_server.calendar_status
         for email in sorted(targets):
             attendee = state.attendees.get(email)
             if attendee is None:

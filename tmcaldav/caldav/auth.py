@@ -23,7 +23,7 @@ log = logging.getLogger(__name__)
 AUTH_METHODS = ("basic", "digest", "bearer")
 
 
-class RenewingBearerAuth(AuthBase):  # type: ignore[misc]  # the HTTP library is untyped
+class RenewingBearerAuth(AuthBase):
     """``Authorization: Bearer TOKEN``, with the token fetched again after a 401.
 
     ``fetch_token`` returns a fresh token (it runs the administrator's command). It is
