@@ -11,7 +11,6 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tmcaldav.domain import ICONS, NOT_DELIVERED_ICON, ServerDelivery
-from tmcaldav.ical.schedule import read_schedule_status
 from tmcaldav.store.model import Enrollment, Person, Response, ScheduleCheck, TrainingSession
 from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
@@ -85,6 +84,8 @@ def delivery_fields(
     elif schedule_status is None and status != ServerDelivery.NOT_DELIVERED:
         meaning = "answered, so it was delivered"
     else:
+        from tmcaldav.ical.schedule import read_schedule_status
+
         meaning = read_schedule_status(schedule_status).meaning
     return {
         "delivery_status": status,
