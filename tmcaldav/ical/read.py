@@ -71,12 +71,9 @@ def _param(params: _Params, name: str) -> str | None:
     return None
 
 
-def _param_values(params: _Params, name: str) -> list[str] | None:
-    """Every value of a parameter (None when it is absent)."""
-    for param_name, *values in params:
-        if param_name.upper() == name:
-            return values
-    return None
+def _first(values: list[str] | None) -> str | None:
+    """The first value of a parameter's values, or None."""
+    return values[0] if values else None
 
 
 def _utc_param(params: _Params, name: str) -> datetime | None:
@@ -241,20 +238,25 @@ def _attendees(
         address = address_or_none(value)
         if address is None:
             continue  # urn:uuid:..., an Exchange X.500 path, junk: not a student address
-        raw_name = _param(params, "CN")
+        # One pass over the parameters (the first of each name counts): attendee lines
+        # are most of a large event, and parsing is the poll's main cost.
+        found: dict[str, list[str]] = {}
+        for param_name, *values in params:
+            found.setdefault(param_name.upper(), values)
+        raw_name = _first(found.get("CN"))
         name = _decode_param_text(raw_name).strip() if raw_name is not None else ""
-        partstat = (_param(params, "PARTSTAT") or "NEEDS-ACTION").strip().upper()
-        statuses = _param_values(params, "SCHEDULE-STATUS")
-        note = _param_values(params, "X-RESPONSE-COMMENT")
+        partstat = (_first(found.get("PARTSTAT")) or "NEEDS-ACTION").strip().upper()
+        statuses = found.get("SCHEDULE-STATUS")
+        note = found.get("X-RESPONSE-COMMENT")
         parsed.append(
             AttendeeState(
                 email=address,
                 name=name or None,
                 partstat=partstat,
                 calendar_status=partstat_to_status(partstat),
-                sent_by=address_or_none(_param(params, "SENT-BY")),
+                sent_by=address_or_none(_first(found.get("SENT-BY"))),
                 reply_time=None,
-                schedule_status=",".join(statuses or ()).strip() or None,
+                schedule_status=",".join(statuses).strip() or None if statuses else None,
                 comment=decode_note_param(note) if note is not None else None,
                 answered_at=_utc_param(params, answer_time_param) if answer_time_param else None,
             )
