@@ -308,6 +308,9 @@ class ServerProfile:
     attendee_delete_declines: bool
     #: Are local users unknown to scheduling until they log in after a restart?
     forgets_users_on_restart: bool
+    #: Is a student's answer applied to the organizer's copy in any of the organizer's
+    #: calendars (else only in the schedule-default one; invitations go out from any)?
+    replies_in_any_calendar: bool
 
 
 PROFILES: Mapping[str, ServerProfile] = {
@@ -331,6 +334,7 @@ PROFILES: Mapping[str, ServerProfile] = {
         attendee_may_edit_event=True,
         attendee_delete_declines=True,
         forgets_users_on_restart=False,
+        replies_in_any_calendar=True,
     ),
     "xandikos": ServerProfile(
         delivered_status="2.0;Success",
@@ -352,6 +356,7 @@ PROFILES: Mapping[str, ServerProfile] = {
         attendee_may_edit_event=False,
         attendee_delete_declines=False,
         forgets_users_on_restart=True,
+        replies_in_any_calendar=False,
     ),
 }
 

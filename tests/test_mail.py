@@ -145,6 +145,10 @@ def test_end_to_end_with_imap(
             when
         )
     assert students["ann@example.org"]["notes"][0]["text"] == "I will bring my laptop."
+    # Gmail puts the student's words in the ATTENDEE's X-RESPONSE-COMMENT, escaped.
+    assert [n["text"] for n in students["bob@example.org"]["notes"]] == [
+        "Sorry, I'm on a customer visit that week. Could I join the January session?"
+    ]
     assert w.responses() == 3
     # Our own writes are recognised: the next poll finds nothing new and fires nothing.
     poll = Poller(w.store, w.publisher.calendar, ORGANIZER).poll()
@@ -156,7 +160,9 @@ def test_end_to_end_with_imap(
     again = w.mail.tick()
     assert (again.read, again.applied) == (0, 0)
     history = json.loads(w.tm.ok("session", "history", "TM-1", "bob@example.org", "--json").output)
-    assert [(h["calendar"], h["source"]) for h in history] == [("declined", "imip")]
+    assert [(h["calendar"], h["source"], h["evidence"]) for h in history] == [
+        ("declined", "imip", "reply-dtstamp")
+    ]
 
 
 # ---- replies in the shapes real clients send -------------------------------------------------

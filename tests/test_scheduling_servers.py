@@ -468,7 +468,8 @@ def test_delete_cancels_too(server: SchedulingServer) -> None:
 def test_any_organizer_calendar_schedules(server: SchedulingServer) -> None:
     """Scheduling is not limited to the schedule-default calendar on the organizer's
     side: an event PUT into another calendar of the organizer is delivered too (and
-    lands in the student's schedule-default calendar)."""
+    lands in the student's schedule-default calendar). The answer comes back into that
+    copy on Cyrus; Xandikos keeps it in the organizer's inbox only."""
     home = server.calendar_url(server.organizer).rstrip("/").rsplit("/", 1)[0]
     calendar = f"{home}/sessions-{uuid.uuid4().hex[:8]}/"
     assert server.request(server.organizer, "MKCALENDAR", calendar).status == 201
@@ -483,6 +484,13 @@ def test_any_organizer_calendar_schedules(server: SchedulingServer) -> None:
     status = attendee(stored, server.address(student)).params.get("SCHEDULE-STATUS")
     assert status == server.profile.delivered_status
     assert find_copy(server, student, uid) is not None
+
+    answer_as(server, student, uid, "ACCEPTED")
+    answered = attendee(get(server, server.organizer, url).text, server.address(student))
+    expected = "ACCEPTED" if server.profile.replies_in_any_calendar else "NEEDS-ACTION"
+    assert answered.params["PARTSTAT"] == expected
+    (reply,) = inbox_messages(server, server.organizer, uid)
+    assert "METHOD:REPLY" in reply
 
 
 # ---- who is invited ----------------------------------------------------------------------

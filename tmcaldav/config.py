@@ -66,24 +66,7 @@ class PasswordSource:
         if self.password_file is not None:
             return read_password_file(self.password_file)
         if self.password_command is not None:
-            try:
-                # An argv list, never a shell string: nothing in it is interpreted.
-                done = subprocess.run(
-                    list(self.password_command),
-                    capture_output=True,
-                    text=True,
-                    timeout=30,
-                    check=False,
-                )
-            except (OSError, subprocess.TimeoutExpired) as e:
-                raise SecretError(
-                    f"password_command {self.password_command[0]!r} failed: {e}"
-                ) from e
-            if done.returncode != 0:
-                raise SecretError(
-                    f"password_command {self.password_command[0]!r} exited {done.returncode}"
-                )
-            return done.stdout.rstrip("\r\n")
+            return run_secret_command(self.password_command, "password_command")
         if self.password_env is not None:
             value = os.environ.get(self.password_env)
             if value is None:
@@ -92,6 +75,27 @@ class PasswordSource:
                 )
             return value
         return ""
+
+
+def run_secret_command(argv: tuple[str, ...], key: str) -> str:
+    """Run a command that prints a secret (a password, an access token) and return it.
+
+    An argv list, never a shell string. SecretError names the key and the program, never
+    what it printed; trailing line breaks are dropped.
+    """
+    if not argv:
+        raise SecretError(f"{key} is empty")
+    try:
+        # An argv list, never a shell string: nothing in it is interpreted.
+        done = subprocess.run(list(argv), capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        raise SecretError(f"{key} {argv[0]!r} failed: {e}") from e
+    if done.returncode != 0:
+        raise SecretError(f"{key} {argv[0]!r} exited {done.returncode}")
+    secret = done.stdout.rstrip("\r\n")
+    if not secret.strip():
+        raise SecretError(f"{key} {argv[0]!r} printed nothing")
+    return secret
 
 
 def read_password_file(path: str) -> str:
@@ -129,11 +133,23 @@ class CaldavConfig:
     calendar: str | None = None
     tls_ca_file: str | None = None
     timeout: float = 30.0
+    # The login method: "basic" or "digest" with a password source, or "bearer" with a
+    # token_command (an argv list printing an access token, run again after a 401).
+    auth: str = "basic"
+    token_command: tuple[str, ...] | None = None
+    # A server profile (tmcaldav.caldav.profiles) when detection guesses wrong.
+    server_profile: str | None = None
 
     @property
     def password(self) -> PasswordSource:
         """The password source of this section."""
         return PasswordSource(self.password_file, self.password_command, self.password_env)
+
+    def fetch_token(self) -> str:
+        """Run token_command and return the access token it prints (SecretError if not)."""
+        if self.token_command is None:
+            raise SecretError("caldav.token_command is not set")
+        return run_secret_command(self.token_command, "caldav.token_command")
 
 
 @dataclass(frozen=True)
@@ -293,6 +309,7 @@ class Config:
 
 SUGGESTION_KINDS = values(SuggestionKind)
 SCHEDULING_MODES = ("server", "imip")
+AUTH_METHODS = ("basic", "digest", "bearer")
 SECURITY_MODES = ("starttls", "tls", "none")
 
 _SECTIONS: dict[str, type] = {
@@ -486,7 +503,7 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
     caldav: CaldavConfig | None = s.get("caldav")
     if caldav is not None:
         _check_http_url("caldav.url", caldav.url, problems)
-        _check_password("caldav", caldav.password, problems, required=False)
+        _check_login(caldav, problems)
         if caldav.tls_ca_file is not None and not Path(caldav.tls_ca_file).is_file():
             problems.append(f"caldav.tls_ca_file: no such file {caldav.tls_ca_file!r}")
         if caldav.timeout <= 0:
@@ -602,6 +619,43 @@ def _check_web(web: WebConfig, problems: list[str]) -> None:
                 f"web.trusted_proxies: not an IP address or network: {proxy!r} "
                 "(e.g. 127.0.0.1 or 10.0.0.0/24)"
             )
+
+
+def _check_login(caldav: CaldavConfig, problems: list[str]) -> None:
+    """The login method and its secret go together: a password for basic and digest, a
+    token command for bearer, never both."""
+    from tmcaldav.caldav.profiles import PROFILES
+
+    if caldav.server_profile is not None and caldav.server_profile not in PROFILES:
+        problems.append(
+            f"caldav.server_profile: unknown profile {caldav.server_profile!r} "
+            f"(known: {', '.join(PROFILES)}; leave it out to detect the server)"
+        )
+    if caldav.auth not in AUTH_METHODS:
+        problems.append(f"caldav.auth: must be one of {', '.join(AUTH_METHODS)}")
+        return
+    if caldav.auth == "bearer":
+        if caldav.token_command is None:
+            problems.append(
+                'caldav.auth = "bearer" needs token_command, a command printing an access '
+                'token, e.g. token_command = ["oauth2l", "fetch", "--scope", "calendar"]'
+            )
+        elif not caldav.token_command:
+            problems.append("caldav.token_command: must not be empty")
+        if caldav.password.configured:
+            problems.append(
+                'caldav.auth = "bearer" logs in with the token from token_command: remove '
+                "password_file, password_command and password_env"
+            )
+        return
+    if caldav.token_command is not None:
+        problems.append(
+            f'caldav.token_command is used only with auth = "bearer" (auth is {caldav.auth!r}): '
+            'remove it, or set auth = "bearer"'
+        )
+    _check_password("caldav", caldav.password, problems, required=True)
+    if not caldav.password.configured:
+        problems[-1] += f' (auth = "{caldav.auth}" logs in with a password)'
 
 
 def _check_http_url(key: str, url: str, problems: list[str]) -> None:

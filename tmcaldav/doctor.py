@@ -1,7 +1,8 @@
 """`tmcaldav doctor`: can this configuration work? Server, calendar, scheduling, store.
 
 Each check prints one line starting with "ok", "warn" or "FAIL"; the run fails only
-when the server or the store cannot be used.
+when the server or the store cannot be used, or (server mode) when the server would
+schedule nothing because organizer_email is not one of the login's addresses.
 """
 
 from __future__ import annotations
@@ -12,7 +13,9 @@ from typing import TYPE_CHECKING
 from sqlalchemy import select
 
 from tmcaldav.caldav import CalendarError
+from tmcaldav.caldav.profiles import GENERIC
 from tmcaldav.config import Config, SecretError
+from tmcaldav.domain import normalise_address
 
 if TYPE_CHECKING:
     from tmcaldav.store import Store
@@ -75,9 +78,11 @@ def _check_server(config: Config, say: Callable[[str], None]) -> bool:
         calendar.close()
         return False
     say(
-        f"ok   caldav: {info['url']} as {info['user']}"
+        f"ok   caldav: {info['url']} as {info['user']} (login: {info['auth']})"
         + (f" ({info['product']})" if info.get("product") else "")
     )
+    profile = calendar.profile
+    say(f"ok   server profile: {profile.name} ({profile.notes})")
     if info["sync_collection"]:
         say("ok   sync-collection (RFC 6578): polls fetch only what changed")
     else:
@@ -99,10 +104,75 @@ def _check_server(config: Config, say: Callable[[str], None]) -> bool:
             'invitations itself (SCHEDULE-AGENT=CLIENT); mode = "server" would let the '
             "server do it"
         )
+    calendar_ok = True
     if mode == "server" and info.get("is_schedule_default") is False:
-        say(
-            f"warn the calendar is not the server's default scheduling calendar "
-            f"({info['schedule_default_calendar']}); the server may not apply answers to it"
+        default = info["schedule_default_calendar"]
+        if profile.replies_in_any_calendar:
+            say(
+                f"ok   the calendar is not the default scheduling calendar, and "
+                f"{profile.name} schedules from any calendar and brings answers back to it"
+            )
+        elif profile is not GENERIC:
+            calendar_ok = False
+            say(
+                f"FAIL {profile.name} sends invitations from this calendar but brings the "
+                f"students' answers back only into the default scheduling calendar "
+                f"({default}): remove [caldav] calendar (tmcaldav then uses the default) "
+                f"or set it to that calendar's id"
+            )
+        else:
+            say(
+                f"warn the calendar is not the server's default scheduling calendar "
+                f"({default}); the server may not apply answers to it"
+            )
+    organizer_ok = True
+    if mode == "server" and calendar.schedules:
+        organizer_ok = check_organizer(
+            config.scheduling.organizer_email,
+            calendar.user_addresses,
+            ignore_case=profile.organizer_match_ignores_case,
+            user=str(info["user"]),
+            say=say,
         )
     calendar.close()
-    return True
+    return organizer_ok and calendar_ok
+
+
+def check_organizer(
+    organizer_email: str,
+    addresses: tuple[str, ...],
+    *,
+    ignore_case: bool,
+    user: str,
+    say: Callable[[str], None],
+) -> bool:
+    """Is organizer_email one of the login's calendar addresses, spelled as the server
+    matches it? A scheduling server schedules nothing for any other ORGANIZER: events
+    are stored, and nobody is invited (and no error says so)."""
+    wanted = normalise_address(organizer_email)
+    if not addresses:
+        say(
+            "warn the server lists no calendar-user-address-set for the login: cannot check "
+            "that it schedules for [scheduling] organizer_email"
+        )
+        return True
+    listed = ", ".join(addresses)
+    # tmcaldav writes every address in lower case (DESIGN §6).
+    if wanted in addresses or (ignore_case and wanted in {a.lower() for a in addresses}):
+        say(f"ok   organizer_email {wanted} is one of the login's calendar addresses")
+        return True
+    if wanted in {a.lower() for a in addresses}:
+        say(
+            f"FAIL organizer_email {wanted}: the server spells the login's address "
+            f"differently ({listed}) and matches addresses exactly, case included, while "
+            "tmcaldav writes addresses in lower case; change the address on the server to "
+            "lower case"
+        )
+        return False
+    say(
+        f"FAIL organizer_email {wanted} is not one of the calendar addresses of login "
+        f"{user!r} ({listed}): the server stores the events but invites nobody; set "
+        f"[scheduling] organizer_email to one of them, or log in as the account that owns "
+        f"{wanted}"
+    )
+    return False

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from datetime import timedelta
 from enum import StrEnum
 from types import MappingProxyType
 from typing import Final
@@ -107,6 +108,32 @@ class ReminderChannel(StrEnum):
     SERVER = "server"
 
 
+class ServerDelivery(StrEnum):
+    """What the CalDAV server says it did with an invitation (server mode): its
+    SCHEDULE-STATUS on the student's ATTENDEE line of the organizer's copy, in words.
+
+    ``sent`` means handed on for delivery by other means (Cyrus mails addresses it does
+    not host: 1.1) or still pending (1.0); ``not_delivered`` covers every failure code
+    (3.x, 5.x) and an invitation the server did not schedule at all (no SCHEDULE-STATUS
+    after our PUT: ORGANIZER is not one of the login's addresses).
+    """
+
+    DELIVERED = "delivered"
+    SENT = "sent"
+    NOT_DELIVERED = "not_delivered"
+
+
+class AnswerEvidence(StrEnum):
+    """Where an answer's time (``responded_at``) comes from, most direct first."""
+
+    #: The DTSTAMP of the student's own REPLY (iMIP), or the reply time their client wrote.
+    REPLY_DTSTAMP = "reply-dtstamp"
+    #: The answer time the CalDAV server recorded on the ATTENDEE (Cyrus: X-DTSTAMP).
+    SERVER_DTSTAMP = "server-dtstamp"
+    #: When tmcaldav first saw the answer (the server keeps no time of its own).
+    OBSERVED = "observed"
+
+
 def values(enum: type[StrEnum]) -> tuple[str, ...]:
     """The enum's values as plain strings, in definition order (for CHECK constraints)."""
     return tuple(member.value for member in enum)
@@ -123,6 +150,14 @@ ICONS: Final[Mapping[str, str]] = MappingProxyType(
         CalendarStatus.DELEGATED: "↪",
     }
 )
+
+#: A time stamp from someone else's clock (a REPLY's DTSTAMP, a server's X-DTSTAMP) that
+#: lies further ahead than this is skew or forgery: it counts as "now", so it cannot win
+#: iTIP ordering against answers that really come later.
+MAX_CLOCK_SKEW: Final = timedelta(minutes=5)
+
+#: The Calendar column of an invited student whose invitation the server did not deliver.
+NOT_DELIVERED_ICON: Final = "⚠"
 
 #: Statuses that hold a seat in the session.
 SEAT_STATUSES: Final = frozenset(

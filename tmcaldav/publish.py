@@ -24,11 +24,12 @@ from tmcaldav.caldav import (
     CalendarService,
     CalendarSettings,
     NotFound,
+    OrganizerChangeRefused,
     PreconditionFailed,
     StoredEvent,
 )
 from tmcaldav.config import Config, ConfigError
-from tmcaldav.domain import normalise_address
+from tmcaldav.domain import ServerDelivery, normalise_address
 from tmcaldav.errors import Refused, TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
 from tmcaldav.store.model import Enrollment, Reminder, Response, TrainingSession, utcnow
@@ -66,10 +67,15 @@ def connect_calendar(config: Config) -> CalendarService:
     settings = CalendarSettings(
         url=c.url,
         username=c.username,
-        password=c.password.read(),
+        # A bearer login has no password: its token comes from token_command, run on
+        # the first request and again after a 401.
+        password="" if c.auth == "bearer" else c.password.read(),
         calendar=c.calendar,
         tls_ca_file=c.tls_ca_file,
         timeout=c.timeout,
+        auth=c.auth,
+        fetch_token=c.fetch_token if c.auth == "bearer" else None,
+        profile=c.server_profile,
     )
     return CalendarService.connect(settings)
 
@@ -157,6 +163,21 @@ class Plan:
     # (old, new): a person's address replaced by another (`person edit --email`).
     replaced: tuple[tuple[str, str], ...] = ()
 
+    def delivery_targets(self) -> frozenset[str]:
+        """Students this write must reach: the newly invited and those sent it again,
+        or everyone when the session changes under them (update, reschedule)."""
+        if self.kind in ("update", "reschedule"):
+            return frozenset(s.email for s in self.attendees)
+        if self.kind == "invite":
+            return self.invited | self.force_send
+        return frozenset()
+
+    def check_reason(self, email: str) -> str:
+        """Why the delivery to `email` is checked (the history's reason)."""
+        if email in self.force_send and email not in self.invited:
+            return "resend"
+        return self.kind
+
 
 @dataclass(frozen=True)
 class Published:
@@ -189,6 +210,9 @@ class Written:
     recreated: bool
     # Answers on the server the store did not know (the next poll records them).
     unrecorded: dict[str, str] = field(default_factory=dict)
+    # Server mode: what the server says it did with each student the write was meant
+    # to reach (read back from the organizer's copy right after the PUT).
+    delivery: dict[str, ical.ScheduleResult] = field(default_factory=dict)
     # The store is behind the version written in some other way (a newer SEQUENCE on
     # the server, or the store changed while we wrote): the next poll reads it.
     store_behind: bool = False
@@ -198,6 +222,16 @@ class Written:
         """True when the store reflects everything in the version written, so its ETag
         may be taken as our own (the next poll then finds nothing new in it)."""
         return not self.unrecorded and not self.store_behind
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """What `invite` did: who was newly invited, and whose invitation the server says
+    it did not deliver (server mode), among the students this invite named."""
+
+    newly: list[str]
+    picked: list[str]
+    undelivered: dict[str, ical.ScheduleResult]
 
 
 def merge_attendees(
@@ -317,6 +351,21 @@ class Publisher:
                     stored = self.calendar.create(uid, body)
                 else:
                     stored = self.calendar.update(server_event.href, body, server_event.etag)
+            except OrganizerChangeRefused:
+                if server_event is None or not self._never_scheduled(server_state):
+                    raise
+                # The server never scheduled this copy (its ORGANIZER is not one of the
+                # login's addresses), so no student holds it and no answer is on it:
+                # replacing it loses nothing and lets the new organizer schedule.
+                log.warning(
+                    "session %s: replacing the event on the server, whose ORGANIZER %s the "
+                    "server never scheduled for",
+                    snap.key,
+                    server_state.organizer if server_state else "(unreadable)",
+                )
+                self.calendar.delete(server_event.href, server_event.etag)
+                snap = replace(snap, href=None)
+                continue
             except PreconditionFailed as e:
                 if server_event is None:
                     href = snap.href or self.calendar.href_for(uid)
@@ -340,17 +389,73 @@ class Publisher:
                     ) from e
                 log.info("session %s: the event changed while we wrote it; merging again", snap.key)
                 continue
-            return Written(
+            written = Written(
                 stored,
                 uid,
                 sequence,
                 recreated=snap.href is not None and server_event is None,
                 unrecorded=unrecorded,
             )
+            self._read_delivery(snap, plan, attendees, written)
+            return written
         raise PublishError(
             f"session {snap.key}: the event kept changing on the server while we wrote it "
             f"({MAX_ATTEMPTS} attempts); try again"
         )
+
+    def _read_delivery(
+        self,
+        snap: Snapshot,
+        plan: Plan,
+        attendees: tuple[ical.Attendee, ...],
+        written: Written,
+    ) -> None:
+        """Server mode: read the organizer's copy back and take each targeted student's
+        SCHEDULE-STATUS (RFC 6638 §3.2.9) — the server's word on the delivery.
+
+        A scheduling server delivers during the PUT, so the status is there when the
+        PUT returns; none at all means it scheduled nothing for that student.
+        """
+        targets = plan.delivery_targets()
+        if not targets or self.config.scheduling.mode != "server" or not self.calendar.schedules:
+            return
+        try:
+            stored = self.calendar.as_stored(written.event)
+            state = ical.read_event(stored.body)
+        except (NotFound, ical.ICalError) as e:
+            log.warning("session %s: cannot read the event back to check delivery: %s", snap.key, e)
+            return
+        written.event = stored
+        sent = {a.email: ical.partstat_to_status(a.partstat) for a in attendees}
+        for email, on_server in state.attendees.items():
+            # A student answered between our PUT and this read: the ETag read back is
+            # not only our write, so it must not be taken as ours (the poll records it).
+            if email in sent and on_server.calendar_status != sent[email]:
+                written.unrecorded[email] = on_server.calendar_status
+        for email in sorted(targets):
+            attendee = state.attendees.get(email)
+            if attendee is None:
+                continue
+            result = ical.read_schedule_status(attendee.schedule_status)
+            if attendee.schedule_status is None and attendee.calendar_status != "invited":
+                # An answer proves the invitation arrived (Cyrus drops the status then).
+                result = ical.ScheduleResult(
+                    ServerDelivery.DELIVERED, None, None, "answered, so it was delivered"
+                )
+            written.delivery[email] = result
+        failed = [e for e, r in written.delivery.items() if not r.delivered]
+        if failed:
+            log.warning(
+                "session %s: the server did not deliver the invitation to %s",
+                snap.key,
+                ", ".join(failed),
+            )
+
+    def _never_scheduled(self, state: ical.EventState | None) -> bool:
+        """True when the server copy's ORGANIZER is not one of the login's addresses: a
+        scheduling server then delivered nothing for it."""
+        addresses = {a.lower() for a in self.calendar.user_addresses}
+        return bool(addresses) and (state is None or (state.organizer or "") not in addresses)
 
     def _exists(self, href: str) -> bool:
         try:
@@ -439,6 +544,7 @@ class Publisher:
             record(db, session, written)
             if written is not None and plan is not None:
                 _record_event(session, written)
+                _record_delivery(session, written, plan)
                 published = published_for(key, plan, written.sequence)
                 db.flush()
                 for listener in self.on_published:
@@ -459,8 +565,29 @@ class Publisher:
 
         With `preview` nothing is written: it is shown the publish that would be made.
         """
+        return self.invite_checked(
+            key, emails, all_enrolled=all_enrolled, resend=resend, guard=guard, preview=preview
+        ).newly
+
+    def invite_checked(
+        self,
+        key: str,
+        emails: Iterable[str] = (),
+        *,
+        all_enrolled: bool = False,
+        resend: bool = False,
+        guard: Guard | None = None,
+        preview: Preview | None = None,
+    ) -> Invitation:
+        """`invite`, also saying whose invitation the server did not deliver.
+
+        In server mode the organizer's copy is read back after the PUT; students named by
+        this invite whose recorded delivery failed (now, or earlier and not re-sent) are
+        listed in `undelivered`.
+        """
         wanted = [normalise_address(e) for e in emails]
         newly: list[str] = []
+        picked_emails: list[str] = []
 
         def chosen(session: TrainingSession) -> list[Enrollment]:
             if session.status == "cancelled":
@@ -474,6 +601,7 @@ class Publisher:
 
         def prepare(db: Session, session: TrainingSession) -> Plan:
             picked = chosen(session)
+            picked_emails[:] = [e.person.email for e in picked]
             newly.clear()
             for e in picked:
                 if e.calendar_status == "not_invited":
@@ -495,7 +623,18 @@ class Publisher:
                     e.calendar_reason = None
 
         self._run(key, prepare, record, guard, preview)
-        return newly
+        if preview is not None:
+            return Invitation(list(newly), list(picked_emails), {})
+        undelivered: dict[str, ical.ScheduleResult] = {}
+        with self.store.scratch() as db:
+            for e in get_session(db, key, notes=False).enrollments:
+                if (
+                    e.person.email in picked_emails
+                    and e.delivery_status == ServerDelivery.NOT_DELIVERED
+                    and e.calendar_status == "invited"
+                ):
+                    undelivered[e.person.email] = ical.read_schedule_status(e.schedule_status)
+        return Invitation(list(newly), list(picked_emails), undelivered)
 
     def edit(self, key: str, fields: SessionFields) -> set[str]:
         """Change a session; a published one is updated (SEQUENCE+1), a new time reschedules."""
@@ -849,6 +988,25 @@ def _read_server_copy(snap: Snapshot, event: StoredEvent | None) -> ical.EventSt
             e,
         )
         return None
+
+
+def _record_delivery(session: TrainingSession, written: Written, plan: Plan) -> None:
+    """Keep what the server said about each delivery on the enrollments, with history."""
+    if not written.delivery:
+        return
+    from tmcaldav.sync import record_schedule_status
+
+    now = utcnow()
+    for enrollment in session.enrollments:
+        result = written.delivery.get(enrollment.person.email)
+        if result is not None:
+            record_schedule_status(
+                enrollment,
+                result,
+                sequence=written.sequence,
+                reason=plan.check_reason(enrollment.person.email),
+                now=now,
+            )
 
 
 def _record_event(session: TrainingSession, written: Written) -> None:

@@ -21,14 +21,16 @@ from sqlalchemy.orm import Session
 from tmcaldav import ical
 from tmcaldav.caldav import CalendarService, Changes, InvalidSyncToken, StoredEvent
 from tmcaldav.config import Config
-from tmcaldav.domain import ANSWERS, normalise_address
+from tmcaldav.domain import ANSWERS, MAX_CLOCK_SKEW, AnswerEvidence, normalise_address
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.hooks.outbox import ResponseEvent, to_row
 from tmcaldav.store import Store
 from tmcaldav.store.model import (
     Enrollment,
+    Note,
     Person,
     Response,
+    ScheduleCheck,
     SyncState,
     TrainingSession,
     utcnow,
@@ -37,7 +39,8 @@ from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
-
+#: The author of notes that are a student's own words, read from the server's copy.
+NOTE_AUTHOR = "calendar"
 
 # ---- the store's view, detached ----------------------------------------------------------
 
@@ -54,6 +57,8 @@ class KnownEnrollment:
     answer_dtstamp: datetime | None
     # Set while the answer shown was recorded by hand: what the server still holds.
     calendar_seen: str | None = None
+    # The SCHEDULE-STATUS last recorded (server mode), as the server wrote it.
+    schedule_status: str | None = None
 
     @property
     def on_server(self) -> str:
@@ -102,6 +107,8 @@ class AnswerChange:
     enrollment_status: str
     # "rescheduled" when the server reset the answer with a new SEQUENCE.
     reason: str | None = None
+    # Where `dtstamp` comes from (AnswerEvidence); None: the apply step decides.
+    evidence: str | None = None
 
     @property
     def fires_hooks(self) -> bool:
@@ -118,11 +125,34 @@ class Stranger:
     calendar_status: str
 
 
+@dataclass(frozen=True)
+class StudentNote:
+    """A student's own words found on their ATTENDEE line (X-RESPONSE-COMMENT)."""
+
+    enrollment_id: int
+    session_key: str
+    email: str
+    text: str
+
+
+@dataclass(frozen=True)
+class ScheduleChange:
+    """The server's SCHEDULE-STATUS for a student differs from the one recorded."""
+
+    enrollment_id: int
+    session_key: str
+    email: str
+    schedule_status: str
+    sequence: int
+
+
 @dataclass
 class Diff:
     """Everything one poll found."""
 
     answers: list[AnswerChange] = field(default_factory=list)
+    notes: list[StudentNote] = field(default_factory=list)
+    schedule: list[ScheduleChange] = field(default_factory=list)
     strangers: list[Stranger] = field(default_factory=list)
     # session id -> (href, etag, server SEQUENCE) of the version now on the server
     seen: dict[int, tuple[str, str, int]] = field(default_factory=dict)
@@ -160,10 +190,14 @@ def diff(
     *,
     full: bool,
     organizer: str,
+    now: datetime | None = None,
 ) -> Diff:
     """The store's sessions + the server's changed and deleted events → a Diff (pure).
 
     With `full`, `changed` is the whole calendar: a published session not in it is gone.
+    An answer's time is the best evidence the event holds: the server's own answer time
+    (`AttendeeState.answered_at`), else a reply time the student's client wrote; one
+    more than a few minutes after `now` counts as `now`.
     """
     sessions = list(sessions)
     by_href = {s.href: s for s in sessions if s.href}
@@ -180,7 +214,7 @@ def diff(
         if event.state is None:
             continue  # our own write: nothing new in it
         result.seen[session.id] = (event.href, event.etag, event.state.sequence)
-        _diff_attendees(session, event.state, organizer, result)
+        _diff_attendees(session, event.state, organizer, result, now)
     gone = set(deleted)
     for session in by_href.values():
         lost = session.href in gone or (full and session.id not in present)
@@ -190,8 +224,30 @@ def diff(
     return result
 
 
+def answer_time(attendee: ical.AttendeeState, now: datetime | None) -> tuple[datetime | None, str]:
+    """The most direct evidence of when an attendee answered, and which evidence it is.
+
+    The server's answer time (Cyrus: X-DTSTAMP) first, then a reply time written by the
+    student's client (Outlook), else none (the apply step takes the observation time).
+    A time further ahead of `now` than the allowed clock skew counts as `now`.
+    """
+    if attendee.answered_at is not None:
+        stamp, evidence = attendee.answered_at, AnswerEvidence.SERVER_DTSTAMP
+    elif attendee.reply_time is not None:
+        stamp, evidence = attendee.reply_time, AnswerEvidence.REPLY_DTSTAMP
+    else:
+        return None, AnswerEvidence.OBSERVED
+    if now is not None and stamp > now + MAX_CLOCK_SKEW:
+        stamp = now
+    return stamp, evidence
+
+
 def _diff_attendees(
-    session: KnownSession, event: ical.EventState, organizer: str, result: Diff
+    session: KnownSession,
+    event: ical.EventState,
+    organizer: str,
+    result: Diff,
+    now: datetime | None,
 ) -> None:
     for email, attendee in event.attendees.items():
         enrollment = session.enrollments.get(email)
@@ -199,6 +255,18 @@ def _diff_attendees(
             if email != organizer:
                 result.strangers.append(Stranger(session.key, email, attendee.calendar_status))
             continue
+        if attendee.comment:
+            result.notes.append(StudentNote(enrollment.id, session.key, email, attendee.comment))
+        if (
+            attendee.schedule_status is not None
+            and attendee.schedule_status != enrollment.schedule_status
+        ):
+            # Only a status that is there counts: Cyrus removes it when a student answers.
+            result.schedule.append(
+                ScheduleChange(
+                    enrollment.id, session.key, email, attendee.schedule_status, event.sequence
+                )
+            )
         new = attendee.calendar_status
         # Compared with what the server held before, not with an answer recorded by hand:
         # the server's unchanged copy is not the student's news, and must not overwrite it.
@@ -209,8 +277,9 @@ def _diff_attendees(
             and enrollment.answer_sequence is not None
             and event.sequence > enrollment.answer_sequence
         )
+        stamp, evidence = answer_time(attendee, now)
         if not is_newer(
-            (event.sequence, attendee.reply_time),
+            (event.sequence, stamp),
             (enrollment.answer_sequence, enrollment.answer_dtstamp),
         ):
             continue
@@ -222,9 +291,10 @@ def _diff_attendees(
                 old=enrollment.calendar_status,
                 new=new,
                 sequence=event.sequence,
-                dtstamp=attendee.reply_time,
+                dtstamp=stamp,
                 enrollment_status=enrollment.status,
                 reason="rescheduled" if reset else None,
+                evidence=evidence,
             )
         )
     for email, enrollment in session.enrollments.items():
@@ -252,12 +322,13 @@ def apply_answers(
 
     The one apply step for the poll, the iMIP path and answers recorded by hand.
     `responded_at` gives, per enrollment id, the answer's own time (a REPLY's DTSTAMP);
-    else the observation time. An answer older in iTIP order than the one shown goes
-    into the history only. An answer the enrollment already shows, at the same SEQUENCE
-    and DTSTAMP, is the same answer seen twice (two pollers, a poll and a REPLY racing):
-    it is skipped, so its hooks fire once. A calendar answer that only confirms the
-    answer shown (the student accepts in the calendar what they said on the phone) is
-    recorded but fires no hooks: nothing changed.
+    else the change's DTSTAMP, else the observation time. Each history row records which
+    (`evidence`). An answer older in iTIP order than the one shown goes into the history
+    only. An answer the enrollment already shows, at the same SEQUENCE and DTSTAMP, is
+    the same answer seen twice (two pollers, a poll and a REPLY racing): it is skipped,
+    so its hooks fire once. A calendar answer that only confirms the answer shown (the
+    student accepts in the calendar what they said on the phone) is recorded but fires
+    no hooks: nothing changed.
 
     `on_server` (default: every source but `manual`) says whether the answer is in the
     server's copy. One that is not (recorded by hand) keeps, in `calendar_seen`, what
@@ -292,6 +363,7 @@ def apply_answers(
             continue
         old = enrollment.calendar_status
         when = (responded_at or {}).get(change.enrollment_id) or change.dtstamp or observed_at
+        evidence = AnswerEvidence.OBSERVED if when is observed_at else change.evidence
         db.add(
             Response(
                 enrollment_id=enrollment.id,
@@ -302,6 +374,7 @@ def apply_answers(
                 dtstamp=change.dtstamp,
                 source=source,
                 reason=change.reason,
+                evidence=evidence,
             )
         )
         count += 1
@@ -421,15 +494,17 @@ def with_enrollments(db: Session, sessions: Iterable[KnownSession]) -> list[Know
                 Enrollment.answer_sequence,
                 Enrollment.answer_dtstamp,
                 Enrollment.calendar_seen,
+                Enrollment.schedule_status,
             )
             .join(Person, Person.id == Enrollment.person_id)
             .where(Enrollment.session_id.in_(list(by_session)))
         )
         # Plain tuples: a full resync reads every enrollment, and named access on
         # each row costs more than the query.
-        for session_id, enrollment_id, email, status, calendar, sequence, stamp, seen in rows:
+        for row in rows:
+            session_id, enrollment_id, email, status, calendar, sequence, stamp, seen, sched = row
             by_session[session_id][email] = KnownEnrollment(
-                enrollment_id, email, status, calendar, sequence, stamp, seen
+                enrollment_id, email, status, calendar, sequence, stamp, seen, sched
             )
     return [replace(s, enrollments=by_session[s.id]) for s in sessions]
 
@@ -526,7 +601,11 @@ class Poller:
                 hrefs=[e.href for e in changes.changed] + list(changes.deleted),
                 every=changes.full,
             )
-            events, skipped = parse_events(changes.changed, sessions.values())
+            events, skipped = parse_events(
+                changes.changed,
+                sessions.values(),
+                answer_time_param=self.calendar.profile.answer_time_param,
+            )
             known_hrefs = {s.href for s in sessions.values()}
             unknown_uids = {
                 e.state.uid for e in events if e.state is not None and e.href not in known_hrefs
@@ -543,7 +622,10 @@ class Poller:
             known += with_enrollments(
                 db, [s for s in sessions.values() if s.href in parsed_hrefs or s.uid in parsed_uids]
             )
-        result = diff(known, events, changes.deleted, full=changes.full, organizer=self.organizer)
+        now = utcnow()
+        result = diff(
+            known, events, changes.deleted, full=changes.full, organizer=self.organizer, now=now
+        )
         if published and len(result.missing) >= published and not accept_empty:
             raise EmptyCalendar(
                 f"the calendar {self.calendar.url} no longer lists the sessions published "
@@ -551,10 +633,11 @@ class Poller:
                 "the calendar id and the account's permissions are right and the events "
                 "really were deleted, run: tmcaldav sync --accept-empty"
             )
-        now = utcnow()
         with self.store.transaction() as db:
             answers = apply_answers(db, result.answers, source="poll", observed_at=now)
             _apply_sessions(db, result)
+            add_student_notes(db, result.notes, now)
+            _apply_schedule(db, result.schedule, now)
             state = self._state(db)
             state.sync_token = changes.sync_token or state.sync_token
             state.ctag = new_ctag
@@ -573,10 +656,14 @@ class Poller:
 
 
 def parse_events(
-    changed: Iterable[StoredEvent], known: Iterable[KnownSession]
+    changed: Iterable[StoredEvent],
+    known: Iterable[KnownSession],
+    *,
+    answer_time_param: str | None = None,
 ) -> tuple[list[ServerEvent], list[str]]:
     """Parse changed objects; our own writes are not parsed, unreadable ones are skipped
-    (and logged with their href)."""
+    (and logged with their href). `answer_time_param` is the server profile's ATTENDEE
+    parameter holding the answer time."""
     ours = {(s.href, s.etag) for s in known if s.href and s.etag}
     events, skipped = [], []
     for stored in changed:
@@ -584,7 +671,8 @@ def parse_events(
             events.append(ServerEvent(stored.href, stored.etag, None))
             continue
         try:
-            events.append(ServerEvent(stored.href, stored.etag, ical.read_event(stored.body)))
+            state = ical.read_event(stored.body, answer_time_param=answer_time_param)
+            events.append(ServerEvent(stored.href, stored.etag, state))
         except ical.ICalError as e:
             log.warning("skipping %s on the server: %s", stored.href, e)
             skipped.append(stored.href)
@@ -612,6 +700,87 @@ def _apply_sessions(db: Session, result: Diff) -> None:
             # The answers stay in the store; only the event is marked gone.
             session.calendar_state = "missing"
             session.etag = None
+
+
+def add_student_notes(db: Session, notes: Iterable[StudentNote], now: datetime) -> int:
+    """Keep each student's own words as a note on their enrollment, once."""
+    notes = list(notes)
+    if not notes:
+        return 0
+    existing = {
+        (enrollment_id, text)
+        for enrollment_id, text in db.execute(
+            select(Note.enrollment_id, Note.text).where(
+                Note.enrollment_id.in_([n.enrollment_id for n in notes]),
+                Note.author == NOTE_AUTHOR,
+            )
+        )
+    }
+    added = 0
+    for note in notes:
+        if (note.enrollment_id, note.text) in existing:
+            continue
+        existing.add((note.enrollment_id, note.text))
+        db.add(
+            Note(
+                enrollment_id=note.enrollment_id, text=note.text, author=NOTE_AUTHOR, created_at=now
+            )
+        )
+        added += 1
+        log.info("session %s: %s left a note in their calendar", note.session_key, note.email)
+    return added
+
+
+def record_schedule_status(
+    enrollment: Enrollment,
+    result: ical.ScheduleResult,
+    *,
+    sequence: int | None,
+    reason: str,
+    now: datetime,
+) -> None:
+    """Record what the server said it did with one student's invitation, and keep it in
+    the history (schedule_checks)."""
+    enrollment.delivery_status = result.delivery
+    enrollment.schedule_status = result.schedule_status
+    enrollment.delivery_checked_at = now
+    enrollment.schedule_checks.append(
+        ScheduleCheck(
+            checked_at=now,
+            sequence=sequence,
+            delivery_status=result.delivery,
+            schedule_status=result.schedule_status,
+            reason=reason,
+        )
+    )
+
+
+def _apply_schedule(db: Session, changes: Iterable[ScheduleChange], now: datetime) -> None:
+    changes = list(changes)
+    if not changes:
+        return
+    enrollments = {
+        e.id: e
+        for e in db.scalars(
+            select(Enrollment).where(Enrollment.id.in_([c.enrollment_id for c in changes]))
+        )
+    }
+    for change in changes:
+        enrollment = enrollments.get(change.enrollment_id)
+        if enrollment is None:
+            continue
+        result = ical.read_schedule_status(change.schedule_status)
+        before = enrollment.delivery_status
+        record_schedule_status(enrollment, result, sequence=change.sequence, reason="poll", now=now)
+        if before != result.delivery:
+            log.info(
+                "session %s: the server now says %s for %s (%s: %s)",
+                change.session_key,
+                result.delivery,
+                change.email,
+                change.schedule_status,
+                result.meaning,
+            )
 
 
 def _report(result: Diff) -> None:

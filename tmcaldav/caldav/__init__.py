@@ -6,22 +6,42 @@ a sync token (RFC 6578) or a listing, and turns every failure into a typed error
 `CalendarService`.
 """
 
+from typing import TYPE_CHECKING, Any
+
 from tmcaldav.caldav.errors import (
     AuthFailed,
     CalendarError,
     InvalidSyncToken,
     NotFound,
+    OrganizerChangeRefused,
     PreconditionFailed,
     ServerError,
     Unreachable,
 )
-from tmcaldav.caldav.service import (
-    CalendarService,
-    CalendarSettings,
-    Changes,
-    StoredEvent,
-    resource_name,
+
+if TYPE_CHECKING:
+    from tmcaldav.caldav.service import (
+        CalendarService,
+        CalendarSettings,
+        Changes,
+        StoredEvent,
+        resource_name,
+    )
+
+# The service pulls in the CalDAV client library (a fifth of a second): it is loaded on
+# first use, so that reading the config (which checks server profile names) or the
+# errors stays cheap for every command.
+_SERVICE_NAMES = frozenset(
+    {"CalendarService", "CalendarSettings", "Changes", "StoredEvent", "resource_name"}
 )
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SERVICE_NAMES:
+        from tmcaldav.caldav import service
+
+        return getattr(service, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 __all__ = [
     "AuthFailed",
@@ -31,6 +51,7 @@ __all__ = [
     "Changes",
     "InvalidSyncToken",
     "NotFound",
+    "OrganizerChangeRefused",
     "PreconditionFailed",
     "ServerError",
     "StoredEvent",

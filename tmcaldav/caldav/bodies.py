@@ -15,6 +15,7 @@ VALID_SYNC_TOKEN = DAV + "valid-sync-token"
 UID_CONFLICT = frozenset(
     {CALDAV + "no-uid-conflict", CALDAV + "unique-scheduling-object-resource"}
 )
+ORGANIZER_CHANGE = CALDAV + "allowed-organizer-scheduling-object-change"
 ICAL_CONTENT_TYPE = "text/calendar; charset=utf-8"
 
 PROPFIND = (
@@ -24,6 +25,7 @@ PROPFIND = (
 )
 PRINCIPAL_PROPS = PROPFIND.format(
     props="<c:calendar-home-set/><c:schedule-inbox-URL/><c:schedule-default-calendar-URL/>"
+    "<c:calendar-user-address-set/>"
 )
 INBOX_PROPS = PROPFIND.format(props="<c:schedule-default-calendar-URL/>")
 CALENDAR_PROPS = PROPFIND.format(

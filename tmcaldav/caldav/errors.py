@@ -57,6 +57,12 @@ class ServerError(CalendarError):
         self.retry_after = retry_after
 
 
+class OrganizerChangeRefused(CalendarError):
+    """The server refuses to change the ORGANIZER of an event it holds (RFC 6638
+    ``allowed-organizer-scheduling-object-change``; Cyrus): organizer_email changed since
+    the event was published."""
+
+
 class Unreachable(CalendarError):
     """No answer: connection refused, DNS failure, TLS failure or timeout."""
 

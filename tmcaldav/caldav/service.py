@@ -11,7 +11,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 from urllib.parse import quote, unquote, urljoin, urlsplit
@@ -22,6 +22,7 @@ from caldav.davclient import DAVClient
 from caldav.lib import error as dav_error
 from caldav.lib.http_sync import requests as http
 
+from tmcaldav.caldav.auth import build_auth
 from tmcaldav.caldav.bodies import (
     CALDAV,
     CALENDAR_PROPS,
@@ -33,6 +34,7 @@ from tmcaldav.caldav.bodies import (
     LISTING_PROPS,
     MKCALENDAR,
     MULTIGET,
+    ORGANIZER_CHANGE,
     PLAIN_NAME,
     PRINCIPAL_PROPS,
     PROPFIND,
@@ -45,10 +47,12 @@ from tmcaldav.caldav.errors import (
     CalendarError,
     InvalidSyncToken,
     NotFound,
+    OrganizerChangeRefused,
     PreconditionFailed,
     ServerError,
     Unreachable,
 )
+from tmcaldav.caldav.profiles import ServerProfile, detect_profile, profile_named
 from tmcaldav.retry import parse_retry_after
 
 __all__ = [
@@ -59,6 +63,7 @@ __all__ = [
     "Changes",
     "InvalidSyncToken",
     "NotFound",
+    "OrganizerChangeRefused",
     "PreconditionFailed",
     "ServerError",
     "StoredEvent",
@@ -74,7 +79,12 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class CalendarSettings:
-    """How to reach the calendar: server or principal URL, login, calendar id."""
+    """How to reach the calendar: server or principal URL, login, calendar id.
+
+    ``auth`` is the login method (``basic``, ``digest`` or ``bearer``); a bearer token
+    comes from ``fetch_token``, called again when the server answers 401. ``profile``
+    names a server profile (:mod:`tmcaldav.caldav.profiles`); None detects it.
+    """
 
     url: str
     username: str
@@ -84,6 +94,9 @@ class CalendarSettings:
     calendar: str | None = None
     tls_ca_file: str | None = None
     timeout: float = 30
+    auth: str = "basic"
+    fetch_token: Callable[[], str] | None = field(default=None, repr=False, compare=False)
+    profile: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,6 +110,9 @@ class StoredEvent:
     href: str
     etag: str
     body: str
+    #: True when ``body`` is what we sent (the PUT answered an ETag), not the server's
+    #: text: a scheduling server adds SCHEDULE-STATUS, so read it back to see those.
+    echoed: bool = False
 
 
 @dataclass(frozen=True)
@@ -162,10 +178,21 @@ class CalendarService:
         # None: the server has no schedule-default-calendar-URL at all.
         self._schedule_default: str | None = None
         self._server_has_schedule_default = False
+        #: Does the server schedule for this login (a scheduling inbox, and a profile
+        #: that schedules)? Only then is delivery read back after a PUT.
+        self.schedules = False
+        #: The login's calendar addresses (``calendar-user-address-set``), as the server
+        #: spells them, without ``mailto:``; empty when the server publishes none.
+        self.user_addresses: tuple[str, ...] = ()
+        #: The server's ``Server`` header, as first seen.
+        self.server_header: str | None = None
+        self.profile: ServerProfile = profile_named("generic")
         client.session.hooks.setdefault("response", []).append(self._count_response)
 
     def _count_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         self.request_count += 1
+        if self.server_header is None:
+            self.server_header = response.headers.get("Server")
         return response
 
     # -- connecting ----------------------------------------------------------------------
@@ -195,13 +222,25 @@ class CalendarService:
                 url=settings.url,
                 user=settings.username,
             )
+        if settings.profile is not None:
+            try:
+                profile_named(settings.profile)
+            except KeyError:
+                raise CalendarError(
+                    f"unknown server profile {settings.profile!r}: fix [caldav] server_profile",
+                    url=settings.url,
+                    user=settings.username,
+                ) from None
         client = DAVClient(
             url=settings.url,
             username=settings.username,
             password=settings.password,
-            # Without an explicit auth type every request first collects a 401 (and
-            # Radicale delays that one by about a second).
-            auth_type="basic",
+            # Credentials go with the first request: without them every request first
+            # collects a 401 (Radicale delays that one by about a second), and Cyrus
+            # answers an anonymous PROPFIND of / with 207 instead of a challenge.
+            auth=build_auth(
+                settings.auth, settings.username, settings.password, settings.fetch_token
+            ),
             ssl_verify_cert=settings.tls_ca_file or True,
             # caldav annotates int, but hands the value to niquests, which takes floats.
             timeout=settings.timeout,  # type: ignore[arg-type]
@@ -239,6 +278,7 @@ class CalendarService:
             )
         home_url = urljoin(principal_url, home)
         self._find_schedule_default(principal_url, principal)
+        self.user_addresses = _addresses(principal.get(CALDAV + "calendar-user-address-set"))
 
         calendars = self._list_calendars(home_url)
         wanted = settings.calendar
@@ -270,7 +310,7 @@ class CalendarService:
             chosen = self._make_calendar(home_url, wanted or "calendar")
 
         href, props = chosen
-        self.url = urljoin(home_url, href)
+        self.url = urljoin(home_url, href.rstrip("/") + "/")
         self._reports = tuple(props.get(DAV + "supported-report-set") or ())
         if self._reports:
             self.supports_sync = DAV + "sync-collection" in self._reports
@@ -278,6 +318,22 @@ class CalendarService:
             # No supported-report-set: a sync-token property still means RFC 6578.
             self.supports_sync = bool(props.get(DAV + "sync-token"))
         self._calendar = DAVCalendar(client=self._client, url=self.url)
+        token = props.get(DAV + "sync-token")
+        if settings.profile is None and self.server_header is None:
+            # Cyrus names itself only in OPTIONS answers: one request, once per connect.
+            with (
+                contextlib.suppress(CalendarError),
+                self._translate("asking the server's name", self.url),
+            ):
+                self._client.options(self.url)
+        self.profile = (
+            profile_named(settings.profile)
+            if settings.profile is not None
+            else detect_profile(self.server_header, token if isinstance(token, str) else None)
+        )
+        self.schedules = self.profile.schedules and bool(
+            principal.get(CALDAV + "schedule-inbox-URL")
+        )
 
     def _find_schedule_default(self, principal_url: str, principal: dict[str, Any]) -> None:
         # RFC 6638 puts schedule-default-calendar-URL on the scheduling inbox; some
@@ -293,7 +349,9 @@ class CalendarService:
             default = default[0] if default else None
         if default:
             self._server_has_schedule_default = True
-            self._schedule_default = _href_of(urljoin(principal_url, default))
+            # A collection's URL ends in "/"; Xandikos names it without one, and
+            # resolving an event's name against that would leave the calendar.
+            self._schedule_default = _href_of(urljoin(principal_url, default)).rstrip("/") + "/"
 
     def _list_calendars(self, home_url: str) -> list[tuple[str, dict[str, Any]]]:
         results = self._propfind(home_url, CALENDAR_PROPS, 1, "listing the calendars")
@@ -383,7 +441,12 @@ class CalendarService:
             log.debug("PUT %s returned no ETag; reading it back", href)
             return self.get(href)
         log.debug("PUT %s -> %s", href, etag)
-        return StoredEvent(href=href, etag=etag, body=body)
+        return StoredEvent(href=href, etag=etag, body=body, echoed=True)
+
+    def as_stored(self, event: StoredEvent) -> StoredEvent:
+        """The event as the server holds it: ``event`` itself, or read back (GET) when its
+        body is only what we sent. A scheduling server adds SCHEDULE-STATUS to our text."""
+        return self.get(event.href) if event.echoed else event
 
     def _etag_of(self, url: str) -> str:
         props = self._propfind_one(url, PROPFIND.format(props="<d:getetag/>"), "reading an ETag")
@@ -579,6 +642,10 @@ class CalendarService:
         return {
             "url": self.url,
             "user": self._settings.username,
+            "auth": self._settings.auth,
+            "profile": self.profile.name,
+            "schedules": self.schedules,
+            "user_addresses": list(self.user_addresses),
             "product": response.headers.get("Server"),
             "dav": classes,
             "calendar_access": "calendar-access" in classes,
@@ -740,9 +807,24 @@ class CalendarService:
                 conditions |= set(dav_error.parse_preconditions(response.raw))
         error: CalendarError
         if status == 401:
+            check = (
+                "check [caldav] token_command (it ran again and its new token was refused "
+                "too) and the account the token belongs to"
+                if self._settings.auth == "bearer"
+                else f"check [caldav] username, the password source and auth "
+                f"(now {self._settings.auth!r})"
+            )
             error = AuthFailed(
-                f"the CalDAV server at {url} rejected the login of user {user!r} (401): "
-                "check [caldav] username and the password source",
+                f"the CalDAV server at {url} rejected the login of user {user!r} (401): {check}",
+                url=url,
+                user=user,
+            )
+        elif ORGANIZER_CHANGE in conditions:
+            error = OrganizerChangeRefused(
+                f"the CalDAV server refused {action} at {url} ({status}): it does not let the "
+                "ORGANIZER of an event change, and [scheduling] organizer_email is not the "
+                "one the event was published with; delete the event on the server, then "
+                "`tmcaldav invite KEY --all-enrolled --resend` publishes it anew",
                 url=url,
                 user=user,
             )
@@ -800,6 +882,22 @@ _STATUS_HINTS = {
     422: ": it rejected the iCalendar data as invalid",
     501: ": check that [caldav] url points at a CalDAV server",
 }
+
+
+def _addresses(value: Any) -> tuple[str, ...]:
+    """calendar-user-address-set as addresses spelled as the server spells them.
+
+    Only ``mailto:`` entries count (principals also list their own URL there).
+    """
+    if value is None:
+        return ()
+    entries = [value] if isinstance(value, str) else list(value)
+    found = []
+    for entry in entries:
+        text = unquote(str(entry).strip())
+        if text[:7].lower() == "mailto:":
+            found.append(text[7:].strip())
+    return tuple(found)
 
 
 def _holds_events(props: Mapping[str, Any]) -> bool:

@@ -10,7 +10,7 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import EXIT_FAILED, cli, emit_json, json_option, pass_app
-from tmcaldav.config import ConfigError
+from tmcaldav.config import ConfigError, SecretError
 
 # ---- db, config --------------------------------------------------------------------------
 
@@ -46,6 +46,12 @@ def check_config(app: App) -> None:
         pm = manager_for(plugins)
         read.problems += [f"plugins.enable: {f.name}: {f.reason}" for f in pm.failures]
         pm.close()
+    caldav = read.usable("caldav", "auth", "token_command")
+    if caldav is not None and caldav.auth == "bearer" and not read.problems:
+        try:
+            caldav.fetch_token()  # run once to see it works; the token is not shown
+        except SecretError as e:
+            read.problems.append(f"caldav: {e}")
     if read.problems:
         raise ConfigError(app.path, read.problems)
     click.echo(f"{app.path}: ok (scheduling mode {read.sections['scheduling'].mode})")

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import EXIT_FAILED, EXIT_USAGE, cli, fail, pass_app
 from tmcaldav.words import plural
+
+if TYPE_CHECKING:
+    from tmcaldav.ical import ScheduleResult
 
 
 @cli.command()
@@ -51,12 +56,65 @@ def invite(
         )
         click.echo(previewer.render())
         return
-    newly = app.publisher.invite(key, emails, all_enrolled=all_enrolled, resend=resend)
+    from tmcaldav.domain import NOT_DELIVERED_ICON
+
+    invitation = app.publisher.invite_checked(
+        key, emails, all_enrolled=all_enrolled, resend=resend
+    )
+    newly = invitation.newly
     click.echo(
         f"session {key}: invited {len(newly)} new"
         + (f" ({', '.join(newly)})" if newly else "")
         + (", invitations sent again" if resend else "")
     )
+    calendar = app.publisher.calendar
+    if (
+        resend
+        and app.config.scheduling.mode == "server"
+        and calendar.profile.force_send_reaches == "all"
+    ):
+        click.echo(
+            f"note: {calendar.profile.name} sends the invitation again to every student of "
+            "the session, not only to those named",
+            err=True,
+        )
+    if invitation.undelivered:
+        lines = [
+            f"  {NOT_DELIVERED_ICON} {email}: {result.schedule_status or 'no SCHEDULE-STATUS'}"
+            f" ({result.meaning})"
+            for email, result in sorted(invitation.undelivered.items())
+        ]
+        fail(
+            f"session {key}: the CalDAV server did not deliver the invitation to "
+            f"{len(invitation.undelivered)} student(s):\n"
+            + "\n".join(lines)
+            + "\n"
+            + _what_to_check(invitation.undelivered.values())
+            + f"\nthen send it again: tmcaldav invite {key} "
+            + " ".join(sorted(invitation.undelivered))
+            + " --resend"
+        )
+
+
+def _what_to_check(results: Iterable[ScheduleResult]) -> str:
+    """Advice for failed deliveries, by what the server said."""
+    codes = {r.code for r in results}
+    advice = []
+    if None in codes:
+        advice.append(
+            "no SCHEDULE-STATUS means the server scheduled nothing: [scheduling] "
+            "organizer_email must be one of the login's calendar addresses "
+            "(`tmcaldav doctor` lists them)"
+        )
+    if any(c and c.startswith("3.") for c in codes):
+        advice.append(
+            "3.x: the server does not know these addresses as calendar users: check the "
+            "spelling, and that each student has an account there (on Xandikos, one that "
+            "logged in since the server started)"
+        )
+    if any(c and c.startswith("5.") for c in codes):
+        advice.append("5.x: the server could not deliver now: try again later, check its logs")
+    return "check: " + "; ".join(advice or ["the server's logs"])
 
 
 def _awaiting(app: App, keys: list[str] | None) -> list[str]:
@@ -125,7 +183,8 @@ def publish(app: App, everything: bool, and_invite: bool) -> None:
 
 @cli.command()
 @click.option(
-    "--accept-empty", is_flag=True,
+    "--accept-empty",
+    is_flag=True,
     help="Accept that the calendar lost every event (after checking URL and permissions).",
 )
 @pass_app

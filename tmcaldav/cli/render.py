@@ -13,10 +13,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tmcaldav.domain import ICONS
+from tmcaldav.store.pages import calendar_cell
 from tmcaldav.words import plural
 
 # Width of the REASON column of `tmcaldav suggestions`: longer reasons wrap (never cut).
 REASON_WIDTH = 64
+
 
 
 def local_time(value: str | None, tz: str) -> str:
@@ -34,13 +36,6 @@ def counts_line(counts: Mapping[str, int]) -> str:
         if status != "delegated" or n
     ]
     return "  ".join(shown)
-
-
-def calendar_cell(student: Mapping[str, Any]) -> str:
-    """The Calendar column: icon and status, and "by hand" for an answer an
-    administrator recorded."""
-    text = f"{student['icon']} {student['calendar']}"
-    return text + " by hand" if student.get("by_hand") else text
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> str:
@@ -87,6 +82,7 @@ def render_page(page: dict[str, Any]) -> str:
         )
     rows: list[tuple[str, ...]] = [("", "STUDENT", "STATUS", "WAIT", "CAL", "ANSWERED", "NOTE")]
     mailed = any(s.get("delivery") for s in page["students"])
+    undelivered = []
     if mailed:
         rows[0] += ("MAIL",)
     for s in page["students"]:
@@ -95,6 +91,9 @@ def render_page(page: dict[str, Any]) -> str:
             note = note or "(rescheduled: waiting for a new answer)"
         if s["calendar_reason"] == "removed" and s["status"] == "cancelled":
             note = note or "(taken off the event)"
+        cell = calendar_cell(s)
+        if cell != f"{s['icon']} {s['calendar']}":
+            undelivered.append(s)
         who = f"{s['name']} <{s['email']}>" if s["name"] else s["email"]
         rows.append(
             (
@@ -102,7 +101,7 @@ def render_page(page: dict[str, Any]) -> str:
                 who,
                 s["status"],
                 str(s["waitlist_position"] or ""),
-                calendar_cell(s),
+                cell,
                 local_time(s["responded_at"], page["tz"]),
                 textwrap.shorten(note, 60, placeholder=" …") if note else "",
             )
@@ -110,6 +109,9 @@ def render_page(page: dict[str, Any]) -> str:
         if mailed:
             rows[-1] += (_mail_cell(s.get("delivery")),)
     lines.append(table(rows) if len(rows) > 1 else "  (no students)")
+    for s in undelivered:
+        code = s["schedule_status"] or "no SCHEDULE-STATUS"
+        lines.append(f"  ⚠ {s['email']}: not delivered ({code}): {s['schedule_status_meaning']}")
     return "\n".join(lines)
 
 
@@ -118,6 +120,46 @@ def _mail_cell(delivery: dict[str, Any] | None) -> str:
         return ""
     what = f"{delivery['method']} {delivery['state']}"
     return what + (f" ({delivery['error'][:40]})" if delivery["state"] == "failed" else "")
+
+
+def render_history(rows: list[dict[str, Any]], tz: str) -> str:
+    """A student's history as a text table, times in the session's zone: answers,
+    reminders, and the server's word on delivery."""
+    header = ("CAL", "ANSWERED", "OBSERVED", "SEQ", "SOURCE", "EVIDENCE", "REASON")
+    lines: list[tuple[str, ...]] = [header]
+    for r in rows:
+        sequence = "" if r["sequence"] is None else str(r["sequence"])
+        if r["event"] == "delivery":
+            what = "not delivered" if r["delivery_status"] == "not_delivered" else "delivered"
+            if r["delivery_status"] == "sent":
+                what = "sent"
+            code = r["schedule_status"] or "no SCHEDULE-STATUS"
+            lines.append(
+                (
+                    f"{r['icon']} {what}",
+                    "",
+                    local_time(r["observed_at"], tz),
+                    sequence,
+                    "server",
+                    code,
+                    f"{r['reason'] or ''}: {r['schedule_status_meaning']}",
+                )
+            )
+            continue
+        lines.append(
+            (
+                f"{r['icon']} {r['calendar']}"
+                if r["event"] == "answer"
+                else f"reminded ({r['icon']} {r['calendar']})",
+                local_time(r["responded_at"], tz),
+                local_time(r["observed_at"], tz),
+                sequence,
+                "by hand" if r["source"] == "manual" else r["source"],
+                r["evidence"] or "",
+                r["reason"] or "",
+            )
+        )
+    return table(lines)
 
 
 def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:

@@ -123,6 +123,38 @@ def session_edit(app: App, /, key: str, **fields: Any) -> None:
     names = {"start_at": "start", "end_at": "end"}
     listed = ", ".join(sorted(names.get(c, c) for c in changed))
     click.echo(f"session {key}: " + (f"changed {listed}" if changed else "no change"))
+    if changed & {"start_at", "end_at"}:
+        _tell_about_reschedule(app, key)
+
+
+def _tell_about_reschedule(app: App, key: str) -> None:
+    """Server mode: say when the server did not deliver the new time, or leaves the
+    students' old answers standing in their own calendars."""
+    from tmcaldav.domain import ServerDelivery
+    from tmcaldav.store import get_session
+
+    if app.config.scheduling.mode != "server":
+        return
+    with app.store.scratch() as db:
+        failed = sorted(
+            e.person.email
+            for e in get_session(db, key, notes=False).enrollments
+            if e.delivery_status == ServerDelivery.NOT_DELIVERED and e.calendar_status == "invited"
+        )
+    if failed:
+        click.echo(
+            f"warning: the CalDAV server did not deliver the new time to {', '.join(failed)} "
+            f"(`tmcaldav session show {key}` says why)",
+            err=True,
+        )
+    profile = app.publisher.calendar.profile
+    if app.publisher.calendar.schedules and not profile.reschedule_resets_student_copy:
+        click.echo(
+            f"note: {profile.name} leaves each student's old answer in their own calendar: "
+            "the Calendar column here waits for a new answer, but a student who keeps the "
+            "old one sends nothing; ask them to answer again",
+            err=True,
+        )
 
 
 @session.command("cancel")
@@ -268,41 +300,27 @@ def session_show(app: App, key: str, as_json: bool, as_csv: bool) -> None:
 @pass_app
 def session_history(app: App, key: str, email: str, as_json: bool) -> None:
     """Every answer of one student (and every reminder sent), with its times (in the
-    session's zone) and source; then what was suggested about her."""
-    from tmcaldav.cli.render import local_time, render_suggestions, table
+    session's zone), source and the evidence of its time; in server mode also what the
+    server said about delivering the invitation; then what was suggested about her."""
+    from tmcaldav.cli.render import render_history, render_suggestions
     from tmcaldav.hooks.suggestions import list_suggestions
-    from tmcaldav.store import get_enrollment, get_session, history, reminders
+    from tmcaldav.store import get_enrollment, get_session, history, reminders, schedule_history
     from tmcaldav.store.pages import history_rows
 
     with app.store.transaction() as db:
         session = get_session(db, key)
         enrollment = get_enrollment(db, session, email)
-        rows = history_rows(list(history(db, enrollment)), list(reminders(db, enrollment)))
+        rows = history_rows(
+            list(history(db, enrollment)),
+            list(reminders(db, enrollment)),
+            list(schedule_history(db, enrollment)),
+        )
         advice = list_suggestions(db, session_key=key, include_decided=True, email=email)
         tz = session.tz
     if as_json:
         emit_json(rows)
         return
-    header = ("CAL", "ANSWERED", "OBSERVED", "SEQ", "SOURCE", "REASON")
-    click.echo(
-        table(
-            [header]
-            + [
-                (
-                    f"{r['icon']} {r['calendar']}"
-                    if r["event"] == "answer"
-                    else f"reminded ({r['icon']} {r['calendar']})",
-                    local_time(r["responded_at"], tz),
-                    local_time(r["observed_at"], tz),
-                    "" if r["sequence"] is None else str(r["sequence"]),
-                    "by hand" if r["source"] == "manual" else r["source"],
-                    r["reason"] or "",
-                )
-                for r in rows
-            ]
-        )
-        + f"\n(times in {tz})"
-    )
+    click.echo(render_history(rows, tz) + f"\n(times in {tz})")
     if advice:
         # What was suggested about her, and what became of it (withdrawn ones say why).
         click.echo("\nsuggestions:\n" + render_suggestions(advice))

@@ -22,6 +22,7 @@ from tmcaldav.ical.event import (
     partstat_to_status,
 )
 from tmcaldav.ical.read import read_event
+from tmcaldav.ical.schedule import ScheduleResult, read_schedule_status
 from tmcaldav.ical.text import normalise_name, session_uid
 
 __all__ = [
@@ -33,12 +34,14 @@ __all__ = [
     "EventSpec",
     "EventState",
     "ICalError",
+    "ScheduleResult",
     "build_calendar",
     "calendar_address",
     "normalise_address",
     "normalise_name",
     "partstat_to_status",
     "read_event",
+    "read_schedule_status",
     "session_uid",
     "set_partstats",
 ]

@@ -42,7 +42,6 @@ def partstat_to_status(partstat: str | None) -> str:
     return PARTSTAT_TO_STATUS.get(partstat.strip().upper(), "invited")
 
 
-
 # --------------------------------------------------------------------------- data
 
 
@@ -92,6 +91,11 @@ class AttendeeState:
     escapes decoded. ``partstat`` is the raw value upper-cased (``NEEDS-ACTION`` when
     missing); ``calendar_status`` is its meaning for the product. ``reply_time`` is Outlook's
     X-MICROSOFT-CDO-REPLYTIME (UTC) when the event has exactly one attendee, as a REPLY does.
+    ``schedule_status`` is the SCHEDULE-STATUS parameter exactly as the server wrote it
+    (several values joined by ``,``), None when absent. ``comment`` is the student's note
+    from ``X-RESPONSE-COMMENT`` (Gmail's escapes and HTML entities decoded). ``answered_at``
+    is the answer time a server keeps in a parameter of the line (Cyrus: ``X-DTSTAMP``), read
+    only when :func:`read_event` is told which parameter (a server profile).
     """
 
     email: str
@@ -100,6 +104,9 @@ class AttendeeState:
     calendar_status: str
     sent_by: str | None
     reply_time: datetime | None
+    schedule_status: str | None = None
+    comment: str | None = None
+    answered_at: datetime | None = None
 
 
 @dataclass(frozen=True)
@@ -129,5 +136,3 @@ class EventState:
 
 class ICalError(ValueError):
     """The data is not an iCalendar object tmcaldav can read (no VEVENT, no UID, garbage)."""
-
-

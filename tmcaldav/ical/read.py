@@ -19,7 +19,7 @@ from vobject.icalendar import TimezoneComponent
 
 from tmcaldav.domain import address_or_none
 from tmcaldav.ical.event import AttendeeState, EventState, ICalError, partstat_to_status
-from tmcaldav.ical.text import _decode_param_text, _decode_text
+from tmcaldav.ical.text import _decode_param_text, _decode_text, decode_note_param
 
 # --------------------------------------------------------------------------- reading
 
@@ -69,6 +69,24 @@ def _param(params: _Params, name: str) -> str | None:
         if param_name.upper() == name and values:
             return values[0]
     return None
+
+
+def _first(values: list[str] | None) -> str | None:
+    """The first value of a parameter's values, or None."""
+    return values[0] if values else None
+
+
+def _utc_param(params: _Params, name: str) -> datetime | None:
+    """A parameter holding a UTC DATE-TIME (``20261201T002224Z``), or None."""
+    value = _param(params, name)
+    match = _DATE_TIME.fullmatch(value.strip()) if value else None
+    if match is None or not match.group(7):
+        return None  # absent, malformed or floating: not an instant
+    year, month, day, hour, minute, second = (int(part) for part in match.groups()[:6])
+    try:
+        return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
+    except (ValueError, OverflowError):
+        return None
 
 
 def _parse(text: str) -> _RawCalendar:
@@ -213,24 +231,34 @@ def _answer_rank(state: AttendeeState) -> int:
 
 
 def _attendees(
-    event: _RawEvent, reply_time: datetime | None
+    event: _RawEvent, reply_time: datetime | None, answer_time_param: str | None
 ) -> tuple[dict[str, AttendeeState], tuple[str, ...]]:
     parsed: list[AttendeeState] = []
     for _name, params, value in event.all("ATTENDEE"):
         address = address_or_none(value)
         if address is None:
             continue  # urn:uuid:..., an Exchange X.500 path, junk: not a student address
-        raw_name = _param(params, "CN")
+        # One pass over the parameters (the first of each name counts): attendee lines
+        # are most of a large event, and parsing is the poll's main cost.
+        found: dict[str, list[str]] = {}
+        for param_name, *values in params:
+            found.setdefault(param_name.upper(), values)
+        raw_name = _first(found.get("CN"))
         name = _decode_param_text(raw_name).strip() if raw_name is not None else ""
-        partstat = (_param(params, "PARTSTAT") or "NEEDS-ACTION").strip().upper()
+        partstat = (_first(found.get("PARTSTAT")) or "NEEDS-ACTION").strip().upper()
+        statuses = found.get("SCHEDULE-STATUS")
+        note = found.get("X-RESPONSE-COMMENT")
         parsed.append(
             AttendeeState(
                 email=address,
                 name=name or None,
                 partstat=partstat,
                 calendar_status=partstat_to_status(partstat),
-                sent_by=address_or_none(_param(params, "SENT-BY")),
+                sent_by=address_or_none(_first(found.get("SENT-BY"))),
                 reply_time=None,
+                schedule_status=",".join(statuses).strip() or None if statuses else None,
+                comment=decode_note_param(note) if note is not None else None,
+                answered_at=_utc_param(params, answer_time_param) if answer_time_param else None,
             )
         )
     if reply_time is not None and len({state.email for state in parsed}) == 1:
@@ -259,7 +287,7 @@ def _master(calendar: _RawCalendar) -> _RawEvent:
     return calendar.events[0]
 
 
-def read_event(text: str | bytes) -> EventState:
+def read_event(text: str | bytes, *, answer_time_param: str | None = None) -> EventState:
     """Read the master VEVENT of an iCalendar object (a server copy or an iMIP message).
 
     The master is the first VEVENT without RECURRENCE-ID (else the first VEVENT); overridden
@@ -268,6 +296,10 @@ def read_event(text: str | bytes) -> EventState:
     NEEDS-ACTION and an unknown one counts as ``invited``. When an address appears more
     than once, a real answer beats ``invited`` and, between equals, the later line wins; the
     address is listed in ``duplicates``. A missing or malformed SEQUENCE reads as 0.
+
+    Each attendee's SCHEDULE-STATUS and note (``X-RESPONSE-COMMENT``) are read; with
+    ``answer_time_param`` (a server profile's, e.g. ``X-DTSTAMP``) that parameter is read
+    as the attendee's answer time (UTC).
 
     Raises :class:`ICalError` for data that is not iCalendar, has no VEVENT, or whose master
     VEVENT has no UID.
@@ -286,7 +318,7 @@ def read_event(text: str | bytes) -> EventState:
         length = _duration(duration[2]) if duration is not None else timedelta(0)
         end = start + length if length is not None else None
     reply_time = _instant(event.first("X-MICROSOFT-CDO-REPLYTIME"), calendar, zones)
-    attendees, duplicates = _attendees(event, reply_time)
+    attendees, duplicates = _attendees(event, reply_time, answer_time_param)
     organizer = event.first("ORGANIZER")
     status = (_text_value(event.first("STATUS")) or "").strip().upper()
     comments = [_decode_text(prop[2]) for prop in event.all("COMMENT")]
@@ -304,5 +336,3 @@ def read_event(text: str | bytes) -> EventState:
         method=calendar.method,
         comment="\n".join(comments) if comments else None,
     )
-
-

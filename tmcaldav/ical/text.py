@@ -4,6 +4,7 @@ parameter escapes, and the stable UID of a session."""
 from __future__ import annotations
 
 import hashlib
+import html
 import re
 
 from tmcaldav.domain import normalise_address
@@ -66,6 +67,20 @@ def _decode_text(raw: str) -> str:
         return raw
     # Unknown escapes are kept as they are, as vobject does.
     return _TEXT_ESCAPE.sub(lambda m: _TEXT_UNESCAPE.get(m.group(1), m.group(0)), raw)
+
+
+def decode_note_param(values: list[str]) -> str | None:
+    """A student's note carried in a parameter (``X-RESPONSE-COMMENT``), as plain text.
+
+    Gmail writes the note quoted, with TEXT escapes (``\\;``, ``\\,``, ``\\n``) and HTML
+    entities (``&#39;``) inside; an unquoted value that held commas arrives split into
+    several values. All of that is undone here (RFC 6868 escapes too); an empty note is None.
+    """
+    raw = ",".join(values)
+    text = html.unescape(_decode_text(_decode_param_text(raw)))
+    text = _SURROGATES.sub("\ufffd", text).replace("\r\n", "\n").replace("\r", "\n")
+    text = _TEXT_CONTROLS.sub(" ", text).strip()
+    return text or None
 
 
 # --------------------------------------------------------------------------- UID

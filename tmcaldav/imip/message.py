@@ -14,14 +14,14 @@ import email.policy
 import html
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage, Message
 from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 from tmcaldav import ical
-from tmcaldav.domain import normalise_address
+from tmcaldav.domain import MAX_CLOCK_SKEW, normalise_address
 
 __all__ = [
     "INCOMING_METHODS",
@@ -52,7 +52,7 @@ _MAX_DEPTH = 8
 _MAX_PARTS = 200
 # A DTSTAMP further in the future than this is clock skew or a forgery: it must not win
 # iTIP ordering against answers that really come later.
-_MAX_SKEW = timedelta(minutes=5)
+_MAX_SKEW = MAX_CLOCK_SKEW
 
 _SUBJECTS = {
     "invite": "Invitation",
@@ -552,6 +552,13 @@ def _check_sender(
     return None
 
 
+def _note(*texts: str | None) -> str | None:
+    """The student's words: the VEVENT's COMMENT and the ATTENDEE's X-RESPONSE-COMMENT
+    (where Gmail puts them); the same text in both is kept once."""
+    kept = list(dict.fromkeys(t.strip() for t in texts if t and t.strip()))
+    return "\n".join(kept) or None
+
+
 def validate(
     itip: ItipObject,
     event: KnownEvent | None,
@@ -602,7 +609,7 @@ def validate(
         calendar_status=attendee.calendar_status,
         sequence=state.sequence,
         dtstamp=stamp,
-        comment=(state.comment or "").strip() or None,
+        comment=_note(state.comment, attendee.comment),
         sent_by=attendee.sent_by,
         proposed_start=state.start if itip.method == "COUNTER" else None,
         proposed_end=state.end if itip.method == "COUNTER" else None,

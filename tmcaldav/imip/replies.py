@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.caldav import CalendarError
 from tmcaldav.config import Config
+from tmcaldav.domain import AnswerEvidence
 from tmcaldav.errors import TryLater
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.imip import message as imip
@@ -208,6 +209,8 @@ def _reply(
             sequence=reply.sequence,
             dtstamp=reply.dtstamp,
             enrollment_status=enrollment.status,
+            # The REPLY's own DTSTAMP is the most direct evidence there is.
+            evidence=AnswerEvidence.REPLY_DTSTAMP if reply.dtstamp else AnswerEvidence.OBSERVED,
         )
         apply_answers(
             db,

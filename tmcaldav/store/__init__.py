@@ -23,6 +23,7 @@ from tmcaldav.store.queries import (
     list_sessions,
     page_order,
     reminders,
+    schedule_history,
     waitlist,
     waitlist_positions,
 )
@@ -44,6 +45,7 @@ __all__ = [
     "make_engine",
     "page_order",
     "reminders",
+    "schedule_history",
     "waitlist",
     "waitlist_positions",
 ]

@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
 from tmcaldav.domain import (
+    AnswerEvidence,
     CalendarState,
     CalendarStatus,
     DeliveryState,
@@ -32,6 +33,7 @@ from tmcaldav.domain import (
     NoticeState,
     ReminderChannel,
     ResponseSource,
+    ServerDelivery,
     SessionStatus,
     SuggestionState,
     values,
@@ -46,6 +48,8 @@ DELIVERY_STATES = values(DeliveryState)
 SUGGESTION_STATES = values(SuggestionState)
 NOTICE_STATES = values(NoticeState)
 REMINDER_CHANNELS = values(ReminderChannel)
+SERVER_DELIVERIES = values(ServerDelivery)
+ANSWER_EVIDENCE = values(AnswerEvidence)
 
 
 def utcnow() -> datetime:
@@ -154,6 +158,7 @@ class Enrollment(Base):
             "calendar_seen IS NULL OR " + _in("calendar_seen", CALENDAR_STATUSES),
             name="calendar_seen",
         ),
+        CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -174,6 +179,11 @@ class Enrollment(Base):
     # status the server still holds for the student, which is not their news. None when
     # the answer shown came from the calendar (then it is what the server holds).
     calendar_seen: Mapped[str | None] = mapped_column(String(20))
+    # Server mode: what the CalDAV server last said it did with the invitation (its
+    # SCHEDULE-STATUS, as stored, and that in words); None when never checked.
+    delivery_status: Mapped[str | None] = mapped_column(String(20))
+    schedule_status: Mapped[str | None] = mapped_column(String(200))
+    delivery_checked_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     session: Mapped[TrainingSession] = relationship(back_populates="enrollments")
@@ -184,6 +194,9 @@ class Enrollment(Base):
     responses: Mapped[list[Response]] = relationship(
         back_populates="enrollment", cascade="all, delete-orphan", order_by="Response.id"
     )
+    schedule_checks: Mapped[list[ScheduleCheck]] = relationship(
+        back_populates="enrollment", cascade="all, delete-orphan", order_by="ScheduleCheck.id"
+    )
 
 
 class Response(Base):
@@ -193,6 +206,7 @@ class Response(Base):
     __table_args__ = (
         CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
         CheckConstraint(_in("source", RESPONSE_SOURCES), name="source"),
+        CheckConstraint(_in("evidence", ANSWER_EVIDENCE), name="evidence"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -206,8 +220,40 @@ class Response(Base):
     dtstamp: Mapped[datetime | None]
     source: Mapped[str] = mapped_column(String(10))
     reason: Mapped[str | None] = mapped_column(String(50))
+    # Where responded_at comes from (AnswerEvidence); None for answers recorded before
+    # tmcaldav kept it, and for the organizer's own changes (a reschedule's reset).
+    evidence: Mapped[str | None] = mapped_column(String(20))
 
     enrollment: Mapped[Enrollment] = relationship(back_populates="responses")
+
+
+class ScheduleCheck(Base):
+    """What the CalDAV server said it did with one student's invitation (server mode).
+
+    Written after each write that should reach the student (invite, resend, reschedule,
+    update), and by a poll that finds the server's status changed: the history behind
+    the enrollment's ``delivery_status``.
+    """
+
+    __tablename__ = "schedule_checks"
+    __table_args__ = (
+        CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    checked_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The event's SEQUENCE as written.
+    sequence: Mapped[int | None]
+    delivery_status: Mapped[str] = mapped_column(String(20))
+    # SCHEDULE-STATUS exactly as the server stored it; None: there was none.
+    schedule_status: Mapped[str | None] = mapped_column(String(200))
+    # Why it was checked: invite, resend, reschedule, update, or poll.
+    reason: Mapped[str | None] = mapped_column(String(20))
+
+    enrollment: Mapped[Enrollment] = relationship(back_populates="schedule_checks")
 
 
 class Note(Base):

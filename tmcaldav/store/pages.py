@@ -6,7 +6,7 @@ Rendering them for people (tables, HTML) belongs to the front ends, not here.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -17,10 +17,12 @@ from sqlalchemy.orm import Session
 from tmcaldav.domain import (
     ANSWERS,
     ICONS,
+    NOT_DELIVERED_ICON,
     SEAT_STATUSES,
     CalendarStatus,
     DeliveryState,
     EnrollmentStatus,
+    ServerDelivery,
     SessionStatus,
 )
 from tmcaldav.store.model import (
@@ -29,6 +31,7 @@ from tmcaldav.store.model import (
     Person,
     Reminder,
     Response,
+    ScheduleCheck,
     TrainingSession,
 )
 from tmcaldav.store.queries import page_order, waitlist_positions
@@ -167,7 +170,46 @@ def student_row(
         "delivery": delivery,
         # The answer shown was recorded by an administrator (`tmcaldav answer`).
         "by_hand": enrollment.calendar_seen is not None,
+        **delivery_fields(
+            enrollment.delivery_status, enrollment.schedule_status, enrollment.delivery_checked_at
+        ),
     }
+
+
+def delivery_fields(
+    status: str | None, schedule_status: str | None, checked_at: datetime | None
+) -> dict[str, Any]:
+    """Server mode: what the CalDAV server said it did with the invitation.
+
+    ``delivery_status`` is ``delivered``, ``sent`` or ``not_delivered`` (None: never
+    checked: iMIP mode, a server that does not schedule, or not invited);
+    ``schedule_status`` the server's SCHEDULE-STATUS as stored; ``schedule_status_meaning``
+    that code in words.
+    """
+    if status is None:
+        meaning = None
+    elif schedule_status is None and status != ServerDelivery.NOT_DELIVERED:
+        meaning = "answered, so it was delivered"
+    else:
+        from tmcaldav.ical.schedule import read_schedule_status
+
+        meaning = read_schedule_status(schedule_status).meaning
+    return {
+        "delivery_status": status,
+        "schedule_status": schedule_status,
+        "schedule_status_meaning": meaning,
+        "delivery_checked_at": iso(checked_at),
+    }
+
+
+def calendar_cell(row: Mapping[str, Any]) -> str:
+    """The Calendar column for people: the icon and status; ``⚠ not delivered`` for an
+    invitation the server did not deliver (its own state; the JSON keeps ``invited``);
+    "by hand" after an answer an administrator recorded."""
+    if row.get("delivery_status") == ServerDelivery.NOT_DELIVERED and row["calendar"] == "invited":
+        return f"{NOT_DELIVERED_ICON} not delivered"
+    text = f"{row['icon']} {row['calendar']}"
+    return text + " by hand" if row.get("by_hand") else text
 
 
 def session_page(session: TrainingSession) -> dict[str, Any]:
@@ -208,13 +250,24 @@ def _last_answers(db: Any, session: TrainingSession) -> dict[int, Response]:
 
 
 def history_rows(
-    responses: list[Response], reminders: list[Reminder] | None = None
+    responses: list[Response],
+    reminders: list[Reminder] | None = None,
+    checks: list[ScheduleCheck] | None = None,
 ) -> list[dict[str, Any]]:
-    """A student's answers (and the reminders sent to them) as JSON-ready rows, in the
-    order they happened. `event` says which: "answer" or "reminder"."""
-    rows = [
+    """A student's answers as JSON-ready rows, with the reminders sent to them and (server
+    mode) what the server said about delivering their invitation, in the order they
+    happened.
+
+    ``event`` tells them apart: ``answer`` rows carry ``evidence`` (where
+    ``responded_at`` comes from: ``reply-dtstamp``, ``server-dtstamp`` or ``observed``);
+    ``reminder`` rows the calendar status the student had when reminded; ``delivery``
+    rows carry ``delivery_status``, ``schedule_status`` and its meaning, with
+    ``observed_at`` the time it was checked and ``calendar`` null.
+    """
+    rows: list[tuple[datetime, int, dict[str, Any]]] = [
         (
             r.observed_at,
+            0,
             {
                 "event": "answer",
                 "calendar": r.calendar_status,
@@ -224,6 +277,7 @@ def history_rows(
                 "sequence": r.sequence,
                 "source": r.source,
                 "reason": r.reason,
+                "evidence": r.evidence,
             },
         )
         for r in responses
@@ -231,6 +285,7 @@ def history_rows(
     rows += [
         (
             m.sent_at,
+            1,
             {
                 "event": "reminder",
                 # The calendar status the student had when reminded.
@@ -241,11 +296,36 @@ def history_rows(
                 "sequence": m.sequence,
                 "source": m.channel,
                 "reason": "reminder",
+                "evidence": None,
             },
         )
         for m in reminders or []
     ]
-    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
+    for check in checks or ():
+        fields = delivery_fields(check.delivery_status, check.schedule_status, check.checked_at)
+        rows.append(
+            (
+                check.checked_at,
+                2,
+                {
+                    "event": "delivery",
+                    "calendar": None,
+                    "icon": NOT_DELIVERED_ICON
+                    if check.delivery_status == ServerDelivery.NOT_DELIVERED
+                    else ICONS["invited"],
+                    "responded_at": None,
+                    "observed_at": iso(check.checked_at),
+                    "sequence": check.sequence,
+                    "source": None,
+                    "reason": check.reason,
+                    "evidence": None,
+                    **fields,
+                },
+            )
+        )
+    # Stable: answers keep their order, a check lands after what was seen at its time.
+    rows.sort(key=lambda row: (row[0], row[1]))
+    return [row for _, _, row in rows]
 
 
 def person_row(person: Person) -> dict[str, Any]:

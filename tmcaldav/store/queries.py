@@ -10,7 +10,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.domain import PAGE_RANK, CalendarStatus, EnrollmentStatus, SessionStatus
 from tmcaldav.store.engine import NotFoundError
-from tmcaldav.store.model import Enrollment, Note, Person, Reminder, Response, TrainingSession
+from tmcaldav.store.model import (
+    Enrollment,
+    Note,
+    Person,
+    Reminder,
+    Response,
+    ScheduleCheck,
+    TrainingSession,
+)
 
 
 def get_session(
@@ -94,6 +102,15 @@ def reminders(db: Session, enrollment: Enrollment) -> Sequence[Reminder]:
         select(Reminder)
         .where(Reminder.enrollment_id == enrollment.id)
         .order_by(Reminder.sent_at, Reminder.id)
+    ).all()
+
+
+def schedule_history(db: Session, enrollment: Enrollment) -> Sequence[ScheduleCheck]:
+    """What the server said about delivering one student's invitation, oldest first."""
+    return db.scalars(
+        select(ScheduleCheck)
+        .where(ScheduleCheck.enrollment_id == enrollment.id)
+        .order_by(ScheduleCheck.checked_at, ScheduleCheck.id)
     ).all()
 
 
