@@ -275,16 +275,12 @@ def session_show(app: App, key: str, as_json: bool, as_csv: bool) -> None:
     --csv prints one row per student (the JSON's student fields, after the session key).
     """
     from tmcaldav.cli.render import render_page
-    from tmcaldav.store import get_session
     from tmcaldav.store.model import utcnow
-    from tmcaldav.store.outcomes import session_forecast
-    from tmcaldav.store.pages import session_page
+    from tmcaldav.store.outcomes import session_page_with_forecast
 
     check_formats(as_json, as_csv)
     with app.store.scratch() as db:
-        session = get_session(db, key)
-        page = session_page(session)
-        page["forecast"] = session_forecast(db, session, utcnow())
+        page = session_page_with_forecast(db, key, utcnow())
     if as_json:
         emit_json(page)
     elif as_csv:

@@ -119,3 +119,14 @@ def session_forecast(db: Session, session: TrainingSession, now: datetime) -> di
         now,
     )
     return {k: row[k] for k in ("expected", "low", "high", "p_over_capacity")}
+
+
+def session_page_with_forecast(db: Session, key: str, now: datetime) -> dict[str, Any]:
+    """The session page of `session show --json` and the API: the page, and its
+    `forecast` (None for a session that has started or is cancelled)."""
+    from tmcaldav.store.pages import session_page
+
+    session = get_session(db, key)
+    page = session_page(session)
+    page["forecast"] = session_forecast(db, session, now)
+    return page

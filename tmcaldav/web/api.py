@@ -17,8 +17,10 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tmcaldav.store import get_enrollment, get_session, history, list_sessions
-from tmcaldav.store.pages import history_rows, session_page, session_summary
+from tmcaldav.store import get_enrollment, get_session, history
+from tmcaldav.store.model import utcnow
+from tmcaldav.store.outcomes import session_page_with_forecast
+from tmcaldav.store.pages import history_rows, session_list
 from tmcaldav.web.actions import ActionRefused, session_fields
 from tmcaldav.web.http import Call, guarded
 
@@ -57,7 +59,7 @@ async def sessions(call: Call) -> Response:
 
     def read() -> list[dict[str, Any]]:
         with call.app.store.scratch() as db:
-            return [session_summary(s) for s in list_sessions(db)]
+            return session_list(db)
 
     return _json(await run_in_threadpool(read))
 
@@ -69,7 +71,7 @@ async def session(call: Call) -> Response:
 
     def read() -> dict[str, Any]:
         with call.app.store.scratch() as db:
-            return session_page(get_session(db, key))
+            return session_page_with_forecast(db, key, utcnow())
 
     return _json(await run_in_threadpool(read))
 

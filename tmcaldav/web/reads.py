@@ -28,6 +28,7 @@ from tmcaldav.store.model import (
     TrainingSession,
     utcnow,
 )
+from tmcaldav.store.outcomes import session_forecast
 from tmcaldav.store.pages import iso, session_page
 
 CALENDAR_STATUSES = values(CalendarStatus)
@@ -52,6 +53,7 @@ def session_view(db: Session, key: str) -> SessionView:
     change = latest_change(db)
     session = get_session(db, key)
     page = session_page(session)
+    page["forecast"] = session_forecast(db, session, utcnow())
     return SessionView(
         page=page,
         sources=answer_sources(db, session),
