@@ -168,7 +168,7 @@ def _with_links(plain: str, rich: str, links: Mapping[str, str]) -> tuple[str, s
     head, signature, tail = plain.rpartition("\n-- \n")
     if signature:
         # Before the signature: mail programs hide or cut what follows "-- ".
-        plain = head + "\n\n" + text + signature + tail
+        plain = head.rstrip("\n") + "\n\n" + text + signature + tail
     else:
         plain = plain.rstrip("\n") + "\n\n" + text
     return plain, rich.replace("</body></html>", block + "</body></html>")

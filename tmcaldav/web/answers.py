@@ -23,7 +23,6 @@ import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -196,6 +195,7 @@ class Seen:
     name: str | None
     email: str
     answer: str
+    answer_sequence: int | None
     sequence: int
     end_at: datetime
     session_cancelled: bool
@@ -222,6 +222,7 @@ def _seen(enrollment: Enrollment) -> Seen:
         name=enrollment.person.name,
         email=enrollment.person.email,
         answer=enrollment.calendar_status,
+        answer_sequence=enrollment.answer_sequence,
         sequence=session.sequence,
         end_at=session.end_at,
         session_cancelled=session.status == "cancelled",
@@ -242,6 +243,9 @@ def record(app: App, enrollment_id: int, answer: str, now: datetime) -> bool:
     if seen is None:
         return False
     imip = app.config.scheduling.mode == "imip"
+    if seen.answer == answer and seen.answer_sequence == seen.sequence:
+        # The same button pressed again (or a double click): nothing new to record.
+        return imip
     written = None
     if imip:
         from tmcaldav.ical import STATUS_TO_PARTSTAT
