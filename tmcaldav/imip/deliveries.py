@@ -256,6 +256,11 @@ def compose_message(
     subject, body = (None, None)
     if method == "REQUEST":
         subject, body = mail_texts(config, invitation_facts(config, session, enrollment), reason)
+    links = None
+    if method == "REQUEST" and config.web.public_url:
+        from tmcaldav.links import answer_urls
+
+        links = answer_urls(config, enrollment.id, sequence, session.end_at)
     return imip.compose(
         _spec(config, session, enrollment, method, sequence, now, address),
         method,
@@ -264,6 +269,7 @@ def compose_message(
         date=now,
         subject=subject,
         body=body,
+        links=links,
     )
 
 

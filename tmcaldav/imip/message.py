@@ -147,6 +147,33 @@ def _own_texts(body: str) -> tuple[str, str]:
     return plain, rich
 
 
+_LINK_LABELS = (("accepted", "Yes"), ("tentative", "Maybe"), ("declined", "No"))
+
+
+def _with_links(plain: str, rich: str, links: Mapping[str, str]) -> tuple[str, str]:
+    """The texts with the student's answer links (each opens a page with a button)."""
+    lines = ["", "Or answer on the web (the page asks you to confirm):"]
+    items = []
+    for answer, label in _LINK_LABELS:
+        if answer in links:
+            lines.append(f"  {label}: {links[answer]}")
+            items.append(f"<a href='{html.escape(links[answer])}'>{html.escape(label)}</a>")
+    if "page" in links:
+        lines.append(f"  Your answer page: {links['page']}")
+        items.append(f"<a href='{html.escape(links['page'])}'>Your answer page</a>")
+    block = (
+        "<p>Or answer on the web (the page asks you to confirm): " + " · ".join(items) + "</p>"
+    )
+    text = "\n".join(lines[1:]) + "\n"
+    head, signature, tail = plain.rpartition("\n-- \n")
+    if signature:
+        # Before the signature: mail programs hide or cut what follows "-- ".
+        plain = head.rstrip("\n") + "\n\n" + text + signature + tail
+    else:
+        plain = plain.rstrip("\n") + "\n\n" + text
+    return plain, rich.replace("</body></html>", block + "</body></html>")
+
+
 def compose(
     spec: ical.EventSpec,
     method: str,
@@ -157,13 +184,16 @@ def compose(
     html_part: bool = True,
     subject: str | None = None,
     body: str | None = None,
+    links: Mapping[str, str] | None = None,
 ) -> Outgoing:
     """The iMIP message for the one attendee in `spec` (REQUEST or CANCEL).
 
     multipart/alternative: text/plain (and text/html) for people, then the iTIP object
     as ``text/calendar; method=...; charset=UTF-8`` (base64, so its CRLF line ends
     survive every relay). From and ORGANIZER are the organizer's mailbox. `subject` and
-    `body` replace tmcaldav's own subject and text (the `[invitation]` templates). Raises
+    `body` replace tmcaldav's own subject and text (the `[invitation]` templates).
+    `links` (answer -> URL, and "page") adds the student's answer links to a REQUEST's
+    text and HTML parts. Raises
     ValueError when `spec` has not exactly one attendee or cannot be built.
     """
     method = method.upper()
@@ -179,6 +209,8 @@ def compose(
         plain, rich = _own_texts(body)
     else:
         plain, rich = _texts(spec, method, reason, ical.normalise_name(attendee.name))
+    if links and method == "REQUEST":
+        plain, rich = _with_links(plain, rich, links)
     to = normalise_address(attendee.email)
 
     message = EmailMessage(policy=email.policy.SMTP)

@@ -10,9 +10,10 @@ daemon and the CLI run beside it as they always do.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import select
 
@@ -23,6 +24,7 @@ from tmcaldav.store import NotFoundError, get_enrollment, get_session
 from tmcaldav.store.model import Suggestion, utcnow
 from tmcaldav.store.roster import RosterError, SessionFields
 
+T = TypeVar("T")
 STATUSES = values(EnrollmentStatus)
 NOTE_MAX = 5000
 
@@ -94,6 +96,11 @@ class Actions:
         check_note(text, required=True)
         with self.app.store.transaction() as db:
             note(db, key, normalise_address(email), text, author=author)
+
+    def locked(self, work: Callable[..., T], *args: Any) -> T:
+        """Run `work` while no other action uses the Publisher (answer links)."""
+        with self._one_at_a_time:
+            return work(*args)
 
     def cancel(self, key: str) -> bool:
         """Cancel the session; True when its event was updated on the server."""

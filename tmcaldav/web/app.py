@@ -17,6 +17,7 @@ import jinja2
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
+from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Mount
 from starlette.staticfiles import StaticFiles
 from starlette.templating import Jinja2Templates
@@ -24,7 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tmcaldav.app import App
 from tmcaldav.domain import ANSWERS, ICONS
-from tmcaldav.web import api, pages
+from tmcaldav.links import link_key
+from tmcaldav.web import answers, api, pages
 from tmcaldav.web.actions import Actions
 from tmcaldav.web.auth import LoginThrottle, Proxies
 from tmcaldav.web.feed import ChangeFeed
@@ -123,8 +125,7 @@ def _static_version() -> str:
     return digest.hexdigest()[:10]
 
 
-def create_app(app: App, *, secret: str, feed_interval: float = 0.2) -> Starlette:
-    """The web interface on `app`'s services; `secret` signs the login cookies."""
+def _web(app: App, secret: str, feed_interval: float) -> tuple[Web, bool]:
     config = app.config.web
     base = urlsplit(config.base_url) if config.base_url else None
     base_path = base.path.rstrip("/") if base else ""
@@ -138,7 +139,16 @@ def create_app(app: App, *, secret: str, feed_interval: float = 0.2) -> Starlett
         throttle=LoginThrottle(),
         base_path=base_path,
         secure=https,
+        link_key=link_key(secret),
     )
+    return web, https
+
+
+def create_app(app: App, *, secret: str, feed_interval: float = 0.2) -> Starlette:
+    """The web interface on `app`'s services; `secret` signs the login cookies (and,
+    derived from it, the answer links)."""
+    web, https = _web(app, secret, feed_interval)
+    base_path = web.base_path
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
@@ -152,6 +162,7 @@ def create_app(app: App, *, secret: str, feed_interval: float = 0.2) -> Starlett
         routes=[
             *pages.ROUTES,
             *api.ROUTES,
+            *answers.ROUTES,
             Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
         ],
         middleware=[
@@ -171,3 +182,50 @@ def create_app(app: App, *, secret: str, feed_interval: float = 0.2) -> Starlett
     )
     asgi.state.web = web
     return asgi
+
+
+async def _plain_not_found(request: object, exc: Exception) -> Response:
+    return PlainTextResponse("Not found", 404)
+
+
+def create_public_app(app: App, *, secret: str, web: Web | None = None) -> Starlette:
+    """Only what students open: the answer pages and the static files, no login, no
+    cookies, no administrators' pages (for `[web] public_listen`)."""
+    if web is None:
+        web, https = _web(app, secret, 0.2)
+    else:
+        https = web.secure
+    asgi = Starlette(
+        routes=[
+            *answers.ROUTES,
+            Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
+        ],
+        middleware=[Middleware(SecurityHeaders, https=https)],
+        exception_handlers={404: _plain_not_found},
+    )
+    asgi.state.web = web
+    return asgi
+
+
+class ByListener:
+    """One ASGI app for two listeners: requests that reach `public_port` get only the
+    public app; everything else (and the lifespan) goes to the full interface."""
+
+    def __init__(self, full: ASGIApp, public: ASGIApp, public_port: int):
+        self.full = full
+        self.public = public
+        self.public_port = public_port
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        server = scope.get("server")
+        if scope["type"] != "lifespan" and server is not None and server[1] == self.public_port:
+            await self.public(scope, receive, send)
+        else:
+            await self.full(scope, receive, send)
+
+
+def create_both(app: App, *, secret: str, public_port: int) -> ByListener:
+    """The full interface and, on `public_port`, only the public pages (sharing state)."""
+    full = create_app(app, secret=secret)
+    public = create_public_app(app, secret=secret, web=full.state.web)
+    return ByListener(full, public, public_port)

@@ -27,6 +27,7 @@ from tmcaldav.config import ConfigError, SecretError
 from tmcaldav.errors import TmcaldavError, TryLater, UsageError
 from tmcaldav.store import NotFoundError, StoreError
 from tmcaldav.web.actions import Actions, StaleSuggestion
+from tmcaldav.web.answers import LinkThrottle
 from tmcaldav.web.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
@@ -56,6 +57,9 @@ class Web:
     throttle: LoginThrottle
     base_path: str = ""
     secure: bool = False
+    # The answer links' HMAC key (tmcaldav.links.link_key of the web secret).
+    link_key: bytes = b""
+    link_throttle: LinkThrottle = field(default_factory=LinkThrottle)
     # Seconds between keep-alive comments on a live stream.
     keepalive: float = 15.0
 

@@ -48,13 +48,16 @@ def bind(listen: str) -> socket.socket:
     return sock
 
 
-def build(app: App) -> Any:
-    """The ASGI app for `app`'s config: the store checked, the cookie key in place."""
-    from tmcaldav.web.app import create_app
+def build(app: App, public_port: int | None = None) -> Any:
+    """The ASGI app for `app`'s config: the store checked, the cookie key in place;
+    with `public_port`, requests to that port see only the students' answer pages."""
+    from tmcaldav.web.app import create_app, create_both
     from tmcaldav.web.auth import load_secret
 
     app.store  # noqa: B018 - a store without the current schema stops us here
     secret = load_secret(app.config.web.secret_path(app.config.path))
+    if public_port is not None:
+        return create_both(app, secret=secret, public_port=public_port)
     return create_app(app, secret=secret)
 
 
@@ -65,8 +68,28 @@ def serve(app: App, *, listen: str | None = None) -> None:
     from tmcaldav.systemd import Notifier
 
     address = listen or app.config.web.listen
-    asgi = build(app)
+    public = app.config.web.public_listen
     sock = bind(address)
+    sockets = [sock]
+    if public and parse_listen(public)[1] == parse_listen(address)[1]:
+        sock.close()
+        raise ListenError(
+            f"[web] public_listen {public} uses the same port as {address}; "
+            "give the students' pages a port of their own"
+        )
+    if public:
+        # One server, two sockets: the public one answers only /a/... and /static/.
+        try:
+            sockets.append(bind(public))
+        except ListenError:
+            sock.close()
+            raise
+    try:
+        asgi = build(app, sockets[1].getsockname()[1] if public else None)
+    except BaseException:
+        for s in sockets:
+            s.close()
+        raise
 
     class Server(uvicorn.Server):
         async def startup(self, sockets: list[socket.socket] | None = None) -> None:
@@ -74,6 +97,8 @@ def serve(app: App, *, listen: str | None = None) -> None:
             if self.started:
                 notifier.ready(f"serving on {address}")
                 log.info("the web interface is at http://%s/", address)
+                if public:
+                    log.info("the students' answer pages are at http://%s/a/...", public)
 
     notifier = Notifier()
     config = uvicorn.Config(
@@ -86,8 +111,9 @@ def serve(app: App, *, listen: str | None = None) -> None:
         lifespan="on",
     )
     try:
-        Server(config).run(sockets=[sock])
+        Server(config).run(sockets=sockets)
     finally:
         notifier.stopping()
         notifier.close()
-        sock.close()
+        for s in sockets:
+            s.close()
