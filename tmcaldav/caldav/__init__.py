@@ -19,7 +19,9 @@ from tmcaldav.caldav.service import (
     CalendarService,
     CalendarSettings,
     Changes,
+    Fetched,
     StoredEvent,
+    Unreadable,
     resource_name,
 )
 
@@ -29,11 +31,13 @@ __all__ = [
     "CalendarService",
     "CalendarSettings",
     "Changes",
+    "Fetched",
     "InvalidSyncToken",
     "NotFound",
     "PreconditionFailed",
     "ServerError",
     "StoredEvent",
     "Unreachable",
+    "Unreadable",
     "resource_name",
 ]

@@ -21,7 +21,7 @@ from tmcaldav.ical.event import (
     calendar_address,
     partstat_to_status,
 )
-from tmcaldav.ical.read import read_event
+from tmcaldav.ical.read import find_uid, read_event
 from tmcaldav.ical.text import normalise_name, session_uid
 
 __all__ = [
@@ -35,6 +35,7 @@ __all__ = [
     "ICalError",
     "build_calendar",
     "calendar_address",
+    "find_uid",
     "normalise_address",
     "normalise_name",
     "partstat_to_status",
