@@ -10,6 +10,7 @@ first use, so a command that needs only the store never imports the CalDAV clien
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -45,6 +46,8 @@ class App:
             self.store = store
         self._publisher: Publisher | None = None
         self._poller: Poller | None = None
+        # Set by the daemon on a stop request: hook calls are abandoned, none start.
+        self.stopping = threading.Event()
 
     @cached_property
     def config(self) -> Config:
@@ -101,7 +104,9 @@ class App:
         """Runs the hooks for the outbox and the time checks."""
         from tmcaldav.hooks.dispatch import Dispatcher
 
-        return Dispatcher(self.config, self.store, self.publisher, self.plugin_manager)
+        return Dispatcher(
+            self.config, self.store, self.publisher, self.plugin_manager, stop=self.stopping
+        )
 
     @property
     def poller(self) -> Poller:

@@ -34,14 +34,25 @@ def db_upgrade(app: App) -> None:
 @pass_app
 def check_config(app: App) -> None:
     """Validate the config file (and that its password sources can be read)."""
+    from tmcaldav.config import credential_problems
+
     config = app.config
+    problems = credential_problems(config)
     for name in ("caldav", "smtp", "imap"):
         section = getattr(config, name)
         if section is not None and section.password.configured:
             try:
                 section.password.read()
             except SecretError as e:
-                raise ConfigError(config.path, [f"{name}: {e}"]) from e
+                problems.append(f"{name}: {e}")
+    if problems:
+        raise ConfigError(config.path, problems)
+    if config.caldav is not None and config.caldav.insecure:
+        click.echo(
+            f"warning: [caldav] allow_insecure_http = true: the password for "
+            f"{config.caldav.url} crosses the network in clear text",
+            err=True,
+        )
     click.echo(f"{config.path}: ok (scheduling mode {config.scheduling.mode})")
 
 

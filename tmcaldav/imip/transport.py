@@ -17,6 +17,7 @@ from pathlib import Path
 
 from tmcaldav.config import ImapConfig, MaildirConfig, SecretError, SmtpConfig
 from tmcaldav.errors import TmcaldavError
+from tmcaldav.files import make_private_dir
 from tmcaldav.imip import deliveries
 from tmcaldav.imip import message as imip
 
@@ -347,6 +348,7 @@ class MaildirInbox:
 
     def _move(self, path: Path, folder: Path) -> None:
         for sub in ("tmp", "new", "cur"):
-            (folder.parent / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            # The processed folder and its parts are tmcaldav's: 0700 whatever the umask.
+            make_private_dir(folder.parent / sub)
         name = path.name if ":2," in path.name else path.name + ":2,"
         path.rename(folder / name)

@@ -15,6 +15,7 @@ from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from tmcaldav.errors import TryLater
+from tmcaldav.files import open_private
 from tmcaldav.store import Store, StoreUnavailable
 
 # pg_try_advisory_lock takes a bigint; this one is "tmcaldav" in ASCII.
@@ -59,7 +60,7 @@ class StoreLock:
             return
         path = self.path()
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_private(path)
         except OSError as e:
             raise StoreUnavailable(
                 f"cannot open the lock file {path} ({e.strerror}); set [daemon] lock_file "
