@@ -117,11 +117,12 @@ class App:
             self._poller = Poller.for_config(self.config, self.store, self.publisher.calendar)
         return self._poller
 
-    def lock(self) -> StoreLock:
-        """The store lock the daemon and `tmcaldav sync` hold while they tick."""
+    def lock(self, role: str = "daemon") -> StoreLock:
+        """The store lock the daemon (`role` "daemon" or "once") and `tmcaldav sync`
+        ("sync") hold while they tick."""
         from tmcaldav.store.lock import StoreLock
 
-        return StoreLock(self.store, self.config.daemon.lock_file)
+        return StoreLock(self.store, self.config.daemon.lock_file, role)
 
     def reconnect(self) -> None:
         """Drop the connection: the next step connects again (the server may have come back

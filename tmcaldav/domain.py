@@ -138,6 +138,14 @@ PAGE_RANK: Final[Mapping[str, int]] = MappingProxyType(
     }
 )
 
+# ---- bounds of what people type -------------------------------------------------------------
+
+#: The most seats a session may have: beyond it is a typo.
+CAPACITY_MAX: Final = 100_000
+#: Session times are between these years (beyond them a typo, and some zones' rules end).
+YEAR_MIN: Final = 1970
+YEAR_MAX: Final = 2200
+
 
 # ---- addresses ----------------------------------------------------------------------------
 

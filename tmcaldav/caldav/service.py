@@ -726,9 +726,9 @@ class CalendarService:
                     raise
                 # The watchdog cut the connection: say so, not "connection reset".
                 raise Unreachable(
-                    f"the CalDAV server at {url} did not answer in full within {timeout:g} s "
-                    f"while {action}: check that it is up and not overloaded, or raise "
-                    "[caldav] timeout",
+                    f"the CalDAV server at {url} did not answer within {timeout:g} s while "
+                    f"{action} (the whole answer must arrive in that time): check that it "
+                    "is up and not overloaded, or raise [caldav] timeout",
                     url=url,
                     user=self._settings.username,
                 ) from exc

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.cli.base import ID, cli, emit_json, json_option, pass_app
 
 
 @cli.group(invoke_without_command=True)
@@ -32,7 +32,7 @@ def suggestions(ctx: click.Context, session_key: str | None, everything: bool, a
 
 
 @suggestions.command("apply")
-@click.argument("suggestion_id", type=int, metavar="ID")
+@click.argument("suggestion_id", type=ID, metavar="ID")
 @click.option("--note", help="A note to keep with the change (for contact_student: what was said).")
 @pass_app
 def suggestions_apply(app: App, suggestion_id: int, note: str | None) -> None:
@@ -43,7 +43,7 @@ def suggestions_apply(app: App, suggestion_id: int, note: str | None) -> None:
 
 
 @suggestions.command("dismiss")
-@click.argument("suggestion_id", type=int, metavar="ID")
+@click.argument("suggestion_id", type=ID, metavar="ID")
 @pass_app
 def suggestions_dismiss(app: App, suggestion_id: int) -> None:
     """Drop suggestion ID; the same advice is not given again."""

@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
+# C0 and C1 control characters: printed raw they ring bells, move the cursor or change
+# the terminal (ESC sequences) — a note or a name from a stranger's mail must not.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """One line of text for a terminal: line breaks and tabs as spaces, other control
+    characters as visible escapes (BEL becomes \\x07)."""
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
 
 def table(rows: list[tuple[str, ...]]) -> str:
-    """Plain aligned columns; the first row is the header."""
+    """Plain aligned columns; the first row is the header. Cells are `shown`."""
     if len(rows) <= 1:
         return "(none)"
+    rows = [tuple(shown(cell) for cell in row) for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -20,10 +33,10 @@ def render_page(page: dict[str, Any]) -> str:
     """The session page as a text table."""
     capacity = page["capacity"] if page["capacity"] is not None else "∞"
     lines = [
-        f"{page['key']}  {page['title']}"
+        shown(f"{page['key']}  {page['title']}")
         + (f"  [{page['status']}]" if page["status"] != "scheduled" else ""),
         f"  {page['start']} – {page['end']} ({page['tz']})"
-        + (f"  @ {page['location']}" if page["location"] else ""),
+        + (f"  @ {shown(page['location'])}" if page["location"] else ""),
         f"  seats {page['seats_taken']}/{capacity}, waitlist {page['waitlisted']}, "
         f"calendar: {page['calendar_state']}"
         + (f" (uid {page['uid']}, sequence {page['sequence']})" if page["uid"] else ""),
@@ -49,7 +62,7 @@ def render_page(page: dict[str, Any]) -> str:
                 str(s["waitlist_position"] or ""),
                 f"{s['icon']} {s['calendar']}",
                 s["responded_at"] or "",
-                note.replace("\n", " ")[:60],
+                shown(note)[:60],
             )
         )
         if mailed:
@@ -79,7 +92,7 @@ def render_suggestions(rows: Sequence[dict[str, Any]]) -> str:
                 + (f" → {r['details']['session']}" if r["details"].get("session") else ""),
                 r["state"],
                 r["plugin"],
-                r["reason"].replace("\n", " ")[:80],
+                shown(r["reason"])[:80],
             )
             for r in rows
         ]

@@ -10,6 +10,7 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.domain import CAPACITY_MAX
 
 # ---- people ---------------------------------------------------------------------------
 
@@ -73,9 +74,15 @@ def session_options(*, required: bool) -> Callable[[Callable[..., Any]], Callabl
                     "--tz", help="IANA time zone (default: [scheduling] timezone).", metavar="ZONE"
                 ),
                 click.option("--location", help="Where it takes place."),
-                click.option("--capacity", type=int, help="Seats."),
+                click.option("--capacity", type=int, help=f"Seats (0 to {CAPACITY_MAX:,})."),
                 click.option("--course", help="Course the session belongs to."),
                 click.option("--description", help="Description shown in calendars."),
+                click.option(
+                    "--fold",
+                    type=click.IntRange(0, 1),
+                    help="When the clocks go back and a time happens twice: 0 the first, "
+                    "1 the second.",
+                ),
             ]
         ):
             f = option(f)
