@@ -14,7 +14,14 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from tmcaldav.config import check_timezone
-from tmcaldav.domain import CAPACITY_MAX, SEAT_STATUSES, YEAR_MAX, YEAR_MIN, normalise_address
+from tmcaldav.domain import (
+    CAPACITY_MAX,
+    NOTE_MAX,
+    SEAT_STATUSES,
+    YEAR_MAX,
+    YEAR_MIN,
+    normalise_address,
+)
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.store import add_note, find_person, get_enrollment, get_person, get_session
 from tmcaldav.store.model import ENROLLMENT_STATUSES, Enrollment, Person, TrainingSession, utcnow
@@ -24,8 +31,6 @@ class RosterError(TmcaldavError, ValueError):
     """An edit that cannot be made; the message says why and what to do instead."""
 
 
-# Notes an administrator types (longer ones are refused; notes from mail are cut).
-NOTE_MAX = 2000
 # Control characters other than tab and line breaks: not allowed in what people type.
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
