@@ -76,8 +76,13 @@ class FaultProxy:
     503 with Retry-After, 500, malformed XML or a timeout without mocking the client.
     """
 
-    def __init__(self, upstream: str) -> None:
-        """Prepare a proxy for ``upstream`` (``http://host:port/``); call ``start()``."""
+    def __init__(self, upstream: str, *, tls: tuple[str, str] | None = None) -> None:
+        """Prepare a proxy for ``upstream`` (``http://host:port/``); call ``start()``.
+
+        With ``tls`` (certificate chain file, key file) the proxy speaks HTTPS to its
+        clients with that certificate: a TLS front end for a plain-HTTP server.
+        """
+        self._tls = tls
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"FaultProxy forwards to plain http only, not {upstream!r}")
@@ -95,7 +100,14 @@ class FaultProxy:
         """The proxy's root URL; use it wherever the server's URL would go."""
         if self._server is None:
             raise RuntimeError("the proxy has not been started")
-        return f"http://{_HOST}:{self._server.server_address[1]}/"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{_HOST}:{self._server.server_address[1]}/"
+
+    @property
+    def pending_faults(self) -> int:
+        """Faults queued and not yet met by a request."""
+        with self._lock:
+            return len(self._faults)
 
     def fail_next(
         self,
@@ -223,6 +235,17 @@ class FaultProxy:
 
         self._server = http.server.ThreadingHTTPServer((_HOST, 0), Handler)
         self._server.daemon_threads = True
+        if self._tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            # The handshake happens in the request's thread, not in the accept loop.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            # A client refusing our certificate is what TLS tests are about: no traceback.
+            self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             # A short poll keeps stop() quick: shutdown waits for the next poll.
@@ -293,7 +316,7 @@ def _spoil_multistatus(body: bytes, href_part: str, garbage: bool) -> bytes:
                 ET.SubElement(prop, caldav + "calendar-data")
                 ET.SubElement(prop, dav + "getetag")
                 ET.SubElement(failed, dav + "status").text = "HTTP/1.1 500 Internal Server Error"
-    return ET.tostring(root, xml_declaration=True, encoding="utf-8")
+    return bytes(ET.tostring(root, xml_declaration=True, encoding="utf-8"))
 
 
 _HOP_BY_HOP = frozenset(
