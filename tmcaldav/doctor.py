@@ -122,7 +122,11 @@ def _check_unreadable(store: Store, say: Callable[[str], None]) -> None:
     from tmcaldav.store.model import SyncRetry
 
     with store.scratch() as db:
-        retries = db.scalars(select(SyncRetry).order_by(SyncRetry.first_seen_at)).all()
+        retries = db.execute(
+            select(
+                SyncRetry.href, SyncRetry.attempts, SyncRetry.first_seen_at, SyncRetry.last_error
+            ).order_by(SyncRetry.first_seen_at)
+        ).all()
     for retry in retries[:10]:
         say(
             f"warn {retry.href} on the server could not be read in {retry.attempts} poll(s) "

@@ -70,6 +70,16 @@ class KnownSession:
 
 
 @dataclass(frozen=True)
+class KnownRetry:
+    """An object in the retry list, as the poll needs it."""
+
+    id: int
+    href: str
+    first_seen_at: datetime
+    attempts: int
+
+
+@dataclass(frozen=True)
 class ServerEvent:
     """A changed event as read from the server; `state` is None for our own write
     (recognised by its ETag, so not parsed)."""
@@ -491,11 +501,18 @@ class Poller:
                 db.scalar(select(func.count()).where(TrainingSession.calendar_state == "published"))
                 or 0
             )
-            retries: dict[str, SyncRetry] = {}
+            retries: dict[str, KnownRetry] = {}
             if row is not None:
                 retries = {
-                    r.href: r
-                    for r in db.scalars(select(SyncRetry).where(SyncRetry.sync_state_id == row.id))
+                    r.href: KnownRetry(r.id, r.href, r.first_seen_at, r.attempts)
+                    for r in db.execute(
+                        select(
+                            SyncRetry.id,
+                            SyncRetry.href,
+                            SyncRetry.first_seen_at,
+                            SyncRetry.attempts,
+                        ).where(SyncRetry.sync_state_id == row.id)
+                    )
                 }
         token, ctag = (row.sync_token, row.ctag) if row is not None else (None, None)
         changes, new_ctag = self._fetch(token, ctag)
@@ -600,7 +617,7 @@ class Poller:
             retrying=sorted(retry_hrefs),
         )
 
-    def _with_retries(self, changes: Changes, retries: Mapping[str, SyncRetry]) -> Changes:
+    def _with_retries(self, changes: Changes, retries: Mapping[str, KnownRetry]) -> Changes:
         """`changes` plus what the retry list holds, fetched again (one multiget)."""
         listed = (
             {e.href for e in changes.changed}
@@ -630,7 +647,7 @@ def _uid_in(changes: Changes, href: str) -> str | None:
 def _keep_retries(
     db: Session,
     state: SyncState,
-    before: Mapping[str, SyncRetry],
+    before: Mapping[str, KnownRetry],
     unreadable: Iterable[Unreadable],
     now: datetime,
 ) -> None:
@@ -661,7 +678,7 @@ def _keep_retries(
 
 
 def _report_unreadable(
-    before: Mapping[str, SyncRetry],
+    before: Mapping[str, KnownRetry],
     retry: list[Unreadable],
     unreadable: list[Unreadable],
     events: Iterable[ServerEvent],

@@ -195,9 +195,11 @@ class FaultProxy:
                 elif fault is not None and not (fault.trickle or fault.rewrite):
                     self._reply(fault.status, fault.headers, fault.body)
                     return
-                status, headers, answer = proxy._forward(
-                    self.command, self.path, dict(self.headers.items()), body
-                )
+                asked = dict(self.headers.items())
+                if fault is not None and fault.rewrite is not None:
+                    # The answer is read and changed here: it must not come compressed.
+                    asked = {k: v for k, v in asked.items() if k.lower() != "accept-encoding"}
+                status, headers, answer = proxy._forward(self.command, self.path, asked, body)
                 if fault is not None and fault.rewrite is not None:
                     status, headers, answer = fault.rewrite(status, headers, answer)
                 self._reply(status, headers, answer, fault.trickle if fault else 0.0)
