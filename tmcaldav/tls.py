@@ -82,8 +82,8 @@ def check_ca_file(path: str) -> str | None:
         context.load_verify_locations(cafile=path)
     except FileNotFoundError:
         return f"no such file {path!r}"
+    except ssl.SSLError:  # before OSError: it is one
+        return f"{path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
     except OSError as e:
         return f"{path} cannot be read ({e.strerror or e})"
-    except ssl.SSLError:
-        return f"{path} holds no PEM certificate (expected -----BEGIN CERTIFICATE-----)"
     return None
