@@ -2,10 +2,17 @@
 
 The sync writes one outbox row per answer in the transaction that records it. Each
 tick the `Dispatcher` reads the pending rows oldest first, builds frozen views,
-calls the hooks (each plugin on its own), and stores what they returned in ONE
-transaction that also marks the row done. A crash before that commit leaves the row
-pending, so the hooks run again; suggestions are deduplicated by their unique dedupe
-key, so nothing is doubled.
+calls the hooks (each plugin on its own, in its own thread: `call_each`), and stores
+what they returned in ONE transaction that also marks the row done. A crash before
+that commit leaves the row pending, so the hooks run again; suggestions are
+deduplicated by their unique dedupe key, so nothing is doubled.
+
+A row whose plugins did not all succeed stays pending, and the same transaction keeps
+each plugin's attempts (`PluginAttempt`): the next run calls only the plugins that
+have not succeeded for that event, so one plugin's failure never repeats another's
+side effects; a plugin that failed the event `[plugins] max_attempts` times in a row
+is parked for it, and the row is done. A stop request abandons the hook calls in
+progress; what finished is kept.
 
 Time hooks (`on_no_response`, `on_session_ended`) are turned into outbox rows with
 deterministic event ids ("no_response:<enrollment>:<plugin>", "session_ended:<session>")
