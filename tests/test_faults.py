@@ -295,3 +295,86 @@ def test_a_name_mismatch_is_not_blamed_on_the_ca_file(
     assert result.exit_code == 1
     assert "signed by a CA this system does not trust" in result.output
     assert "set [caldav] tls_ca_file" in result.output
+
+
+# ---- SMTP and IMAP servers that trickle ------------------------------------------------------
+
+
+class Trickler:
+    """A TCP server on 127.0.0.1 that answers every connection with a long greeting, one
+    byte every 0.2 s: each read gets data in time, so only a deadline ends it."""
+
+    def __init__(self, greeting: bytes):
+        import socket
+
+        self.greeting = greeting
+        self.stop = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen()
+        self.listener.settimeout(0.2)
+        self.port = self.listener.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while not self.stop.is_set():
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._trickle, args=(connection,), daemon=True).start()
+
+    def _trickle(self, connection: object) -> None:
+        try:
+            for i in range(len(self.greeting)):
+                if self.stop.wait(0.2):
+                    break
+                connection.sendall(self.greeting[i : i + 1])  # type: ignore[attr-defined]
+        except OSError:
+            pass
+        finally:
+            connection.close()  # type: ignore[attr-defined]
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join(5)
+        self.listener.close()
+
+
+@pytest.mark.parametrize("protocol", ["smtp", "imap"])
+def test_a_trickling_mail_server_is_cut_at_the_timeout(
+    protocol: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tmcaldav.config import ImapConfig, SmtpConfig
+    from tmcaldav.imip.transport import ImapInbox, MailError, SmtpSender
+
+    first = b"220-" if protocol == "smtp" else b"* OK "
+    server = Trickler(first + b"x" * 2000 + b"\r\n")
+    monkeypatch.setenv("TMCALDAV_TEST_PW", "pw")
+    try:
+        if protocol == "smtp":
+            sender = SmtpSender(
+                SmtpConfig(host="127.0.0.1", port=server.port, security="none", timeout=2),
+                "training@example.org",
+            )
+            action = sender.check
+        else:
+            inbox = ImapInbox(
+                ImapConfig(
+                    host="127.0.0.1", username="u", port=server.port, security="none",
+                    timeout=2, password_env="TMCALDAV_TEST_PW",
+                )
+            )
+
+            def action() -> None:
+                with inbox:
+                    pass
+
+        thread, errors = _in_thread(action)
+        thread.join(60)
+        assert not thread.is_alive(), f"the {protocol} client is still reading the greeting"
+        assert len(errors) == 1 and isinstance(errors[0], MailError), errors
+        assert "no answer within 2 s" in str(errors[0])
+    finally:
+        server.close()
