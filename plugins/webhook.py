@@ -66,6 +66,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from tmcaldav.config import PasswordSource
+from tmcaldav.files import make_private_dir, open_private, write_private
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.retry import backoff, parse_retry_after
 from tmcaldav.views import HookContext, ResponseChange, SuggestionView
@@ -183,7 +184,7 @@ class WebhookSettings:
         spool_dir = None
         if spool is not None:
             spool_dir = Path(spool)
-            spool_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            make_private_dir(spool_dir)
         return cls(tuple(urls), secret, spool_dir, **numbers)
 
 
@@ -279,12 +280,8 @@ class Sender:
     @staticmethod
     def _write_spool(path: Path, url: str, event_id: str, kind: str, body: bytes) -> None:
         record = {"url": url, "event_id": event_id, "kind": kind, "body": body.decode()}
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
+        # The request bodies name students: 0600, whatever the umask.
+        write_private(path, json.dumps(record).encode())
 
     def _take_spool(self) -> None:
         """Send the spool if no other process does, and queue what it holds that this
@@ -293,7 +290,7 @@ class Sender:
         if folder is None:
             return
         if not self.sends_spool:
-            fd = os.open(folder / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_private(folder / LOCK_NAME)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:

@@ -198,7 +198,7 @@ def test_session_add_bad_input(tm: Cli) -> None:
                 "--capacity",
                 "-1",
             ],
-            "capacity must not be negative",
+            "capacity must be between 0 and 100,000 seats (got -1)",
         ),
         (
             ["K" * 201, "--title", "x", "--start", "2026-12-01T09:00", "--end", "2026-12-01T10:00"],
@@ -304,7 +304,7 @@ def test_import_is_all_or_nothing(tm: Cli, tmp_path: Path) -> None:
             ),
             (
                 "key,title,start,end,capacity\nA,x,2026-12-01T09:00,2026-12-01T10:00,-3\n",
-                "line 2: capacity must not be negative",
+                "line 2: capacity must be between 0 and 100,000 seats (got -3)",
             ),
             (
                 "key,title,start,end\nA,x,2026-12-01T09:00,2026-12-01T10:00\n"

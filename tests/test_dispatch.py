@@ -154,14 +154,17 @@ def test_a_plugin_that_raises_does_not_stop_the_others(
     broken = Recorder(advice={"on_decline": Broken.fail, "on_response": Broken.fail})
     healthy = Recorder(advice={"on_decline": contact()})
     dispatcher = dispatcher_for(
-        config_for(store.url), store, ("broken", broken), ("healthy", healthy)
+        config_for(store.url, plugins={"enable": [], "max_attempts": 2}),
+        store,
+        ("broken", broken),
+        ("healthy", healthy),
     )
     answer(store, "TM-1", "bob@example.org", "declined")
     with caplog.at_level(logging.ERROR, logger="tmcaldav"):
         result = dispatcher.run()
     assert result.plugin_failures == 2
-    # Both events (the answer, the new suggestion) are done: a failing plugin is not retried.
-    assert result.events == 2 and result.left_pending == 0
+    # The new suggestion's event is done; the answer's waits for the failing plugin.
+    assert result.events == 1 and result.left_pending == 1
     assert [c.hook for c in healthy.hooks("on_decline")] == ["on_decline"]
     assert len(suggestions(store)) == 1
     failures = [r for r in caplog.records if "plugin broken failed in" in r.getMessage()]
@@ -170,6 +173,24 @@ def test_a_plugin_that_raises_does_not_stop_the_others(
         "plugin broken failed in on_decline",
     }
     assert "healthy" not in " ".join(r.getMessage() for r in failures)
+    # The next run calls only the plugin that failed; at max_attempts it is parked
+    # and the event is done.
+    with caplog.at_level(logging.ERROR, logger="tmcaldav"):
+        again = dispatcher.run()
+    assert again.plugin_failures == 2 and again.parked == 2
+    assert again.events == 1 and again.left_pending == 0
+    assert [c.hook for c in healthy.calls if c.hook != "on_suggestion"] == [
+        "on_response",
+        "on_decline",
+    ]
+    assert [c.hook for c in broken.calls if c.hook != "on_suggestion"] == [
+        "on_response",
+        "on_decline",
+    ] * 2
+    assert "plugin broken failed on_decline for event" in caplog.text
+    assert "it is parked for this event" in caplog.text
+    assert dispatcher.run().hook_calls == 0
+    assert len(suggestions(store)) == 1
 
 
 def test_bad_return_values_and_bad_advice_are_logged_and_dropped(

@@ -177,7 +177,10 @@ def test_delegate_is_reported_never_enrolled(
     assert [(s.email, s.calendar_status) for s in result.strangers] == [
         ("standin@example.org", "invited")
     ]
-    assert "standin@example.org is an attendee on the server but not enrolled" in caplog.text
+    assert (
+        "session TM-1: 1 attendee(s) on the server are not enrolled (added in another client, "
+        "or delegates); not enrolled: standin@example.org" in caplog.text
+    )
     assert "standin@example.org" not in {s["email"] for s in page(tm)["students"]}
     assert world.calendars()["dee@example.org"] == "delegated"
 

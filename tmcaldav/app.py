@@ -11,6 +11,7 @@ first use, so a command that needs only the store never imports the CalDAV clien
 
 from __future__ import annotations
 
+import threading
 from datetime import datetime
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -48,6 +49,8 @@ class App:
             self.store = store
         self._publisher: Publisher | None = None
         self._poller: Poller | None = None
+        # Set by the daemon on a stop request: hook calls are abandoned, none start.
+        self.stopping = threading.Event()
 
     @cached_property
     def config(self) -> Config:
@@ -104,7 +107,9 @@ class App:
         """Runs the hooks for the outbox and the time checks."""
         from tmcaldav.hooks.dispatch import Dispatcher
 
-        return Dispatcher(self.config, self.store, self.publisher, self.plugin_manager)
+        return Dispatcher(
+            self.config, self.store, self.publisher, self.plugin_manager, stop=self.stopping
+        )
 
     @property
     def poller(self) -> Poller:
@@ -115,11 +120,12 @@ class App:
             self._poller = Poller.for_config(self.config, self.store, self.publisher.calendar)
         return self._poller
 
-    def lock(self) -> StoreLock:
-        """The store lock the daemon and `tmcaldav sync` hold while they tick."""
+    def lock(self, role: str = "daemon") -> StoreLock:
+        """The store lock the daemon (`role` "daemon" or "once") and `tmcaldav sync`
+        ("sync") hold while they tick."""
         from tmcaldav.store.lock import StoreLock
 
-        return StoreLock(self.store, self.config.daemon.lock_file)
+        return StoreLock(self.store, self.config.daemon.lock_file, role)
 
     def reconnect(self) -> None:
         """Drop the connection: the next step connects again (the server may have come back

@@ -7,6 +7,7 @@ administrator fixes the whole file in one go. Secrets are read only when asked f
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import stat
 import subprocess
@@ -24,6 +25,9 @@ from tmcaldav.errors import UsageError
 from tmcaldav.words import plural
 
 DEFAULT_CONFIG = "daemon.toml"
+# The longest timeout a config may set (an hour): longer ones are typos, and a stop
+# request must not wait that long.
+MAX_TIMEOUT = 3600.0
 CONFIG_ENV = "TMCALDAV_CONFIG"
 
 
@@ -132,6 +136,7 @@ class CaldavConfig:
     password_env: str | None = None
     calendar: str | None = None
     tls_ca_file: str | None = None
+    # Seconds one whole request may take: connect, send, and the complete answer.
     timeout: float = 30.0
     # The login method: "basic" or "digest" with a password source, or "bearer" with a
     # token_command (an argv list printing an access token, run again after a 401).
@@ -139,6 +144,9 @@ class CaldavConfig:
     token_command: tuple[str, ...] | None = None
     # A server profile (tmcaldav.caldav.profiles) when detection guesses wrong.
     server_profile: str | None = None
+    # Plain http:// to a host other than this machine sends the password in clear
+    # text: refused unless set to true (and then warned about at every start).
+    allow_insecure_http: bool = False
 
     @property
     def password(self) -> PasswordSource:
@@ -150,6 +158,12 @@ class CaldavConfig:
         if self.token_command is None:
             raise SecretError("caldav.token_command is not set")
         return run_secret_command(self.token_command, "caldav.token_command")
+
+    @property
+    def insecure(self) -> bool:
+        """True when the URL is plain http:// to a host other than this machine."""
+        parts = urlsplit(self.url)
+        return parts.scheme == "http" and not is_loopback(parts.hostname or "")
 
 
 @dataclass(frozen=True)
@@ -179,6 +193,10 @@ class PluginsConfig:
     enable: tuple[str, ...] = ("waitlist", "followup", "noshow", "reschedule")
     disable: tuple[str, ...] = ()
     plugin_dirs: tuple[str, ...] = ()
+    # Seconds one hook call may take before it is abandoned and counted as a failure.
+    hook_timeout: float = 10.0
+    # Failures in a row of one plugin on one event before it is parked for that event.
+    max_attempts: int = 5
     settings: types.MappingProxyType[str, Any] = field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -471,6 +489,8 @@ def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return False, None
         return True, tuple(value)
+    if hint is bool:
+        return isinstance(value, bool), value
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             return False, None
@@ -488,7 +508,9 @@ def _describe(hint: Any) -> str:
         hint = args[0]
     if typing.get_origin(hint) is tuple:
         return "a list of strings"
-    return {str: "a string", int: "an integer", float: "a number"}.get(hint, str(hint))
+    return {str: "a string", int: "an integer", float: "a number", bool: "true or false"}.get(
+        hint, str(hint)
+    )
 
 
 def _check_values(s: dict[str, Any], problems: list[str]) -> None:
@@ -504,10 +526,16 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
     if caldav is not None:
         _check_http_url("caldav.url", caldav.url, problems)
         _check_login(caldav, problems)
-        if caldav.tls_ca_file is not None and not Path(caldav.tls_ca_file).is_file():
-            problems.append(f"caldav.tls_ca_file: no such file {caldav.tls_ca_file!r}")
-        if caldav.timeout <= 0:
-            problems.append("caldav.timeout: must be positive")
+        if caldav.tls_ca_file is not None:
+            _check_ca_file("caldav.tls_ca_file", caldav.tls_ca_file, problems)
+        if not 0 < caldav.timeout <= MAX_TIMEOUT:
+            problems.append(f"caldav.timeout: must be between 0 and {MAX_TIMEOUT:g} seconds")
+        if caldav.insecure and not caldav.allow_insecure_http and urlsplit(caldav.url).hostname:
+            problems.append(
+                f"caldav.url: plain http:// to {urlsplit(caldav.url).hostname} would send the "
+                "password in clear text over the network: use https://, or set "
+                "[caldav] allow_insecure_http = true if the network is trusted"
+            )
     sched: SchedulingConfig | None = s.get("scheduling")
     if sched is not None:
         if sched.mode not in SCHEDULING_MODES:
@@ -533,6 +561,12 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
         for d in plugins.plugin_dirs:
             if not Path(d).is_dir():
                 problems.append(f"plugins.plugin_dirs: no such folder {d!r}")
+        if not 0 < plugins.hook_timeout <= MAX_TIMEOUT:
+            problems.append(
+                f"plugins.hook_timeout: must be between 0 and {MAX_TIMEOUT:g} seconds"
+            )
+        if not 1 <= plugins.max_attempts <= 1000:
+            problems.append("plugins.max_attempts: must be between 1 and 1000")
     sugg: SuggestionsConfig | None = s.get("suggestions")
     if sugg is not None:
         for kind in sugg.auto_apply:
@@ -551,18 +585,24 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
                 problems += [f"invitation.{key}: {p}" for p in check_template(key, text)]
         if invitation.send_days_before is not None and invitation.send_days_before < 0:
             problems.append("invitation.send_days_before: must be 0 or more (days)")
-        if invitation.remind_min_interval < 0:
-            problems.append("invitation.remind_min_interval: must be 0 or more (seconds)")
+        if not 0 <= invitation.remind_min_interval <= 366 * 86400:
+            problems.append(
+                "invitation.remind_min_interval: must be between 0 and a year (in seconds)"
+            )
     for name in ("smtp", "imap"):
         sec = s.get(name)
         if sec is None:
             continue
         if sec.security not in SECURITY_MODES:
             problems.append(f"{name}.security: must be one of {', '.join(SECURITY_MODES)}")
-        elif sec.security == "none" and sec.host not in ("127.0.0.1", "localhost", "::1"):
+        elif sec.security == "none" and not is_loopback(sec.host):
             problems.append(f'{name}.security = "none" is allowed only for a loopback host')
         if not 0 < sec.port < 65536:
             problems.append(f"{name}.port: must be between 1 and 65535")
+        if not 0 < sec.timeout <= MAX_TIMEOUT:
+            problems.append(f"{name}.timeout: must be between 0 and {MAX_TIMEOUT:g} seconds")
+        if sec.tls_ca_file is not None:
+            _check_ca_file(f"{name}.tls_ca_file", sec.tls_ca_file, problems)
         _check_password(name, sec.password, problems, required=False)
     if s.get("imap") is not None and s.get("maildir") is not None:
         problems.append("[imap] and [maildir]: choose one mailbox for incoming replies")
@@ -656,6 +696,45 @@ def _check_login(caldav: CaldavConfig, problems: list[str]) -> None:
     _check_password("caldav", caldav.password, problems, required=True)
     if not caldav.password.configured:
         problems[-1] += f' (auth = "{caldav.auth}" logs in with a password)'
+
+
+def is_loopback(host: str) -> bool:
+    """True for this machine's own addresses (127.0.0.0/8, ::1, localhost)."""
+    name = host.strip("[]").lower()
+    if name == "localhost" or name.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_ca_file(key: str, path: str, problems: list[str]) -> None:
+    from tmcaldav.tls import check_ca_file
+
+    problem = check_ca_file(path)
+    if problem is not None:
+        problems.append(f"{key}: {problem}")
+
+
+def credential_problems(config: Config) -> list[str]:
+    """Sections that log in without a way to get the password (for `check-config`)."""
+    problems = []
+    if config.caldav is not None and not config.caldav.password.configured:
+        problems.append(
+            "caldav: no password source; set one of password_file, password_command, "
+            "password_env"
+        )
+    if config.smtp is not None and config.smtp.username and not config.smtp.password.configured:
+        problems.append(
+            f"smtp: username {config.smtp.username!r} but no password source; set one of "
+            "password_file, password_command, password_env (or remove username)"
+        )
+    if config.imap is not None and not config.imap.password.configured:
+        problems.append(
+            "imap: no password source; set one of password_file, password_command, password_env"
+        )
+    return problems
 
 
 def _check_http_url(key: str, url: str, problems: list[str]) -> None:

@@ -1,9 +1,13 @@
 """The daemon: one tick every poll interval — poll answers, run the hooks, read mail.
 
-Signal handlers only record what was asked; the loop acts on it between steps, so a
-stop never cuts a transaction in half. A failing server is retried with exponential
-backoff and jitter (honouring Retry-After), persisted in the store so a restart does
-not hammer it; each change of state is logged once, not each retry.
+Signal handlers only record what was asked and wake the loop. The tick runs in a worker
+thread while the main thread waits for it or for a signal, so a stop or a poll request
+is acted on at once even while a request or a plugin hook is in flight: on a stop the
+tick is abandoned and the process exits — every unit of work is one store transaction,
+so what it had not committed is rolled back, never half-written. A failing server is
+retried with exponential backoff and jitter (honouring Retry-After), persisted in the
+store so a restart does not hammer it; each change of state is logged once, not each
+retry.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import logging
 import os
 import random
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -19,13 +24,15 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from types import FrameType
 
+from sqlalchemy import select
+
 from tmcaldav.app import App
 from tmcaldav.caldav import CalendarError, ServerError
 from tmcaldav.config import Config, ConfigError, SecretError, load_config
 from tmcaldav.retry import backoff
 from tmcaldav.store import StoreError, StoreUnavailable
 from tmcaldav.store.lock import AlreadyRunning
-from tmcaldav.store.model import utcnow
+from tmcaldav.store.model import SyncState, utcnow
 from tmcaldav.sync import EmptyCalendar, load_state, state_key
 from tmcaldav.systemd import Notifier
 from tmcaldav.words import duration, plural
@@ -33,6 +40,10 @@ from tmcaldav.words import duration, plural
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
+# How long a stop waits for a tick in progress to reach its end before abandoning it.
+STOP_GRACE = 0.5
+
+
 @dataclass(frozen=True)
 class TickResult:
     """What one tick did."""
@@ -69,6 +80,8 @@ class Daemon:
         self._failing_since: datetime | None = None
         self._counts = {"ticks": 0, "answers": 0, "suggestions": 0}
         self._counted_since = utcnow()
+        # True when the process stops with a tick still running (see run_daemon).
+        self.abandoned = False
 
     # ---- signals ---------------------------------------------------------------------
 
@@ -137,8 +150,13 @@ class Daemon:
 
     def _server_step(self, now: datetime, parts: list[str], counts: dict[str, int]) -> bool:
         with self.store.scratch() as db:
-            state = load_state(db, state_key(self.config))
-            waiting_until = state.next_attempt_at
+            # Read only: a write here (creating the row) would need the write lock in a
+            # read transaction, which SQLite refuses at once under contention.
+            waiting_until = db.scalar(
+                select(SyncState.next_attempt_at).where(
+                    SyncState.calendar_url == state_key(self.config)
+                )
+            )
         if waiting_until is not None and now < waiting_until and not self.poll_requested:
             parts.append(f"server failing, next attempt {waiting_until:%H:%M:%S} UTC")
             return False
@@ -244,7 +262,7 @@ class Daemon:
 
     def run(self, *, once: bool = False) -> int:
         """Run until stopped (or one tick with `once`); returns the exit code."""
-        lock = self.app.lock()
+        lock = self.app.lock("once" if once else "daemon")
         try:
             lock.acquire()
         except AlreadyRunning as e:
@@ -253,6 +271,7 @@ class Daemon:
         except StoreUnavailable as e:
             log.error("%s", e)
             return EXIT_CONFIG
+        self._warn_insecure()
         try:
             if once:
                 result = self.tick()
@@ -260,8 +279,20 @@ class Daemon:
                 return EXIT_OK if result.ok else EXIT_FAILED
             return self._loop()
         finally:
-            lock.release()
-            self.store.close()
+            if not self.abandoned:
+                # An abandoned tick may still be using both: the process ends instead,
+                # and the operating system releases the lock.
+                lock.release()
+                self.store.close()
+
+    def _warn_insecure(self) -> None:
+        caldav = self.config.caldav
+        if caldav is not None and caldav.insecure:
+            log.warning(
+                "[caldav] allow_insecure_http = true: the password for %s crosses the "
+                "network in clear text; use https:// when you can",
+                caldav.url,
+            )
 
     def _loop(self) -> int:
         self.install_signals()
@@ -273,7 +304,9 @@ class Daemon:
         self.notifier.ready("started")
         while not self.stop_requested:
             started = time.monotonic()
-            result = self.tick()
+            result = self._tick_in_worker()
+            if result is None:
+                break  # stopped while the tick ran
             self.notifier.status(result.summary)
             self.notifier.watchdog()
             self._log_tick(result)
@@ -306,6 +339,56 @@ class Daemon:
             self._counts = {"ticks": 0, "answers": 0, "suggestions": 0}
             self._counted_since = now
 
+    def _tick_in_worker(self) -> TickResult | None:
+        """Run one tick in a worker thread; None when a stop request abandoned it.
+
+        The main thread only waits here, so the signal handlers run at once: a stop is
+        acted on within STOP_GRACE however long the tick's request or hook would take.
+        """
+        done: list[TickResult] = []
+        failed: list[BaseException] = []
+        finished = threading.Event()
+
+        def work() -> None:
+            try:
+                done.append(self.tick())
+            except BaseException as e:  # handed to the main thread, which raises it
+                failed.append(e)
+            finally:
+                finished.set()
+                self.wake.set()
+
+        worker = threading.Thread(target=work, name="tmcaldav-tick", daemon=True)
+        worker.start()
+        told = False
+        while not finished.is_set():
+            self.wake.wait(1.0)
+            self.wake.clear()
+            if self.stop_requested:
+                return self._stop_during(worker)
+            if self.poll_requested and not told and not finished.is_set():
+                log.info("a poll was asked for (SIGUSR1) during a tick: it runs right after it")
+                told = True
+        worker.join()
+        if failed:
+            raise failed[0]
+        return done[0]
+
+    def _stop_during(self, worker: threading.Thread) -> TickResult | None:
+        """A stop request while `worker` runs a tick: give it STOP_GRACE, then abandon it."""
+        log.info("stopping (a tick is in progress)")
+        self.app.stopping.set()
+        worker.join(STOP_GRACE)
+        if not worker.is_alive():
+            return None
+        self.abandoned = True
+        log.warning(
+            "stopping now: the tick in progress is abandoned (a request or a plugin hook "
+            "was still running); what it had not committed is rolled back and done again "
+            "after the restart"
+        )
+        return None
+
     def _sleep_until(self, deadline: float) -> None:
         """Sleep until `deadline`, a signal, or a watchdog ping is due."""
         ping = self.notifier.watchdog_interval
@@ -331,4 +414,12 @@ def run_daemon(config_path: str, *, once: bool = False) -> int:
     except StoreUnavailable as e:
         log.error("%s", e)
         return EXIT_CONFIG
-    return daemon.run(once=once)
+    code = daemon.run(once=once)
+    if daemon.abandoned:
+        # The abandoned tick's thread must not go on writing after "stopped": end the
+        # process here (its open transaction, if any, is rolled back by the database).
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -8,6 +8,7 @@ schedule nothing because organizer_email is not one of the login's addresses.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from sqlalchemy import select
@@ -34,6 +35,9 @@ def run_doctor(config: Config, say: Callable[[str], None]) -> bool:
     else:
         try:
             store_ok = _check_store(store, say)
+            _check_private_files(config, store, say)
+            _check_plugins(store, say)
+            _check_unreadable(store, say)
             if config.scheduling.mode == "imip":
                 from tmcaldav.imip.service import doctor_mail
 
@@ -60,6 +64,80 @@ def _check_store(store: Store, say: Callable[[str], None]) -> bool:
             "(`tmcaldav invite KEY` recreates it)"
         )
     return True
+
+
+def _check_private_files(config: Config, store: Store, say: Callable[[str], None]) -> None:
+    """Warn about tmcaldav's files that others can read (made before 0600 was the rule,
+    or by hand)."""
+    from sqlalchemy.engine import make_url
+
+    from tmcaldav.files import exposed
+    from tmcaldav.store.lock import StoreLock
+
+    paths: list[str] = []
+    if store.backend == "sqlite":
+        database = make_url(store.url).database
+        if database and database != ":memory:":
+            paths += [database, f"{database}-wal", f"{database}-shm"]
+            paths.append(str(StoreLock(store, config.daemon.lock_file).path()))
+    elif config.daemon.lock_file:
+        paths.append(config.daemon.lock_file)
+    if config.maildir is not None:
+        paths.append(str(Path(config.maildir.path) / f".{config.maildir.processed_folder}"))
+    found = [(path, mode) for path in paths if (mode := exposed(path)) is not None]
+    for path, mode in found:
+        fix = "chmod 700" if mode.startswith("d") else "chmod 600"
+        say(f"warn {path} can be read by others ({mode}); run: {fix} {path}")
+    if not found:
+        say("ok   tmcaldav's files are private")
+
+
+def _check_plugins(store: Store, say: Callable[[str], None]) -> None:
+    """Plugins parked for events after failing them [plugins] max_attempts times."""
+    from sqlalchemy import func
+
+    from tmcaldav.store.model import Outbox, PluginAttempt
+
+    with store.scratch() as db:
+        rows = db.execute(
+            select(PluginAttempt.plugin, func.count(), func.max(PluginAttempt.parked_at))
+            .where(PluginAttempt.parked_at.is_not(None))
+            .group_by(PluginAttempt.plugin)
+            .order_by(PluginAttempt.plugin)
+        ).all()
+        for plugin, count, _last in rows:
+            latest = db.execute(
+                select(Outbox.event_id, PluginAttempt.hook, PluginAttempt.last_error)
+                .join(Outbox, Outbox.id == PluginAttempt.outbox_id)
+                .where(PluginAttempt.plugin == plugin, PluginAttempt.parked_at.is_not(None))
+                .order_by(PluginAttempt.parked_at.desc(), PluginAttempt.id.desc())
+                .limit(1)
+            ).one()
+            say(
+                f"warn plugin {plugin} is parked for {count} event(s) after failing them "
+                f"repeatedly; the last: {latest.hook} for event {latest.event_id} "
+                f"({latest.last_error}); fix the plugin (see the log)"
+            )
+
+
+def _check_unreadable(store: Store, say: Callable[[str], None]) -> None:
+    """Objects of ours on the server that the poll could not read (the retry list)."""
+    from tmcaldav.store.model import SyncRetry
+
+    with store.scratch() as db:
+        retries = db.execute(
+            select(
+                SyncRetry.href, SyncRetry.attempts, SyncRetry.first_seen_at, SyncRetry.last_error
+            ).order_by(SyncRetry.first_seen_at)
+        ).all()
+    for retry in retries[:10]:
+        say(
+            f"warn {retry.href} on the server could not be read in {retry.attempts} poll(s) "
+            f"since {retry.first_seen_at:%Y-%m-%d %H:%M} UTC ({retry.last_error}); it is "
+            "read again each poll"
+        )
+    if len(retries) > 10:
+        say(f"warn ... and {len(retries) - 10} more unreadable object(s)")
 
 
 def _check_server(config: Config, say: Callable[[str], None]) -> bool:

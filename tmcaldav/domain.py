@@ -194,6 +194,24 @@ PAGE_RANK: Final[Mapping[str, int]] = MappingProxyType(
     }
 )
 
+# ---- bounds of what people type -------------------------------------------------------------
+
+#: The most seats a session may have: beyond it is a typo.
+CAPACITY_MAX: Final = 100_000
+#: Session times are between these years (beyond them a typo, and some zones' rules end).
+YEAR_MIN: Final = 1970
+YEAR_MAX: Final = 2200
+#: The longest note kept: an administrator's longer one is refused, one from a mail cut.
+NOTE_MAX: Final = 2000
+#: The longest reason kept for a refused mail (and logged): a hostile message cannot
+#: grow the store or the log.
+REASON_MAX: Final = 1000
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, cut to at most `limit` characters with "…" where it was cut."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
 
 # ---- addresses ----------------------------------------------------------------------------
 

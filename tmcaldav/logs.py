@@ -51,3 +51,10 @@ def setup_logging(level: int) -> None:
     root.handlers[:] = [handler]
     root.setLevel(max(level, logging.DEBUG))
     root.propagate = False
+
+
+def few(items: list[str], limit: int = 5) -> str:
+    """Up to `limit` items and how many more: one bounded log line for many of a kind."""
+    shown = ", ".join(items[:limit])
+    more = len(items) - limit
+    return f"{shown} and {more} more" if more > 0 else shown

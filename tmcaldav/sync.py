@@ -15,15 +15,16 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
-from tmcaldav.caldav import CalendarService, Changes, InvalidSyncToken, StoredEvent
+from tmcaldav.caldav import CalendarService, Changes, InvalidSyncToken, StoredEvent, Unreadable
 from tmcaldav.config import Config
 from tmcaldav.domain import ANSWERS, MAX_CLOCK_SKEW, AnswerEvidence, normalise_address
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.hooks.outbox import ResponseEvent, to_row
+from tmcaldav.logs import few
 from tmcaldav.store import Store
 from tmcaldav.store.model import (
     Enrollment,
@@ -31,6 +32,7 @@ from tmcaldav.store.model import (
     Person,
     Response,
     ScheduleCheck,
+    SyncRetry,
     SyncState,
     TrainingSession,
     utcnow,
@@ -78,6 +80,16 @@ class KnownSession:
     sequence: int
     calendar_state: str
     enrollments: Mapping[str, KnownEnrollment]
+
+
+@dataclass(frozen=True)
+class KnownRetry:
+    """An object in the retry list, as the poll needs it."""
+
+    id: int
+    href: str
+    first_seen_at: datetime
+    attempts: int
 
 
 @dataclass(frozen=True)
@@ -426,6 +438,8 @@ class PollResult:
     skipped: list[str]
     full: bool
     seconds: float
+    # Sessions' objects that could not be read: kept in the retry list for the next polls.
+    retrying: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for people and for systemd's STATUS=."""
@@ -439,6 +453,8 @@ class PollResult:
             text += f"; events missing for {', '.join(self.missing)}"
         if self.skipped:
             text += f"; {plural(len(self.skipped), 'unreadable event')} skipped"
+            if self.retrying:
+                text += f" ({len(self.retrying)} of ours read again next poll)"
         return text
 
 
@@ -572,11 +588,12 @@ class Poller:
             return self.calendar.changes_since(None), ctag
 
     def poll(self, *, accept_empty: bool = False) -> PollResult:
-        """One poll: fetch the changes, diff, apply in one transaction."""
+        """One poll: fetch the changes (and what earlier polls could not read), diff,
+        apply in one transaction with the new sync token and the retry list."""
         started = time.perf_counter()
         with self.store.scratch() as db:
             row = db.execute(
-                select(SyncState.sync_token, SyncState.ctag).where(
+                select(SyncState.id, SyncState.sync_token, SyncState.ctag).where(
                     SyncState.calendar_url == self.key
                 )
             ).one_or_none()
@@ -584,32 +601,54 @@ class Poller:
                 db.scalar(select(func.count()).where(TrainingSession.calendar_state == "published"))
                 or 0
             )
+            retries: dict[str, KnownRetry] = {}
+            if row is not None:
+                retries = {
+                    r.href: KnownRetry(r.id, r.href, r.first_seen_at, r.attempts)
+                    for r in db.execute(
+                        select(
+                            SyncRetry.id,
+                            SyncRetry.href,
+                            SyncRetry.first_seen_at,
+                            SyncRetry.attempts,
+                        ).where(SyncRetry.sync_state_id == row.id)
+                    )
+                }
         token, ctag = (row.sync_token, row.ctag) if row is not None else (None, None)
         changes, new_ctag = self._fetch(token, ctag)
+        changes = self._with_retries(changes, retries)
         if (
-            not changes.changed
+            not retries
+            and not changes.changed
             and not changes.deleted
+            and not changes.unreadable
             and not changes.full
             and (changes.sync_token or None) == token
             and new_ctag == ctag
         ):
             # Nothing changed: no store write at all, so an idle poll costs one request.
             return PollResult(published, 0, 0, [], [], [], False, time.perf_counter() - started)
+        unreadable = list(changes.unreadable)
         with self.store.scratch() as db:
             sessions = load_sessions(
                 db,
-                hrefs=[e.href for e in changes.changed] + list(changes.deleted),
+                hrefs=[e.href for e in changes.changed]
+                + list(changes.deleted)
+                + [u.href for u in unreadable],
                 every=changes.full,
             )
-            events, skipped = parse_events(
+            events, failed = parse_events(
                 changes.changed,
                 sessions.values(),
                 answer_time_param=self.calendar.profile.answer_time_param,
             )
+            unreadable += failed
             known_hrefs = {s.href for s in sessions.values()}
             unknown_uids = {
                 e.state.uid for e in events if e.state is not None and e.href not in known_hrefs
             }
+            named = {u.href: uid for u in unreadable if (uid := _uid_in(changes, u.href))}
+            unknown_uids |= {uid for href, uid in named.items() if href not in known_hrefs}
             if unknown_uids and not changes.full:
                 sessions |= load_sessions(db, uids=unknown_uids)
             parsed_hrefs = {e.href for e in events if e.state is not None}
@@ -622,10 +661,26 @@ class Poller:
             known += with_enrollments(
                 db, [s for s in sessions.values() if s.href in parsed_hrefs or s.uid in parsed_uids]
             )
+        # Only our sessions' objects are read again: another client's broken object
+        # would otherwise be fetched every poll for ever.
+        session_hrefs = {s.href for s in sessions.values() if s.href}
+        session_uids = {s.uid for s in sessions.values()}
+        retry = [
+            u
+            for u in unreadable
+            if u.href in session_hrefs or named.get(u.href) in session_uids
+        ]
+        retry_hrefs = {u.href for u in retry}
         now = utcnow()
         result = diff(
             known, events, changes.deleted, full=changes.full, organizer=self.organizer, now=now
         )
+        # A session whose object could not be read is not gone.
+        kept = {s.id for s in sessions.values() if s.href in retry_hrefs}
+        result.missing_keys = [
+            k for i, k in zip(result.missing, result.missing_keys, strict=True) if i not in kept
+        ]
+        result.missing = [i for i in result.missing if i not in kept]
         if published and len(result.missing) >= published and not accept_empty:
             raise EmptyCalendar(
                 f"the calendar {self.calendar.url} no longer lists the sessions published "
@@ -633,8 +688,21 @@ class Poller:
                 "the calendar id and the account's permissions are right and the events "
                 "really were deleted, run: tmcaldav sync --accept-empty"
             )
+        # An answer that could only be read on a later poll is dated when it was first
+        # seen changing (unless the server says when it was given).
+        first_seen = {href: r.first_seen_at for href, r in retries.items()}
+        key_href = {
+            s.key: result.seen[s.id][0] for s in sessions.values() if s.id in result.seen
+        }
+        late = {
+            a.enrollment_id: a.dtstamp or first_seen[key_href[a.session_key]]
+            for a in result.answers
+            if key_href.get(a.session_key) in first_seen
+        }
         with self.store.transaction() as db:
-            answers = apply_answers(db, result.answers, source="poll", observed_at=now)
+            answers = apply_answers(
+                db, result.answers, source="poll", observed_at=now, responded_at=late
+            )
             _apply_sessions(db, result)
             add_student_notes(db, result.notes, now)
             _apply_schedule(db, result.schedule, now)
@@ -642,16 +710,112 @@ class Poller:
             state.sync_token = changes.sync_token or state.sync_token
             state.ctag = new_ctag
             state.last_poll_at = now
+            _keep_retries(db, state, retries, retry, now)
         _report(result)
+        _report_unreadable(retries, retry, unreadable, events, changes)
         return PollResult(
             sessions=published,
             changed_events=len(result.seen),
             answers=answers,
             strangers=result.strangers,
             missing=result.missing_keys,
-            skipped=skipped,
+            skipped=[u.href for u in unreadable],
             full=changes.full,
             seconds=time.perf_counter() - started,
+            retrying=sorted(retry_hrefs),
+        )
+
+    def _with_retries(self, changes: Changes, retries: Mapping[str, KnownRetry]) -> Changes:
+        """`changes` plus what the retry list holds, fetched again (one multiget)."""
+        listed = (
+            {e.href for e in changes.changed}
+            | set(changes.deleted)
+            | {u.href for u in changes.unreadable}
+        )
+        wanted = [href for href in retries if href not in listed]
+        if not wanted:
+            return changes
+        fetched = self.calendar.fetch(wanted)
+        return replace(
+            changes,
+            changed=changes.changed + fetched.events,
+            deleted=tuple(sorted(set(changes.deleted) | fetched.gone)),
+            unreadable=changes.unreadable + fetched.unreadable,
+        )
+
+
+def _uid_in(changes: Changes, href: str) -> str | None:
+    """The UID written in an object's text even when it does not parse (None if none)."""
+    for stored in changes.changed:
+        if stored.href == href:
+            return ical.find_uid(stored.body)
+    return None
+
+
+def _keep_retries(
+    db: Session,
+    state: SyncState,
+    before: Mapping[str, KnownRetry],
+    unreadable: Iterable[Unreadable],
+    now: datetime,
+) -> None:
+    """Write the retry list: what was read (or is gone) leaves it; what was not stays."""
+    still = {u.href: u for u in unreadable}
+    gone = [retry.id for href, retry in before.items() if href not in still]
+    if gone:
+        db.execute(delete(SyncRetry).where(SyncRetry.id.in_(gone)))
+    for href, problem in still.items():
+        old = before.get(href)
+        reason = problem.reason[:1000]
+        if old is None:
+            db.add(
+                SyncRetry(
+                    sync_state_id=state.id,
+                    href=href,
+                    first_seen_at=now,
+                    attempts=1,
+                    last_error=reason,
+                )
+            )
+        else:
+            db.execute(
+                update(SyncRetry)
+                .where(SyncRetry.id == old.id)
+                .values(attempts=old.attempts + 1, last_error=reason)
+            )
+
+
+def _report_unreadable(
+    before: Mapping[str, KnownRetry],
+    retry: list[Unreadable],
+    unreadable: list[Unreadable],
+    events: Iterable[ServerEvent],
+    changes: Changes,
+) -> None:
+    """One line when a session's object first cannot be read, one when it reads again;
+    one line per poll for other clients' objects that cannot be read."""
+    for problem in retry:
+        if problem.href not in before:
+            log.warning(
+                "could not read %s on the server (%s); the sync goes on and it is fetched "
+                "again on the next polls until it reads",
+                problem.href,
+                problem.reason,
+            )
+    read = {e.href for e in events}
+    for href, old in before.items():
+        if href in read:
+            log.warning("%s reads again after %d failed attempt(s)", href, old.attempts)
+        elif href in changes.deleted:
+            log.info("%s is gone from the server; it is not read again", href)
+    kept = {u.href for u in retry}
+    others = [f"{u.href} ({u.reason})" for u in unreadable if u.href not in kept]
+    if others:
+        log.warning(
+            "skipping %d object(s) on the server that are not tmcaldav's sessions and "
+            "cannot be read: %s",
+            len(others),
+            few(others),
         )
 
 
@@ -660,12 +824,14 @@ def parse_events(
     known: Iterable[KnownSession],
     *,
     answer_time_param: str | None = None,
-) -> tuple[list[ServerEvent], list[str]]:
-    """Parse changed objects; our own writes are not parsed, unreadable ones are skipped
-    (and logged with their href). `answer_time_param` is the server profile's ATTENDEE
-    parameter holding the answer time."""
+) -> tuple[list[ServerEvent], list[Unreadable]]:
+    """Parse changed objects; our own writes are not parsed. Unreadable ones are returned
+    with the reason (the poll keeps its sessions' ones in the retry list).
+    `answer_time_param` is the server profile's ATTENDEE parameter holding the answer
+    time."""
     ours = {(s.href, s.etag) for s in known if s.href and s.etag}
-    events, skipped = [], []
+    events: list[ServerEvent] = []
+    skipped: list[Unreadable] = []
     for stored in changed:
         if (stored.href, stored.etag) in ours:
             events.append(ServerEvent(stored.href, stored.etag, None))
@@ -674,8 +840,8 @@ def parse_events(
             state = ical.read_event(stored.body, answer_time_param=answer_time_param)
             events.append(ServerEvent(stored.href, stored.etag, state))
         except ical.ICalError as e:
-            log.warning("skipping %s on the server: %s", stored.href, e)
-            skipped.append(stored.href)
+            log.debug("cannot parse %s on the server: %s", stored.href, e)
+            skipped.append(Unreadable(stored.href, f"not a readable event: {e}"))
     return events, skipped
 
 
@@ -784,6 +950,7 @@ def _apply_schedule(db: Session, changes: Iterable[ScheduleChange], now: datetim
 
 
 def _report(result: Diff) -> None:
+    """Log what the poll found; many of a kind in one event make one line, not one each."""
     for key in result.missing_keys:
         log.warning(
             "session %s: its event was deleted on the server; answers are kept in "
@@ -791,12 +958,24 @@ def _report(result: Diff) -> None:
             key,
             key,
         )
+    strangers: dict[str, list[str]] = {}
     for stranger in result.strangers:
+        strangers.setdefault(stranger.session_key, []).append(stranger.email)
+    for key, emails in strangers.items():
         log.warning(
-            "session %s: %s is an attendee on the server but not enrolled "
-            "(added in another client, or a delegate); not enrolled",
-            stranger.session_key,
-            stranger.email,
+            "session %s: %d attendee(s) on the server are not enrolled (added in another "
+            "client, or delegates); not enrolled: %s",
+            key,
+            len(emails),
+            few(emails),
         )
+    dropped: dict[str, list[str]] = {}
     for key, email in result.dropped:
-        log.warning("session %s: %s was removed from the event on the server", key, email)
+        dropped.setdefault(key, []).append(email)
+    for key, emails in dropped.items():
+        log.warning(
+            "session %s: %d student(s) were removed from the event on the server: %s",
+            key,
+            len(emails),
+            few(emails),
+        )

@@ -55,6 +55,12 @@ class _Fault:
     stall: float = 0.0
     methods: frozenset[str] = frozenset()
     when: Callable[[str, str, bytes], bool] | None = None
+    # Pass the request on, then send the answer one byte every `trickle` seconds.
+    trickle: float = 0.0
+    # Pass the request on, then change the answer before sending it.
+    rewrite: Callable[[int, dict[str, str], bytes], tuple[int, dict[str, str], bytes]] | None = (
+        None
+    )
 
     def applies_to(self, method: str, path: str, body: bytes) -> bool:
         if self.methods and method not in self.methods:
@@ -70,8 +76,13 @@ class FaultProxy:
     503 with Retry-After, 500, malformed XML or a timeout without mocking the client.
     """
 
-    def __init__(self, upstream: str) -> None:
-        """Prepare a proxy for ``upstream`` (``http://host:port/``); call ``start()``."""
+    def __init__(self, upstream: str, *, tls: tuple[str, str] | None = None) -> None:
+        """Prepare a proxy for ``upstream`` (``http://host:port/``); call ``start()``.
+
+        With ``tls`` (certificate chain file, key file) the proxy speaks HTTPS to its
+        clients with that certificate: a TLS front end for a plain-HTTP server.
+        """
+        self._tls = tls
         parts = urlsplit(upstream)
         if parts.scheme != "http" or parts.hostname is None:
             raise ValueError(f"FaultProxy forwards to plain http only, not {upstream!r}")
@@ -89,7 +100,14 @@ class FaultProxy:
         """The proxy's root URL; use it wherever the server's URL would go."""
         if self._server is None:
             raise RuntimeError("the proxy has not been started")
-        return f"http://{_HOST}:{self._server.server_address[1]}/"
+        scheme = "https" if self._tls else "http"
+        return f"{scheme}://{_HOST}:{self._server.server_address[1]}/"
+
+    @property
+    def pending_faults(self) -> int:
+        """Faults queued and not yet met by a request."""
+        with self._lock:
+            return len(self._faults)
 
     def fail_next(
         self,
@@ -125,6 +143,38 @@ class FaultProxy:
         with self._lock:
             self._faults.extend([_Fault(stall=seconds)] * count)
 
+    def trickle_next(
+        self,
+        seconds_per_byte: float = 1.0,
+        *,
+        count: int = 1,
+        methods: tuple[str, ...] = (),
+        when: Callable[[str, str, bytes], bool] | None = None,
+    ) -> None:
+        """Pass the next requests on, then send each answer's body one byte at a time,
+        ``seconds_per_byte`` apart (the headers come at once): every read succeeds,
+        so only a deadline on the whole request ends it."""
+        fault = _Fault(trickle=seconds_per_byte, methods=frozenset(methods), when=when)
+        with self._lock:
+            self._faults.extend([fault] * count)
+
+    def spoil_item(self, href_part: str, *, garbage: bool = False, count: int = 1) -> None:
+        """In the next calendar-multiget answers, make the object whose href contains
+        ``href_part`` unreadable: a 500 status instead of its data, or (``garbage``)
+        calendar data that is not iCalendar. The other objects pass unchanged."""
+
+        def is_multiget(method: str, _path: str, body: bytes) -> bool:
+            return method == "REPORT" and b"calendar-multiget" in body
+
+        def rewrite(
+            status: int, headers: dict[str, str], body: bytes
+        ) -> tuple[int, dict[str, str], bytes]:
+            return status, headers, _spoil_multistatus(body, href_part, garbage)
+
+        fault = _Fault(methods=frozenset({"REPORT"}), when=is_multiget, rewrite=rewrite)
+        with self._lock:
+            self._faults.extend([fault] * count)
+
     def start(self) -> None:
         """Listen on a free port (the kernel picks it, so there is no race)."""
         proxy = self
@@ -142,22 +192,44 @@ class FaultProxy:
                 fault = proxy._take_fault(self.command, self.path, body)
                 if fault is not None and fault.stall:
                     proxy._closing.wait(fault.stall)
-                elif fault is not None:
+                elif fault is not None and not (fault.trickle or fault.rewrite):
                     self._reply(fault.status, fault.headers, fault.body)
                     return
-                status, headers, answer = proxy._forward(
-                    self.command, self.path, dict(self.headers.items()), body
-                )
-                self._reply(status, headers, answer)
+                asked = dict(self.headers.items())
+                if fault is not None and fault.rewrite is not None:
+                    # The answer is read and changed here: it must not come compressed.
+                    asked = {k: v for k, v in asked.items() if k.lower() != "accept-encoding"}
+                status, headers, answer = proxy._forward(self.command, self.path, asked, body)
+                if fault is not None and fault.rewrite is not None:
+                    status, headers, answer = fault.rewrite(status, headers, answer)
+                self._reply(status, headers, answer, fault.trickle if fault else 0.0)
 
-            def _reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
+            def _reply(
+                self,
+                status: int,
+                headers: Mapping[str, str],
+                body: bytes,
+                trickle: float = 0.0,
+            ) -> None:
                 self.send_response(status)
                 for name, value in headers.items():
                     if name.lower() not in _HOP_BY_HOP:
                         self.send_header(name, value)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if not trickle:
+                    self.wfile.write(body)
+                    return
+                self.wfile.flush()
+                try:
+                    for offset in range(len(body)):
+                        if proxy._closing.wait(trickle):
+                            break
+                        self.wfile.write(body[offset : offset + 1])
+                        self.wfile.flush()
+                except OSError:
+                    pass  # the client gave up: what a deadline is for
+                self.close_connection = True
 
             do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = _handle
             do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle
@@ -165,6 +237,17 @@ class FaultProxy:
 
         self._server = http.server.ThreadingHTTPServer((_HOST, 0), Handler)
         self._server.daemon_threads = True
+        if self._tls is not None:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*self._tls)
+            # The handshake happens in the request's thread, not in the accept loop.
+            self._server.socket = context.wrap_socket(
+                self._server.socket, server_side=True, do_handshake_on_connect=False
+            )
+            # A client refusing our certificate is what TLS tests are about: no traceback.
+            self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._thread = threading.Thread(
             target=self._server.serve_forever,
             # A short poll keeps stop() quick: shutdown waits for the next poll.
@@ -208,6 +291,34 @@ class FaultProxy:
             return 502, {"Content-Type": "text/plain"}, f"upstream failed: {exc}".encode()
         finally:
             connection.close()
+
+
+def _spoil_multistatus(body: bytes, href_part: str, garbage: bool) -> bytes:
+    """A multistatus with the data of the response whose href contains `href_part` spoiled."""
+    import xml.etree.ElementTree as ET
+
+    dav, caldav = "{DAV:}", "{urn:ietf:params:xml:ns:caldav}"
+    try:
+        root = ET.fromstring(body)
+    except ET.ParseError:
+        return body
+    for response in root.iter(dav + "response"):
+        if href_part not in (response.findtext(dav + "href") or ""):
+            continue
+        for propstat in response.findall(dav + "propstat"):
+            data = propstat.find(f"{dav}prop/{caldav}calendar-data")
+            if data is None:
+                continue
+            if garbage:
+                data.text = "BEGIN:VCALENDAR\r\nBEGIN:VEVENT\r\nATTENDEE;PARTSTAT=ACC"
+            else:
+                response.remove(propstat)
+                failed = ET.SubElement(response, dav + "propstat")
+                prop = ET.SubElement(failed, dav + "prop")
+                ET.SubElement(prop, caldav + "calendar-data")
+                ET.SubElement(prop, dav + "getetag")
+                ET.SubElement(failed, dav + "status").text = "HTTP/1.1 500 Internal Server Error"
+    return bytes(ET.tostring(root, xml_declaration=True, encoding="utf-8"))
 
 
 _HOP_BY_HOP = frozenset(

@@ -24,7 +24,9 @@ if TYPE_CHECKING:
         CalendarService,
         CalendarSettings,
         Changes,
+        Fetched,
         StoredEvent,
+        Unreadable,
         resource_name,
     )
 
@@ -32,7 +34,15 @@ if TYPE_CHECKING:
 # first use, so that reading the config (which checks server profile names) or the
 # errors stays cheap for every command.
 _SERVICE_NAMES = frozenset(
-    {"CalendarService", "CalendarSettings", "Changes", "StoredEvent", "resource_name"}
+    {
+        "CalendarService",
+        "CalendarSettings",
+        "Changes",
+        "Fetched",
+        "StoredEvent",
+        "Unreadable",
+        "resource_name",
+    }
 )
 
 
@@ -49,6 +59,7 @@ __all__ = [
     "CalendarService",
     "CalendarSettings",
     "Changes",
+    "Fetched",
     "InvalidSyncToken",
     "NotFound",
     "OrganizerChangeRefused",
@@ -56,5 +67,6 @@ __all__ = [
     "ServerError",
     "StoredEvent",
     "Unreachable",
+    "Unreadable",
     "resource_name",
 ]

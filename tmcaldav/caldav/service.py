@@ -53,7 +53,9 @@ from tmcaldav.caldav.errors import (
     Unreachable,
 )
 from tmcaldav.caldav.profiles import ServerProfile, detect_profile, profile_named
+from tmcaldav.deadline import deadline, track_session
 from tmcaldav.retry import parse_retry_after
+from tmcaldav.tls import certificate_advice
 
 __all__ = [
     "AuthFailed",
@@ -61,6 +63,7 @@ __all__ = [
     "CalendarService",
     "CalendarSettings",
     "Changes",
+    "Fetched",
     "InvalidSyncToken",
     "NotFound",
     "OrganizerChangeRefused",
@@ -68,6 +71,7 @@ __all__ = [
     "ServerError",
     "StoredEvent",
     "Unreachable",
+    "Unreadable",
     "parse_retry_after",
     "resource_name",
 ]
@@ -116,6 +120,23 @@ class StoredEvent:
 
 
 @dataclass(frozen=True)
+class Unreadable:
+    """An object whose data the server listed but could not give, and why."""
+
+    href: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What a multiget returned: the objects read, those gone, those unreadable."""
+
+    events: tuple[StoredEvent, ...]
+    gone: set[str]
+    unreadable: tuple[Unreadable, ...]
+
+
+@dataclass(frozen=True)
 class Changes:
     """What changed in the calendar since the last poll.
 
@@ -127,6 +148,10 @@ class Changes:
     changed: tuple[StoredEvent, ...]
     deleted: tuple[str, ...]
     full: bool
+    #: Changed objects the server listed but whose data it could not give (a failing
+    #: propstat in the multiget): not deleted, to be fetched again.
+    unreadable: tuple[Unreadable, ...] = ()
+
 
 
 def resource_name(uid: str) -> str:
@@ -188,6 +213,9 @@ class CalendarService:
         self.server_header: str | None = None
         self.profile: ServerProfile = profile_named("generic")
         client.session.hooks.setdefault("response", []).append(self._count_response)
+        # `timeout` bounds each whole request (connect, send, the full answer), not
+        # only each read: a server trickling its answer cannot stall a poll.
+        track_session(client.session)
 
     def _count_response(self, response: Any, *args: Any, **kwargs: Any) -> Any:
         self.request_count += 1
@@ -510,13 +538,21 @@ class CalendarService:
                 deleted.add(href)
             else:
                 wanted.append(href)
-        changed, gone = self._fetch(wanted)
-        log.debug("sync %s: %d changed, %d deleted", self.url, len(changed), len(deleted | gone))
+        fetched = self._fetch(wanted)
+        gone = fetched.gone
+        log.debug(
+            "sync %s: %d changed, %d deleted, %d unreadable",
+            self.url,
+            len(fetched.events),
+            len(deleted | gone),
+            len(fetched.unreadable),
+        )
         return Changes(
             sync_token=token,
-            changed=changed,
+            changed=fetched.events,
             deleted=tuple(sorted(deleted | gone)),
             full=sync_token is None,
+            unreadable=fetched.unreadable,
         )
 
     def _report(self, body: str, action: str, *, sync_token_given: bool = False) -> Any:
@@ -586,33 +622,55 @@ class CalendarService:
             for href, etag in sorted(listing.items())
             if not etag or known_etags.get(href) != etag
         ]
-        changed, gone = self._fetch(wanted)
-        deleted = {href for href in known_etags if href not in listing} | gone
+        fetched = self._fetch(wanted)
+        deleted = {href for href in known_etags if href not in listing} | fetched.gone
         return new_ctag, Changes(
             sync_token=new_ctag or "",
-            changed=changed,
+            changed=fetched.events,
             deleted=tuple(sorted(deleted)),
             full=not known_etags,
+            unreadable=fetched.unreadable,
         )
 
-    def _fetch(self, hrefs: list[str]) -> tuple[tuple[StoredEvent, ...], set[str]]:
-        """Fetch ``hrefs`` with one calendar-multiget; also return those that vanished."""
+    def fetch(self, hrefs: Iterable[str]) -> Fetched:
+        """Read the objects at ``hrefs`` with one calendar-multiget REPORT.
+
+        Objects the server says are gone (404) are listed in ``gone``; objects it
+        lists without their data (another status, no calendar-data) in ``unreadable``.
+        """
+        return self._fetch(sorted({_href_of(h) for h in hrefs}))
+
+    def _fetch(self, hrefs: list[str]) -> Fetched:
         if not hrefs:
-            return (), set()
+            return Fetched((), set(), ())
         body = MULTIGET.format(hrefs="".join(f"<d:href>{escape(h)}</d:href>" for h in hrefs))
         tree = self._report(body, "fetching changed events")
         events: list[StoredEvent] = []
+        unreadable: dict[str, Unreadable] = {}
         gone = set(hrefs)
         for response in tree.iter(DAV + "response"):
             href = _href_of(response.findtext(DAV + "href") or "")
             etag = data = None
+            answered = False
+            statuses = [response.findtext(DAV + "status") or ""]
             for propstat in response.iter(DAV + "propstat"):
-                if " 200 " not in (propstat.findtext(DAV + "status") or ""):
+                status = propstat.findtext(DAV + "status") or ""
+                if " 200 " not in status:
+                    statuses.append(status)
                     continue
+                answered = True
                 etag = propstat.findtext(f"{DAV}prop/{DAV}getetag")
                 data = propstat.findtext(f"{DAV}prop/{CALDAV}calendar-data")
             if data is None:
-                # A 404 entry: deleted after the sync report was made, so deleted now.
+                failed = "; ".join(s.strip() for s in statuses if s.strip())
+                if " 404 " in f" {failed} " or not (failed or answered):
+                    # Deleted after the sync report was made, so deleted now.
+                    continue
+                # Listed but not given: kept for another try, never taken as deleted.
+                gone.discard(href)
+                unreadable[href] = Unreadable(
+                    href, f"the server sent no calendar data ({failed[:200] or 'none given'})"
+                )
                 continue
             if not etag:
                 raise ServerError(
@@ -622,9 +680,10 @@ class CalendarService:
                     user=self._settings.username,
                 )
             gone.discard(href)
+            unreadable.pop(href, None)
             events.append(StoredEvent(href=href, etag=etag, body=data))
         events.sort(key=lambda event: event.href)
-        return tuple(events), gone
+        return Fetched(tuple(events), gone, tuple(unreadable[h] for h in sorted(unreadable)))
 
     # -- diagnostics ---------------------------------------------------------------------
 
@@ -717,6 +776,29 @@ class CalendarService:
     def _translate(
         self, action: str, url: str, *, sync_token_given: bool = False
     ) -> Iterator[None]:
+        """Run one request under the deadline `timeout`, and turn caldav and HTTP-library
+        failures into the typed errors above."""
+        timeout = self._settings.timeout
+        with deadline(timeout) as limit:
+            try:
+                with self._translate_errors(action, url, sync_token_given=sync_token_given):
+                    yield
+            except CalendarError as exc:
+                if not limit.fired:
+                    raise
+                # The watchdog cut the connection: say so, not "connection reset".
+                raise Unreachable(
+                    f"the CalDAV server at {url} did not answer within {timeout:g} s while "
+                    f"{action} (the whole answer must arrive in that time): check that it "
+                    "is up and not overloaded, or raise [caldav] timeout",
+                    url=url,
+                    user=self._settings.username,
+                ) from exc
+
+    @contextlib.contextmanager
+    def _translate_errors(
+        self, action: str, url: str, *, sync_token_given: bool = False
+    ) -> Iterator[None]:
         """Turn caldav and HTTP-library failures into the typed errors above."""
         try:
             yield
@@ -755,9 +837,15 @@ class CalendarService:
                 user=self._settings.username,
             ) from exc
         except http.exceptions.SSLError as exc:
+            advice = certificate_advice(
+                exc,
+                section="caldav",
+                host=urlsplit(url).hostname or url,
+                ca_file=self._settings.tls_ca_file,
+                name_key="url",
+            )
             raise Unreachable(
-                f"the TLS certificate of {url} could not be verified while {action}: "
-                "set [caldav] tls_ca_file to the CA that signed it",
+                f"{advice} (while {action} at {url})",
                 url=url,
                 user=self._settings.username,
             ) from exc

@@ -52,9 +52,20 @@ def check_config(app: App) -> None:
             caldav.fetch_token()  # run once to see it works; the token is not shown
         except SecretError as e:
             read.problems.append(f"caldav: {e}")
+    if not read.problems:
+        from tmcaldav.config import credential_problems, load_config
+
+        config = load_config(app.path)
+        read.problems += credential_problems(config)
     if read.problems:
         raise ConfigError(app.path, read.problems)
-    click.echo(f"{app.path}: ok (scheduling mode {read.sections['scheduling'].mode})")
+    if config.caldav is not None and config.caldav.insecure:
+        click.echo(
+            f"warning: [caldav] allow_insecure_http = true: the password for "
+            f"{config.caldav.url} crosses the network in clear text",
+            err=True,
+        )
+    click.echo(f"{app.path}: ok (scheduling mode {config.scheduling.mode})")
 
 
 @cli.command()

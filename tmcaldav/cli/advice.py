@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.cli.base import ID, cli, emit_json, json_option, pass_app
 from tmcaldav.cli.export import check_formats, csv_option, emit_csv
 from tmcaldav.words import plural
 
@@ -62,7 +62,7 @@ def suggestions(
 
 
 @suggestions.command("apply")
-@click.argument("suggestion_id", type=int, metavar="ID")
+@click.argument("suggestion_id", type=ID, metavar="ID")
 @click.option("--note", help="A note to keep with the change (for contact_student: what was said).")
 @click.option(
     "--force",
@@ -81,7 +81,7 @@ def suggestions_apply(app: App, suggestion_id: int, note: str | None, force: boo
 
 
 @suggestions.command("dismiss")
-@click.argument("suggestion_id", type=int, metavar="ID")
+@click.argument("suggestion_id", type=ID, metavar="ID")
 @pass_app
 def suggestions_dismiss(app: App, suggestion_id: int) -> None:
     """Drop suggestion ID; the same advice is not given again."""

@@ -38,6 +38,16 @@ class TmcaldavGroup(click.Group):
             raise
         except TmcaldavError as error:
             fail(error.report(), error.exit_code)
+        except Exception as error:
+            # A bug, not the administrator's doing: one line and exit 1 all the same
+            # (nothing was kept: every unit of work is one transaction); -vv logs the
+            # traceback for the report.
+            log.debug("internal error", exc_info=True)
+            fail(
+                f"internal error ({type(error).__name__}: {str(error)[:200]}); nothing "
+                "was changed. This is a bug in tmcaldav: run again with -vv and report it",
+                EXIT_FAILED,
+            )
 
 
 def emit_json(data: Any) -> None:
@@ -46,6 +56,11 @@ def emit_json(data: Any) -> None:
 
 
 json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+
+# Row ids (suggestions, ...) as the store keeps them: a 32-bit integer on PostgreSQL.
+ID_MAX = 2**31 - 1
+# An ID typed on the command line: a positive whole number the store can hold.
+ID = click.IntRange(1, ID_MAX)
 
 
 @click.group(cls=TmcaldavGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -78,6 +93,8 @@ def main() -> None:
 __all__ = [
     "EXIT_FAILED",
     "EXIT_USAGE",
+    "ID",
+    "ID_MAX",
     "App",
     "cli",
     "emit_json",

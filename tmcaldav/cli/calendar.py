@@ -196,11 +196,11 @@ def sync(app: App, accept_empty: bool) -> None:
     from tmcaldav.store.lock import AlreadyRunning
     from tmcaldav.sync import EmptyCalendar
 
-    lock = app.lock()
+    lock = app.lock("sync")
     try:
         lock.acquire()
     except AlreadyRunning as e:
-        fail(f"{e}; it polls by itself (`systemctl kill -s USR1 tmcaldav` polls now)", 75)
+        fail(str(e), e.exit_code)
     try:
         try:
             result = app.poll(accept_empty=accept_empty)

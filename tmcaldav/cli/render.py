@@ -6,6 +6,7 @@ ISO 8601 with its offset).
 
 from __future__ import annotations
 
+import re
 import textwrap
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -18,6 +19,17 @@ from tmcaldav.words import plural
 
 # Width of the REASON column of `tmcaldav suggestions`: longer reasons wrap (never cut).
 REASON_WIDTH = 64
+
+# C0 and C1 control characters: printed raw they ring bells, move the cursor or change
+# the terminal (ESC sequences) — a note or a name from a stranger's mail must not.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def shown(text: str) -> str:
+    """One line of text for a terminal: line breaks and tabs as spaces, other control
+    characters as visible escapes (BEL becomes \\x07)."""
+    text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
 
@@ -39,9 +51,10 @@ def counts_line(counts: Mapping[str, int]) -> str:
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> str:
-    """Plain aligned columns; the first row is the header."""
+    """Plain aligned columns; the first row is the header. Cells are `shown`."""
     if len(rows) <= 1:
         return "(none)"
+    rows = [tuple(shown(cell) for cell in row) for row in rows]
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows
@@ -52,10 +65,10 @@ def render_page(page: dict[str, Any]) -> str:
     """The session page as a text table."""
     capacity = page["capacity"] if page["capacity"] is not None else "∞"
     lines = [
-        f"{page['key']}  {page['title']}"
+        shown(f"{page['key']}  {page['title']}")
         + (f"  [{page['status']}]" if page["status"] != "scheduled" else ""),
         f"  {page['start']} – {page['end']} ({page['tz']})"
-        + (f"  @ {page['location']}" if page["location"] else ""),
+        + (f"  @ {shown(page['location'])}" if page["location"] else ""),
         (
             f"  cancelled: no seats ({plural(page['seats_taken'], 'student')} enrolled), "
             if page["status"] == "cancelled"
@@ -103,7 +116,7 @@ def render_page(page: dict[str, Any]) -> str:
                 str(s["waitlist_position"] or ""),
                 cell,
                 local_time(s["responded_at"], page["tz"]),
-                textwrap.shorten(note, 60, placeholder=" …") if note else "",
+                textwrap.shorten(shown(note), 60, placeholder=" …") if note else "",
             )
         )
         if mailed:

@@ -11,6 +11,7 @@ import click
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
 from tmcaldav.cli.export import check_formats, csv_option, emit_csv
+from tmcaldav.domain import CAPACITY_MAX
 from tmcaldav.words import plural
 
 # ---- people ---------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def session_options(*, required: bool) -> Callable[[Callable[..., Any]], Callabl
                     "--tz", help="IANA time zone (default: [scheduling] timezone).", metavar="ZONE"
                 ),
                 click.option("--location", help="Where it takes place."),
-                click.option("--capacity", type=int, help="Seats."),
+                click.option("--capacity", type=int, help=f"Seats (0 to {CAPACITY_MAX:,})."),
                 click.option("--course", help="Course the session belongs to."),
                 click.option("--description", help="Description shown in calendars."),
                 click.option(
@@ -83,6 +84,12 @@ def session_options(*, required: bool) -> Callable[[Callable[..., Any]], Callabl
                     metavar="TIME",
                     help="When the daemon invites the enrolled students (ISO 8601; "
                     "overrides [invitation] send_days_before; empty clears it).",
+                ),
+                click.option(
+                    "--fold",
+                    type=click.IntRange(0, 1),
+                    help="When the clocks go back and a time happens twice: 0 the first, "
+                    "1 the second.",
                 ),
             ]
         ):

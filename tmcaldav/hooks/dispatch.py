@@ -2,10 +2,17 @@
 
 The sync writes one outbox row per answer in the transaction that records it. Each
 tick the `Dispatcher` reads the pending rows oldest first, builds frozen views,
-calls the hooks (each plugin on its own), and stores what they returned in ONE
-transaction that also marks the row done. A crash before that commit leaves the row
-pending, so the hooks run again; suggestions are deduplicated by their unique dedupe
-key, so nothing is doubled.
+calls the hooks (each plugin on its own, in its own thread: `call_each`), and stores
+what they returned in ONE transaction that also marks the row done. A crash before
+that commit leaves the row pending, so the hooks run again; suggestions are
+deduplicated by their unique dedupe key, so nothing is doubled.
+
+A row whose plugins did not all succeed stays pending, and the same transaction keeps
+each plugin's attempts (`PluginAttempt`): the next run calls only the plugins that
+have not succeeded for that event, so one plugin's failure never repeats another's
+side effects; a plugin that failed the event `[plugins] max_attempts` times in a row
+is parked for it, and the row is done. A stop request abandons the hook calls in
+progress; what finished is kept.
 
 Time hooks (`on_no_response`, `on_session_ended`) are turned into outbox rows with
 deterministic event ids ("no_response:<enrollment>:<plugin>", "session_ended:<session>")
@@ -19,13 +26,14 @@ warning is logged once and it is tried again after a growing wait.
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tmcaldav.config import Config
@@ -63,7 +71,15 @@ from tmcaldav.hooks.views import (
 from tmcaldav.publish import Published, Publisher
 from tmcaldav.retry import backoff
 from tmcaldav.store import Store, StoreError
-from tmcaldav.store.model import Enrollment, Outbox, Person, Suggestion, TrainingSession, utcnow
+from tmcaldav.store.model import (
+    Enrollment,
+    Outbox,
+    Person,
+    PluginAttempt,
+    Suggestion,
+    TrainingSession,
+    utcnow,
+)
 from tmcaldav.store.outcomes import past_outcomes
 from tmcaldav.words import plural
 
@@ -117,6 +133,8 @@ class DispatchResult:
 
     events: int = 0
     plugin_failures: int = 0
+    # Plugins given up on for an event after [plugins] max_attempts failures in a row.
+    parked: int = 0
     suggestions: int = 0
     applied: int = 0
     # Time hooks that became due in this run.
@@ -138,6 +156,8 @@ class DispatchResult:
             text += f", {self.applied} applied"
         if self.plugin_failures:
             text += f", {plural(self.plugin_failures, 'plugin failure')} (see the log)"
+        if self.parked:
+            text += f", {plural(self.parked, 'plugin')} parked (see tmcaldav doctor)"
         if self.left_pending:
             text += f", {plural(self.left_pending, 'change')} left for the next run"
         return text
@@ -180,12 +200,16 @@ class Dispatcher:
         plugin_manager: TmcaldavPluginManager,
         *,
         batch_size: int = BATCH_SIZE,
+        stop: threading.Event | None = None,
     ):
         self.config = config
         self.store = store
         self.pm = plugin_manager
         self.batch_size = batch_size
         self.publisher = publisher
+        # Set when the daemon is asked to stop: hook calls in progress are abandoned and
+        # no new ones start; what ran is kept, the rest runs after the restart.
+        self.stop = stop or threading.Event()
         # Suggestion id -> its last failed auto-apply (this process only).
         self._auto_failures: dict[int, _AutoFailure] = {}
         # The turnout model and when it was fitted (refitted after MODEL_LIFETIME).
@@ -226,9 +250,14 @@ class Dispatcher:
         for _round in range(MAX_ROUNDS):
             pending = self._pending(exclude=tried)
             for row_id in pending:
+                if self.stop.is_set():
+                    break
                 tried.add(row_id)
                 if not self._dispatch(row_id, now, result):
                     leftovers = True
+            if self.stop.is_set():
+                leftovers = True
+                break
             applied = self._auto_apply(result, auto_tried, now)
             if not pending and not applied:
                 break
@@ -251,7 +280,13 @@ class Dispatcher:
             return [i for i in db.scalars(stmt) if i not in exclude][: self.batch_size]
 
     def _dispatch(self, row_id: int, now: datetime, result: DispatchResult) -> bool:
-        """Run one row's hooks and store their results; False when it is left pending."""
+        """Run one row's hooks and store their results; False when it is left pending.
+
+        Each plugin's call of each hook is one attempt. A row whose plugins all succeed
+        is marked done with what they returned; otherwise what succeeded is kept (and
+        not called again) and the failures are counted, in the same transaction. A
+        plugin that failed the event `max_attempts` times in a row is parked for it.
+        """
         try:
             with self.store.scratch() as db:
                 row = db.get(Outbox, row_id)
@@ -259,16 +294,40 @@ class Dispatcher:
                     return True
                 event_id = row.event_id
                 plan = self._plan(db, row, now)
+                before = {
+                    (a.plugin, a.hook): _Attempt(a.failures, a.succeeded_at, a.parked_at)
+                    for a in db.scalars(
+                        select(PluginAttempt).where(PluginAttempt.outbox_id == row_id)
+                    )
+                }
         except Exception:
             # A row we cannot read (a bug, a payload from a newer version) must not
             # block the rest of the outbox; it stays pending and is tried next run.
             log.exception("outbox event %s could not be prepared; it is left pending", row_id)
             return False
         returned: list[tuple[str, SuggestionSpec | Notice]] = []
+        succeeded: set[tuple[str, str]] = set()
+        failed: dict[tuple[str, str], str] = {}
+        stopped = False
         for call in plan.calls:
-            outcome = call_each(self.pm, call.hook, call.kwargs, event_id=event_id, only=call.only)
+            settled = {
+                plugin
+                for (plugin, hook), attempt in before.items()
+                if hook == call.hook and attempt.settled
+            }
+            outcome = call_each(
+                self.pm,
+                call.hook,
+                call.kwargs,
+                event_id=event_id,
+                only=call.only,
+                skip=settled,
+                stop=self.stop,
+            )
             result.plugin_failures += len(outcome.failed)
+            failed |= {(plugin, call.hook): error for plugin, error in outcome.errors.items()}
             for plugin, value in outcome.results:
+                succeeded.add((plugin, call.hook))
                 specs = _as_specs(value)
                 if specs is None:
                     log.error(
@@ -282,6 +341,16 @@ class Dispatcher:
                     result.plugin_failures += 1
                     continue
                 returned += [(plugin, spec) for spec in specs]
+            if outcome.stopped:
+                stopped = True
+                break
+        limit = self.config.plugins.max_attempts
+        parked = {
+            key
+            for key, error in failed.items()
+            if (before.get(key, _NO_ATTEMPT).failures + 1) >= limit
+        }
+        finished = not stopped and set(failed) <= parked
         try:
             with self.store.transaction() as db:
                 row = db.scalars(
@@ -292,15 +361,37 @@ class Dispatcher:
                 if row is None:
                     return True  # done by another dispatcher meanwhile
                 new = self._store_suggestions(db, returned, plan, event_id, now)
-                row.done_at = utcnow()
+                if before or not finished:
+                    _record_attempts(db, row_id, before, succeeded, failed, parked, now)
+                if finished:
+                    row.done_at = utcnow()
+                    # Only the parked are worth keeping (for doctor) once the row is done.
+                    db.execute(
+                        delete(PluginAttempt).where(
+                            PluginAttempt.outbox_id == row_id, PluginAttempt.parked_at.is_(None)
+                        )
+                    )
         except StoreError:
             raise  # the store is unusable: the daemon backs off and retries
         except Exception:
             log.exception("outbox event %s could not be recorded; it is left pending", event_id)
             return False
-        result.events += 1
+        for plugin, hook in sorted(parked):
+            log.error(
+                "plugin %s failed %s for event %s %d times in a row (last: %s); it is "
+                "parked for this event and not called for it again; the other plugins' "
+                "work is kept (see tmcaldav doctor)",
+                plugin,
+                hook,
+                event_id,
+                limit,
+                failed[(plugin, hook)],
+            )
+        result.parked += len(parked)
         result.suggestions += len(new)
-        return True
+        if finished:
+            result.events += 1
+        return finished
 
     def _plan(self, db: Session, row: Outbox, now: datetime) -> _Plan:
         """The hook calls for one row, with fresh views of its session."""
@@ -584,6 +675,52 @@ class Dispatcher:
                 failures,
                 error,
             )
+
+
+@dataclass(frozen=True)
+class _Attempt:
+    """One plugin's attempts at one hook of one event, as stored."""
+
+    failures: int
+    succeeded_at: datetime | None
+    parked_at: datetime | None
+
+    @property
+    def settled(self) -> bool:
+        """Succeeded or parked: not called for this event again."""
+        return self.succeeded_at is not None or self.parked_at is not None
+
+
+_NO_ATTEMPT = _Attempt(0, None, None)
+
+
+def _record_attempts(
+    db: Session,
+    outbox_id: int,
+    before: Mapping[tuple[str, str], _Attempt],
+    succeeded: set[tuple[str, str]],
+    failed: Mapping[tuple[str, str], str],
+    parked: set[tuple[str, str]],
+    now: datetime,
+) -> None:
+    """Store this run's successes and failures of one event's hook calls."""
+    stored = {
+        (a.plugin, a.hook): a
+        for a in db.scalars(select(PluginAttempt).where(PluginAttempt.outbox_id == outbox_id))
+    }
+    for key in succeeded | set(failed):
+        attempt = stored.get(key)
+        if attempt is None:
+            attempt = PluginAttempt(outbox_id=outbox_id, plugin=key[0], hook=key[1], failures=0)
+            db.add(attempt)
+        if key in succeeded:
+            attempt.succeeded_at = now
+            attempt.failures = 0
+            continue
+        attempt.failures = (before.get(key, _NO_ATTEMPT).failures or 0) + 1
+        attempt.last_error = failed[key]
+        if key in parked:
+            attempt.parked_at = now
 
 
 def _as_specs(value: Any) -> list[SuggestionSpec | Notice] | None:

@@ -14,8 +14,9 @@ module is registered as it is. A plugin that rejects its settings raises ValueEr
 it is reported as failing to load, with that message.
 
 `call_each` calls a hook's implementations one at a time through pluggy's public
-`get_hookimpls()`, so an exception in one plugin is logged with its name and the event
-and never stops the others.
+`get_hookimpls()`, each plugin in a thread of its own: whatever one plugin raises
+(SystemExit included) or however long it takes (`[plugins] hook_timeout`), it is logged
+with its name and the event as that plugin's failure and never stops the others.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from __future__ import annotations
 import importlib.metadata
 import importlib.util
 import logging
+import queue
 import sys
+import threading
+import time
 import types
-from collections.abc import Callable, Iterable, Mapping
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,8 @@ LOCAL_PACKAGE = "tmcaldav_local_plugins"
 DEFAULT_DAYS_BEFORE = 3
 # `daily_hour` in a plugin's settings: the local hour its on_daily fires.
 DEFAULT_DAILY_HOUR = 7
+# [plugins] hook_timeout when no config says: seconds one hook call may take.
+DEFAULT_HOOK_TIMEOUT = 10.0
 
 
 def hook_names() -> list[str]:
@@ -98,6 +105,8 @@ class TmcaldavPluginManager(pluggy.PluginManager):
         self.days_before: dict[str, int] = {}
         # Plugin name -> the local hour ([scheduling] timezone) its on_daily fires.
         self.daily_hour: dict[str, int] = {}
+        # Seconds one hook call may take ([plugins] hook_timeout).
+        self.hook_timeout = DEFAULT_HOOK_TIMEOUT
         self._closed = False
 
     def hook_callers(self, plugin_name: str) -> list[str]:
@@ -108,11 +117,12 @@ class TmcaldavPluginManager(pluggy.PluginManager):
         return sorted(h.name for h in self.get_hookcallers(plugin) or [])
 
     def close(self) -> None:
-        """Call on_shutdown once on every plugin (each on its own)."""
+        """Call on_shutdown once on every plugin (each on its own, within hook_timeout)."""
         if self._closed:
             return
         self._closed = True
         call_each(self, "on_shutdown", {}, event_id="shutdown")
+        close_guests(self)
 
 
 def get_plugin_manager(
@@ -132,6 +142,7 @@ def manager_for(plugins: PluginsConfig, *, load_entrypoints: bool = True) -> Tmc
     """A plugin manager with the plugins of a `[plugins]` section (`check-config` builds
     one from a section before the whole config is valid)."""
     pm = TmcaldavPluginManager()
+    pm.hook_timeout = plugins.hook_timeout
     candidates: dict[str, list[Candidate]] = {}
     found = list(_file_candidates(plugins.plugin_dirs))
     if load_entrypoints:
@@ -300,7 +311,103 @@ def _import_file(path: Path) -> types.ModuleType:
     return module
 
 
-# ---- calling hooks one implementation at a time ---------------------------------------------
+# ---- calling hooks one implementation at a time, each plugin in its own thread -------------
+
+# Errors a plugin may raise that mean "stop the program": from a plugin they are that
+# plugin's failure, never tmcaldav's stop.
+STOPPING_ERRORS = (SystemExit, KeyboardInterrupt, GeneratorExit)
+# How often a caller waiting for a hook looks at the stop request (seconds).
+STOP_CHECK = 0.05
+
+
+class HookStopped(Exception):
+    """A stop was requested while a hook ran: the call is abandoned, its result unknown."""
+
+
+class _GuestCall:
+    """One hook call handed to a plugin's thread, and what came of it."""
+
+    def __init__(self, function: Callable[..., Any], args: tuple[Any, ...]):
+        self.function = function
+        self.args = args
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            self.value = self.function(*self.args)
+        except BaseException as e:  # SystemExit from a guest is its failure, not our stop
+            self.error = e
+        finally:
+            self.done.set()
+
+
+class Guest:
+    """The thread one plugin's hooks run in, so a call that overruns can be abandoned.
+
+    Calls run one at a time, in order. A call that overruns `hook_timeout` is left to
+    finish on its own; until it does, further calls of that plugin are refused (counted
+    as failures) instead of piling up threads.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+        self._queue: queue.SimpleQueue[_GuestCall | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._current: _GuestCall | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while an abandoned call is still running."""
+        return self._current is not None and not self._current.done.is_set()
+
+    def call(
+        self,
+        function: Callable[..., Any],
+        args: tuple[Any, ...],
+        timeout: float,
+        stop: threading.Event | None,
+    ) -> Any:
+        """Run `function(*args)` in the plugin's thread and return its value.
+
+        Raises what the function raised (any BaseException), TimeoutError when it
+        overran `timeout`, HookStopped when `stop` was set first.
+        """
+        if self.busy:
+            raise TimeoutError(
+                "it is still running an earlier call that overran [plugins] hook_timeout"
+            )
+        call = _GuestCall(function, args)
+        self._current = call
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(
+                target=self._serve, name=f"tmcaldav-plugin-{self.name}", daemon=True
+            )
+            self._thread.start()
+        self._queue.put(call)
+        deadline = time.monotonic() + timeout
+        while not call.done.wait(min(STOP_CHECK, max(deadline - time.monotonic(), 0))):
+            if stop is not None and stop.is_set():
+                raise HookStopped(f"plugin {self.name}: abandoned for a stop request")
+            if time.monotonic() >= deadline:
+                raise TimeoutError(
+                    f"it did not return within {timeout:g} s ([plugins] hook_timeout)"
+                )
+        if call.error is not None:
+            raise call.error
+        return call.value
+
+    def _serve(self) -> None:
+        while True:
+            call = self._queue.get()
+            if call is None:
+                return
+            call.run()
+
+    def close(self) -> None:
+        """Let the thread end after what it is doing."""
+        self._queue.put(None)
 
 
 @dataclass
@@ -309,6 +416,20 @@ class CallOutcome:
 
     results: list[tuple[str, Any]] = field(default_factory=list)
     failed: list[str] = field(default_factory=list)
+    # Plugin -> why it failed, in a line (for the attempts kept in the store).
+    errors: dict[str, str] = field(default_factory=dict)
+    # A stop request cut the calls short: the plugins not in results or failed were
+    # not called (or their call was abandoned).
+    stopped: bool = False
+
+
+def _describe_failure(error: BaseException) -> str:
+    if isinstance(error, TimeoutError):
+        return f"timed out: {error}"
+    text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
+    if isinstance(error, STOPPING_ERRORS):
+        text += " (a plugin may not stop tmcaldav)"
+    return text[:500]
 
 
 def call_each(
@@ -318,29 +439,73 @@ def call_each(
     *,
     event_id: str,
     only: str | None = None,
+    skip: Collection[str] = (),
+    stop: threading.Event | None = None,
 ) -> CallOutcome:
-    """Call every implementation of `hook` on its own; log and skip one that raises.
+    """Call every implementation of `hook` on its own; log and skip one that fails.
 
-    `only` restricts the call to one plugin (time hooks fire per plugin). The order is
-    pluggy's (tryfirst / trylast honoured, later registered first).
+    Each plugin runs in its own thread (see `Guest`): anything it raises, SystemExit and
+    KeyboardInterrupt included, is that plugin's failure, and a call that overruns the
+    manager's `hook_timeout` is abandoned and counted as one. `only` restricts the call
+    to one plugin (time hooks fire per plugin), `skip` leaves out plugins that already
+    succeeded for this event. When `stop` is set the remaining calls are not made
+    (`stopped`). The order is pluggy's (tryfirst / trylast honoured, later registered
+    first).
     """
     outcome = CallOutcome()
     caller = getattr(pm.hook, hook)
+    timeout = getattr(pm, "hook_timeout", DEFAULT_HOOK_TIMEOUT)
     for impl in reversed(caller.get_hookimpls()):
-        if only is not None and impl.plugin_name != only:
+        name = impl.plugin_name
+        if (only is not None and name != only) or name in skip:
             continue
         if impl.hookwrapper or impl.wrapper:
             continue
+        if stop is not None and stop.is_set():
+            outcome.stopped = True
+            break
+        args = tuple(kwargs[arg] for arg in impl.argnames)
         try:
-            value = impl.function(*(kwargs[arg] for arg in impl.argnames))
-        except Exception:
-            log.exception(
-                "plugin %s failed in %s for event %s; the other plugins go on",
-                impl.plugin_name,
+            value = _guest(pm, name).call(impl.function, args, timeout, stop)
+        except HookStopped:
+            log.warning(
+                "plugin %s was still in %s for event %s at the stop request; abandoned",
+                name,
                 hook,
                 event_id,
             )
-            outcome.failed.append(impl.plugin_name)
+            outcome.stopped = True
+            break
+        except BaseException as e:  # a guest's failure, whatever it raised
+            outcome.failed.append(name)
+            outcome.errors[name] = _describe_failure(e)
+            log.error(
+                "plugin %s failed in %s for event %s (%s); the other plugins go on",
+                name,
+                hook,
+                event_id,
+                outcome.errors[name],
+                exc_info=None if isinstance(e, TimeoutError) else e,
+            )
             continue
-        outcome.results.append((impl.plugin_name, value))
+        outcome.results.append((name, value))
     return outcome
+
+
+_GUESTS: weakref.WeakKeyDictionary[pluggy.PluginManager, dict[str, Guest]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _guest(pm: pluggy.PluginManager, name: str) -> Guest:
+    guests = _GUESTS.setdefault(pm, {})
+    guest = guests.get(name)
+    if guest is None:
+        guest = guests[name] = Guest(name)
+    return guest
+
+
+def close_guests(pm: pluggy.PluginManager) -> None:
+    """End the plugins' threads (after the calls they are making)."""
+    for guest in _GUESTS.pop(pm, {}).values():
+        guest.close()

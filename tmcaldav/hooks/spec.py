@@ -6,10 +6,12 @@ take any subset of a hook's arguments. Every hook argument is a frozen view from
 
 What every hook shares:
 
-- Each implementation is called on its own. One that raises is logged with the
-  plugin's name, the hook and the event id; the other plugins still run, the event is
-  still marked done (a failing plugin is not called again for it), and the daemon
-  goes on.
+- Each implementation is called on its own, in a worker thread of its plugin. One
+  that raises (anything, `SystemExit` included) or overruns `[plugins] hook_timeout`
+  is logged with the plugin's name, the hook and the event id; the other plugins still
+  run and the daemon goes on. The event waits for the plugins that failed it: the next
+  tick calls only those again, and one that fails it `[plugins] max_attempts` times in
+  a row is parked for it (the event is then done without it).
 - A hook may return None, one `SuggestionSpec` or `Notice`, or a list of them (except
   `on_shutdown`). Suggestions are stored in the transaction that marks the event done,
   deduplicated by their dedupe key: the same advice is stored once however often it
@@ -18,10 +20,10 @@ What every hook shares:
   plugin's error and ignored.
 - Each event fires its hooks once. The store work is exactly once; side effects
   outside the store (a webhook, a file) are at least once: after a crash between a
-  hook call and the commit that marks its event done, the hook runs again with the
-  same `context.event_id`. Use it as the idempotency key.
-- Hooks run in the daemon's loop: keep them quick and do slow work (network) in a
-  thread of your own, as the shipped webhook plugin does.
+  hook call and the commit that records it, the hook runs again with the same
+  `context.event_id`. Use it as the idempotency key.
+- Keep hooks quick (a call that overruns `hook_timeout` is abandoned) and do slow
+  work (network) in a thread of your own, as the shipped webhook plugin does.
 """
 
 from __future__ import annotations
@@ -67,7 +69,8 @@ def on_response(
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions.
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -86,7 +89,8 @@ def on_accept(
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. promote_waitlisted).
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -107,7 +111,8 @@ def on_decline(
     :return: None, a suggestion, or a list of suggestions (e.g. cancel_enrollment,
         invite_waitlisted, offer_other_session).
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -125,7 +130,8 @@ def on_tentative(
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. contact_student).
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -147,7 +153,8 @@ def on_no_response(
     :param context: the time (`context.now`), the event id and later sessions.
     :return: None, a suggestion, or a list of suggestions (e.g. contact_student).
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -163,7 +170,8 @@ def on_session_ended(session: SessionView, context: HookContext) -> SuggestionRe
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions (e.g. mark_no_show).
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -182,7 +190,8 @@ def on_invitation_sent(
     :param context: the time, the event id and later sessions of the same course.
     :return: None, a suggestion, or a list of suggestions.
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
@@ -200,7 +209,8 @@ def on_suggestion(
     :param context: the time, the event id (unique per suggestion) and later sessions.
     :return: None, a suggestion, or a list of suggestions.
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
+        and the event id, the other plugins still run, and this plugin is called again
+        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 

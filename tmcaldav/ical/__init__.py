@@ -21,7 +21,7 @@ from tmcaldav.ical.event import (
     calendar_address,
     partstat_to_status,
 )
-from tmcaldav.ical.read import read_event
+from tmcaldav.ical.read import find_uid, read_event
 from tmcaldav.ical.schedule import ScheduleResult, read_schedule_status
 from tmcaldav.ical.text import normalise_name, session_uid
 
@@ -37,6 +37,7 @@ __all__ = [
     "ScheduleResult",
     "build_calendar",
     "calendar_address",
+    "find_uid",
     "normalise_address",
     "normalise_name",
     "partstat_to_status",

@@ -336,3 +336,16 @@ def read_event(text: str | bytes, *, answer_time_param: str | None = None) -> Ev
         method=calendar.method,
         comment="\n".join(comments) if comments else None,
     )
+
+
+
+
+_UID_LINE = re.compile(r"^UID(?:;[^:\r\n]*)?:([^\r\n]+)", re.IGNORECASE | re.MULTILINE)
+
+
+def find_uid(text: str) -> str | None:
+    """The first UID written in iCalendar text, found without parsing it (for objects
+    that do not parse: is a broken one ours?). None when there is none."""
+    unfolded = re.sub(r"\r?\n[ \t]", "", text)
+    found = _UID_LINE.search(unfolded)
+    return found.group(1).strip() or None if found else None

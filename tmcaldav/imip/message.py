@@ -21,7 +21,7 @@ from email.utils import format_datetime
 from zoneinfo import ZoneInfo
 
 from tmcaldav import ical
-from tmcaldav.domain import MAX_CLOCK_SKEW, normalise_address
+from tmcaldav.domain import MAX_CLOCK_SKEW, REASON_MAX, clip, normalise_address
 
 __all__ = [
     "INCOMING_METHODS",
@@ -50,6 +50,9 @@ INCOMING_METHODS = frozenset({"REPLY", "REFRESH", "COUNTER"})
 # Guards against MIME bombs: nesting depth and number of parts looked at.
 _MAX_DEPTH = 8
 _MAX_PARTS = 200
+TOO_MANY_PARTS = (
+    f"the message nests too many parts (more than {_MAX_PARTS}, or deeper than {_MAX_DEPTH})"
+)
 # A DTSTAMP further in the future than this is clock skew or a forgery: it must not win
 # iTIP ordering against answers that really come later.
 _MAX_SKEW = MAX_CLOCK_SKEW
@@ -343,7 +346,8 @@ def _walk(
 ) -> None:
     seen[0] += 1
     if depth > _MAX_DEPTH or seen[0] > _MAX_PARTS:
-        broken.append("the message nests too many parts")
+        if TOO_MANY_PARTS not in broken:  # once, however many parts follow
+            broken.append(TOO_MANY_PARTS)
         return
     content_type = part.get_content_type()
     if content_type == "message/rfc822":
@@ -427,6 +431,15 @@ def _count_attendees(data: bytes) -> int:
     return most
 
 
+def _problems(problems: Iterable[str]) -> str:
+    """Each different problem once (with how many times it occurred), cut to REASON_MAX."""
+    counts: dict[str, int] = {}
+    for problem in problems:
+        counts[problem] = counts.get(problem, 0) + 1
+    text = "; ".join(p if n == 1 else f"{p} ({n} times)" for p, n in counts.items())
+    return clip(text, REASON_MAX)
+
+
 def find_itip(message: MailMessage) -> ItipObject | Refusal | Unrelated:
     """The message's iTIP object for the organizer (REPLY, REFRESH, COUNTER), if any.
 
@@ -436,7 +449,7 @@ def find_itip(message: MailMessage) -> ItipObject | Refusal | Unrelated:
     """
     if not message.parts:
         if message.broken:
-            return Refusal("; ".join(message.broken))
+            return Refusal(_problems(message.broken))
         return Unrelated("no text/calendar part")
     if message.size > MAX_MESSAGE_BYTES:
         return Refusal(
@@ -456,7 +469,7 @@ def find_itip(message: MailMessage) -> ItipObject | Refusal | Unrelated:
         objects.append(ItipObject(method, event, part, _count_attendees(part.data)))
     if not objects:
         if problems:
-            return Refusal("; ".join(problems))
+            return Refusal(_problems(problems))
         return Unrelated("no REPLY, REFRESH or COUNTER in the calendar parts")
     first = objects[0]
     for other in objects[1:]:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.caldav import CalendarError
 from tmcaldav.config import Config
-from tmcaldav.domain import AnswerEvidence
+from tmcaldav.domain import NOTE_MAX, REASON_MAX, AnswerEvidence, clip
 from tmcaldav.errors import TryLater
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.imip import message as imip
@@ -29,6 +29,7 @@ from tmcaldav.imip.deliveries import queue
 from tmcaldav.publish import Publisher, PublishError
 from tmcaldav.store import Store
 from tmcaldav.store.model import (
+    Delivery,
     Enrollment,
     MailRefusal,
     Note,
@@ -100,7 +101,8 @@ def known_event(db: Session, uid: str) -> imip.KnownEvent | None:
 
 
 def refuse(store: Store, message: imip.MailMessage, reason: str, now: datetime) -> Processed:
-    """Store and log a refusal; nothing else changes."""
+    """Store and log a refusal (the reason cut to REASON_MAX); nothing else changes."""
+    reason = clip(reason, REASON_MAX)
     sender = message.sender or message.envelope_sender
     with store.transaction() as db:
         db.add(
@@ -148,7 +150,7 @@ def process(
     if isinstance(decision, imip.Refusal):
         return refuse(store, message, decision.reason, now)
     if decision.method == "REFRESH":
-        return _refresh(store, decision, now)
+        return _refresh(store, decision, now, config.invitation.remind_min_interval)
     if decision.method == "COUNTER":
         return _counter(store, decision, now)
     return _reply(store, publisher, decision, now, message)
@@ -164,6 +166,8 @@ def _enrollment(db: Session, reply: imip.Reply) -> Enrollment:
 def _add_comment(db: Session, enrollment: Enrollment, text: str | None, now: datetime) -> None:
     if not text:
         return
+    # A student's comment becomes a note: cut to the size notes are kept at.
+    text = clip(text, NOTE_MAX)
     if any(n.text == text and n.author == NOTE_AUTHOR for n in enrollment.notes):
         return  # the same message read twice
     enrollment.notes.append(Note(text=text, author=NOTE_AUTHOR, created_at=now))
@@ -236,10 +240,37 @@ def _reply(
     return Processed(outcome, reply.calendar_status, reply.session_key, reply.email)
 
 
-def _refresh(store: Store, reply: imip.Reply, now: datetime) -> Processed:
+def _refresh(store: Store, reply: imip.Reply, now: datetime, interval: float) -> Processed:
+    """Send the invitation again, at most once per `interval` seconds per student: a
+    flood of REFRESH mails must not become a flood of invitations."""
     with store.transaction() as db:
         enrollment = _enrollment(db, reply)
-        queue(db, enrollment, "REQUEST", enrollment.session.sequence, "refresh", now)
+        last = db.scalar(
+            select(Delivery.created_at)
+            .where(
+                Delivery.enrollment_id == enrollment.id,
+                Delivery.reason == "refresh",
+                Delivery.created_at > now - timedelta(seconds=interval),
+            )
+            .order_by(Delivery.created_at.desc())
+            .limit(1)
+        )
+        if last is None:
+            queue(db, enrollment, "REQUEST", enrollment.session.sequence, "refresh", now)
+    if last is not None:
+        log.info(
+            "session %s: %s asked for the invitation again (REFRESH); it was sent again at "
+            "%s already, not again before [invitation] remind_min_interval has passed",
+            reply.session_key,
+            reply.email,
+            last.isoformat(timespec="seconds"),
+        )
+        return Processed(
+            "refresh",
+            f"already sent again at {last.isoformat(timespec='seconds')}; not sent now",
+            reply.session_key,
+            reply.email,
+        )
     log.info(
         "session %s: %s asked for the invitation again (REFRESH)", reply.session_key, reply.email
     )
@@ -266,6 +297,7 @@ def _counter(store: Store, reply: imip.Reply, now: datetime) -> Processed:
         text = f"proposed a new time: {proposal}"
         if reply.comment:
             text += f" — {reply.comment}"
+        text = clip(text, NOTE_MAX)
         _add_comment(db, enrollment, text, now)
         stamp = reply.proposed_start.isoformat() if reply.proposed_start else "none"
         dedupe_key = f"imip:counter:{session.key}:{reply.email}:{stamp}"

@@ -192,16 +192,14 @@ class MailService:
 
     def _one(self, message: InboxMessage, now: datetime, result: MailTickResult) -> None:
         if message.raw is None or message.size > imip.MAX_MESSAGE_BYTES:
-            head = message.raw or b""
-            parsed = imip.read_message(head)
-            if not parsed.parts and not parsed.broken and message.raw is not None:
-                processed = replies.Processed("unrelated")
-            else:
-                reason = (
-                    f"the message is too large ({message.size} bytes, at most "
-                    f"{imip.MAX_MESSAGE_BYTES})"
-                )
-                processed = replies.refuse(self.store, parsed, reason, now)
+            # Too large to look at: refused and recorded whatever it holds (its calendar
+            # part may lie beyond the part that was read), and filed away.
+            parsed = imip.read_message(message.raw or b"")
+            reason = (
+                f"the message is too large ({message.size} bytes, at most "
+                f"{imip.MAX_MESSAGE_BYTES})"
+            )
+            processed = replies.refuse(self.store, parsed, reason, now)
         else:
             try:
                 processed = self.ingest(message.raw, now=now)

@@ -1,6 +1,9 @@
 """iMIP mail at the edges: SMTP out; IMAP and Maildir in, one message at a time.
 
-TLS is always verified; credentials and message bodies never reach a log line.
+TLS is always verified; credentials and message bodies never reach a log line. Each
+SMTP and IMAP exchange (connecting and logging in, sending one message, one IMAP
+command) must be over within the section's `timeout`, however slowly the server
+answers (`tmcaldav.deadline`).
 """
 
 from __future__ import annotations
@@ -18,9 +21,19 @@ from email.message import EmailMessage
 from pathlib import Path
 
 from tmcaldav.config import ImapConfig, MaildirConfig, SecretError, SmtpConfig
+from tmcaldav.deadline import (
+    DeadlineImap,
+    DeadlineImapSsl,
+    DeadlineSmtp,
+    DeadlineSmtpSsl,
+    deadline,
+    track,
+)
 from tmcaldav.errors import TmcaldavError
+from tmcaldav.files import make_private_dir
 from tmcaldav.imip import deliveries
 from tmcaldav.imip import message as imip
+from tmcaldav.tls import certificate_advice
 
 log = logging.getLogger(__name__)
 
@@ -50,25 +63,32 @@ class SmtpSender:
     def _connect(self) -> smtplib.SMTP:
         c = self.config
         where = f"SMTP {c.host}:{c.port}"
-        try:
-            if c.security == "tls":
-                smtp: smtplib.SMTP = smtplib.SMTP_SSL(
-                    c.host, c.port, timeout=c.timeout, context=tls_context(c.tls_ca_file)
+        with deadline(c.timeout) as limit:
+            try:
+                if c.security == "tls":
+                    smtp: smtplib.SMTP = DeadlineSmtpSsl(
+                        c.host, c.port, timeout=c.timeout, context=tls_context(c.tls_ca_file)
+                    )
+                else:
+                    smtp = DeadlineSmtp(c.host, c.port, timeout=c.timeout)
+                    track(smtp)  # STARTTLS replaces the socket
+                    if c.security == "starttls":
+                        smtp.starttls(context=tls_context(c.tls_ca_file))
+                if c.username:
+                    smtp.login(c.username, c.password.read())
+            except smtplib.SMTPAuthenticationError as e:
+                raise MailError(f"{where}: login as {c.username} refused ({e.smtp_code})") from e
+            except smtplib.SMTPNotSupportedError as e:
+                raise MailError(f"{where}: {e} (check [smtp] security)") from e
+            except ssl.SSLError as e:
+                advice = certificate_advice(
+                    e, section="smtp", host=c.host, ca_file=c.tls_ca_file, name_key="host"
                 )
-            else:
-                smtp = smtplib.SMTP(c.host, c.port, timeout=c.timeout)
-                if c.security == "starttls":
-                    smtp.starttls(context=tls_context(c.tls_ca_file))
-            if c.username:
-                smtp.login(c.username, c.password.read())
-        except smtplib.SMTPAuthenticationError as e:
-            raise MailError(f"{where}: login as {c.username} refused ({e.smtp_code})") from e
-        except smtplib.SMTPNotSupportedError as e:
-            raise MailError(f"{where}: {e} (check [smtp] security)") from e
-        except ssl.SSLError as e:
-            raise MailError(f"{where}: TLS failed: {e.reason or e}") from e
-        except (OSError, smtplib.SMTPException) as e:
-            raise MailError(f"{where}: {e or type(e).__name__}") from e
+                raise MailError(f"{where}: {advice}") from e
+            except (OSError, smtplib.SMTPException) as e:
+                if limit.fired:
+                    raise MailError(f"{where}: no answer within {c.timeout:g} s") from e
+                raise MailError(f"{where}: {e or type(e).__name__}") from e
         return smtp
 
     def check(self) -> str:
@@ -108,7 +128,18 @@ class SmtpSender:
     ) -> tuple[str | None, bool]:
         """(error, permanent) of one message; (None, False) when the server took it."""
         try:
-            refused = smtp.send_message(message, from_addr=self.envelope_from, to_addrs=to)
+            with deadline(self.config.timeout) as limit:
+                track(smtp)
+                try:
+                    refused = smtp.send_message(
+                        message, from_addr=self.envelope_from, to_addrs=to
+                    )
+                except (OSError, smtplib.SMTPServerDisconnected) as e:
+                    if limit.fired:
+                        raise TimeoutError(
+                            f"no answer within {self.config.timeout:g} s"
+                        ) from e
+                    raise
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()), (0, b""))
             return f"recipient refused: {code} {_text(text)}", code >= 500
@@ -170,20 +201,44 @@ class ImapInbox:
         # Messages found unrelated in this run: not looked at again (uidvalidity, uid).
         self.unrelated: set[tuple[str, str]] = set()
 
+    @contextlib.contextmanager
+    def _limit(self, what: str) -> Iterator[None]:
+        """One IMAP exchange, over within [imap] timeout however slowly the server talks."""
+        c = self.config
+        with deadline(c.timeout) as limit:
+            if self._imap is not None:
+                track(self._imap)
+            try:
+                yield
+            except (OSError, imaplib.IMAP4.error, MailError) as e:
+                if limit.fired:
+                    raise MailError(
+                        f"IMAP {c.host}:{c.port}: no answer within {c.timeout:g} s while {what}"
+                    ) from e
+                raise
+
     def __enter__(self) -> ImapInbox:
+        with self._limit("connecting"):
+            return self._open()
+
+    def _open(self) -> ImapInbox:
         c = self.config
         where = f"IMAP {c.host}:{c.port}"
         try:
             if c.security == "tls":
-                imap: imaplib.IMAP4 = imaplib.IMAP4_SSL(
+                imap: imaplib.IMAP4 = DeadlineImapSsl(
                     c.host, c.port, ssl_context=tls_context(c.tls_ca_file), timeout=c.timeout
                 )
             else:
-                imap = imaplib.IMAP4(c.host, c.port, timeout=c.timeout)
+                imap = DeadlineImap(c.host, c.port, timeout=c.timeout)
+                track(imap)  # STARTTLS replaces the socket
                 if c.security == "starttls":
                     imap.starttls(ssl_context=tls_context(c.tls_ca_file))
         except ssl.SSLError as e:
-            raise MailError(f"{where}: TLS failed: {e.reason or e}") from e
+            advice = certificate_advice(
+                e, section="imap", host=c.host, ca_file=c.tls_ca_file, name_key="host"
+            )
+            raise MailError(f"{where}: {advice}") from e
         except (OSError, imaplib.IMAP4.error) as e:
             raise MailError(f"{where}: {e or type(e).__name__}") from e
         try:
@@ -230,14 +285,18 @@ class ImapInbox:
 
     def messages(self) -> Iterator[InboxMessage]:
         """The folder's messages that carry a text/calendar part; others are not fetched."""
-        status, data = self.imap.uid("SEARCH", "UNDELETED")
+        with self._limit("searching the folder"):
+            status, data = self.imap.uid("SEARCH", "UNDELETED")
         if status != "OK":
             raise MailError(f"IMAP search failed in {self.config.folder!r}")
         uids = [u.decode() for u in (data[0] or b"").split()]
         uids = [u for u in uids if (self._uidvalidity, u) not in self.unrelated]
         for start in range(0, len(uids), 100):
             chunk = uids[start : start + 100]
-            status, data = self.imap.uid("FETCH", ",".join(chunk), "(RFC822.SIZE BODYSTRUCTURE)")
+            with self._limit("reading the messages' structure"):
+                status, data = self.imap.uid(
+                    "FETCH", ",".join(chunk), "(RFC822.SIZE BODYSTRUCTURE)"
+                )
             if status != "OK":
                 raise MailError("IMAP fetch of the message structure failed")
             for uid, size, structure in _fetch_items(data):
@@ -254,7 +313,8 @@ class ImapInbox:
                 )
 
     def _fetch(self, uid: str) -> bytes:
-        status, data = self.imap.uid("FETCH", uid, "(BODY.PEEK[])")
+        with self._limit(f"fetching message uid {uid}"):
+            status, data = self.imap.uid("FETCH", uid, "(BODY.PEEK[])")
         for item in data or []:
             if isinstance(item, tuple) and len(item) == 2:
                 return bytes(item[1])
@@ -262,6 +322,10 @@ class ImapInbox:
 
     def _file(self, uid: str) -> None:
         """Move a processed message into processed_folder (created when missing)."""
+        with self._limit(f"filing message uid {uid}"):
+            self._move(uid)
+
+    def _move(self, uid: str) -> None:
         target = _quote(self.config.processed_folder)
         imap = self.imap
         status, _ = imap.uid("MOVE", uid, target) if "MOVE" in imap.capabilities else ("NO", [])
@@ -366,6 +430,7 @@ class MaildirInbox:
 
     def _move(self, path: Path, folder: Path) -> None:
         for sub in ("tmp", "new", "cur"):
-            (folder.parent / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+            # The processed folder and its parts are tmcaldav's: 0700 whatever the umask.
+            make_private_dir(folder.parent / sub)
         name = path.name if ":2," in path.name else path.name + ":2,"
         path.rename(folder / name)

@@ -7,12 +7,15 @@ transaction is rolled back and nothing is written.
 from __future__ import annotations
 
 import csv
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from sqlalchemy.exc import DataError, IntegrityError
 from sqlalchemy.orm import Session
 
+from tmcaldav.domain import CAPACITY_MAX
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.store import roster
 
@@ -74,35 +77,59 @@ def import_csv(db: Session, path: str, kind: str, default_tz: str) -> ImportResu
         raise CsvImportError(path, problems)
     apply_row = _ROW_HANDLERS[kind]
     rows = 0
-    for row in reader:
-        line = reader.line_num
-        if None in row or any(v is None for v in row.values()):
-            problems.append(f"line {line}: expected {len(header)} fields")
-            continue
-        values = {k: v.strip() for k, v in row.items()}
-        if not any(values.values()):
-            continue
-        empty = [c for c in required if not values[c]]
-        if empty:
-            problems.append(f"line {line}: empty {', '.join(empty)}")
-            continue
-        try:
-            apply_row(db, values, default_tz)
-            rows += 1
-        except TmcaldavError as e:
-            problems.append(f"line {line}: {e}")
+    line = 1
+    try:
+        for row in reader:
+            line = reader.line_num
+            if None in row or any(v is None for v in row.values()):
+                problems.append(f"line {line}: expected {len(header)} fields")
+                continue
+            values = {k: v.strip() for k, v in row.items()}
+            if not any(values.values()):
+                continue
+            empty = [c for c in required if not values[c]]
+            if empty:
+                problems.append(f"line {line}: empty {', '.join(empty)}")
+                continue
+            if any("\x00" in v for v in values.values()):
+                problems.append(f"line {line}: contains a NUL character")
+                continue
+            try:
+                apply_row(db, values, default_tz)
+                rows += 1
+            except TmcaldavError as e:
+                problems.append(f"line {line}: {e}")
+            except (IntegrityError, DataError) as e:
+                # The checks above should catch everything; should the store refuse a
+                # row anyway, say which, and stop: the transaction is spent.
+                problems.append(f"line {line}: the store refused it ({e.orig})")
+                break
+    except csv.Error as e:
+        problems.append(f"line {reader.line_num or line}: not readable as CSV ({e})")
     if problems:
-        raise CsvImportError(path, problems)
+        raise CsvImportError(path, problems[:MAX_PROBLEMS] + _more(problems))
     return ImportResult(kind, rows)
+
+
+# Problems listed for one file; a file with more is refused all the same.
+MAX_PROBLEMS = 100
+
+
+def _more(problems: list[str]) -> list[str]:
+    extra = len(problems) - MAX_PROBLEMS
+    return [f"... and {extra} more problem(s)"] if extra > 0 else []
 
 
 def _session_row(db: Session, row: dict[str, str], default_tz: str) -> None:
     capacity = None
     if row.get("capacity"):
-        try:
-            capacity = int(row["capacity"])
-        except ValueError as e:
-            raise roster.RosterError(f"capacity is not a whole number: {row['capacity']!r}") from e
+        text = row["capacity"]
+        if len(text) > 12 or not re.fullmatch(r"-?[0-9]+", text):
+            raise roster.RosterError(
+                f"capacity must be a whole number between 0 and {CAPACITY_MAX:,}, "
+                f"not {text[:20]!r}"
+            )
+        capacity = int(text)
     fields = roster.SessionFields(
         title=row["title"],
         start=row["start"],

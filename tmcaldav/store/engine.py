@@ -26,6 +26,7 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from tmcaldav.errors import EXIT_USAGE, TmcaldavError
+from tmcaldav.files import create_private_file
 from tmcaldav.store.changes import watch_changes
 
 log = logging.getLogger(__name__)
@@ -59,6 +60,15 @@ def make_engine(url: str) -> Engine:
             raise StoreUnavailable(
                 f"store.url: folder {folder} does not exist; create it or change [store] url"
             )
+        try:
+            # Created here, 0600, before SQLite does it with the umask's mode; SQLite
+            # gives its -wal and -shm files the mode of the database file.
+            create_private_file(parsed.database)
+        except OSError as e:
+            raise StoreUnavailable(
+                f"store.url: cannot create {parsed.database} ({e.strerror}); check the "
+                "folder's permissions or change [store] url"
+            ) from e
     try:
         engine = create_engine(url, connect_args={"timeout": 30} if is_sqlite else {})
     except (NoSuchModuleError, ImportError) as e:

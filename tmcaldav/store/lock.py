@@ -1,7 +1,10 @@
 """One daemon per store: a file lock beside a SQLite store, an advisory lock on PostgreSQL.
 
 Both are released by the operating system or the database when the process dies, so
-a crashed daemon never leaves a stale lock behind.
+a crashed daemon never leaves a stale lock behind. The holder writes who it is (its
+pid and role: the daemon, `run --once`, or `tmcaldav sync`) into the lock file, or into
+its PostgreSQL connection's application_name, so the one that loses the race is told
+who holds the store, and what to do about it.
 """
 
 from __future__ import annotations
@@ -9,28 +12,60 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from sqlalchemy import Connection, text
 from sqlalchemy.engine import make_url
 
 from tmcaldav.errors import TryLater
+from tmcaldav.files import open_private
 from tmcaldav.store import Store, StoreUnavailable
 
 # pg_try_advisory_lock takes a bigint; this one is "tmcaldav" in ASCII.
 ADVISORY_KEY = 0x746D63616C646176
+# Roles that take the lock, as the one that loses the race is told.
+ROLES = {
+    "daemon": "the tmcaldav daemon",
+    "once": "a `tmcaldav run --once`",
+    "sync": "a `tmcaldav sync`",
+}
+# A holder that has just taken the lock may not have written its name yet: how long
+# the one that lost the race waits to read it.
+NAME_WAIT = 1.0
 
 
 class AlreadyRunning(TryLater):
-    """Another tmcaldav daemon holds the store."""
+    """Another tmcaldav process (`holder`: daemon, once, sync) holds the store."""
+
+    def __init__(self, message: str, holder: str | None = None):
+        super().__init__(message)
+        self.holder = holder
+
+
+def _advice(mine: str, holder: str | None) -> str:
+    """What the process that lost the race should do."""
+    if holder == "daemon":
+        if mine == "sync":
+            return (
+                "it polls by itself (`systemctl kill -s USR1 tmcaldav`, or kill -USR1 on "
+                "that pid, polls now)"
+            )
+        return "stop it first"
+    return "try again when it has finished"
 
 
 class StoreLock:
-    """Held for the daemon's lifetime; `acquire` raises AlreadyRunning when taken."""
+    """Held for the daemon's lifetime; `acquire` raises AlreadyRunning when taken.
 
-    def __init__(self, store: Store, lock_file: str | None = None):
+    `role` says who takes it ("daemon", "once" or "sync"), for the message another
+    process gets.
+    """
+
+    def __init__(self, store: Store, lock_file: str | None = None, role: str = "daemon"):
         self.store = store
         self.lock_file = lock_file
+        self.role = role
         self._fd: int | None = None
         self._connection: Connection | None = None
 
@@ -44,22 +79,11 @@ class StoreLock:
     def acquire(self) -> None:
         """Take the lock or raise AlreadyRunning naming the holder."""
         if self.store.backend == "postgresql":
-            connection = self.store.engine.connect()
-            got = connection.execute(
-                text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY}
-            ).scalar()
-            connection.commit()
-            if not got:
-                connection.close()
-                raise AlreadyRunning(
-                    f"another tmcaldav daemon is running on the store {self.store.safe_url} "
-                    "(PostgreSQL advisory lock held); stop it first"
-                )
-            self._connection = connection
+            self._acquire_advisory()
             return
         path = self.path()
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+            fd = open_private(path)
         except OSError as e:
             raise StoreUnavailable(
                 f"cannot open the lock file {path} ({e.strerror}); set [daemon] lock_file "
@@ -68,19 +92,64 @@ class StoreLock:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
+            pid, holder = _read_holder(fd)
             os.close(fd)
-            raise AlreadyRunning(
-                f"another tmcaldav daemon (pid {holder}) is running on this store "
-                f"(lock file {path}); stop it first"
-            ) from None
+            raise self._taken(pid, holder, f"lock file {path}") from None
         os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
+        os.pwrite(fd, f"{os.getpid()} {self.role}\n".encode(), 0)
         self._fd = fd
+
+    def _taken(self, pid: str | None, holder: str | None, where: str) -> AlreadyRunning:
+        who = ROLES.get(holder or "", "another tmcaldav process")
+        if holder == "daemon" and self.role == "daemon":
+            who = "another tmcaldav daemon"
+        return AlreadyRunning(
+            f"{who} (pid {pid or 'unknown'}) is using this store ({where}); "
+            f"{_advice(self.role, holder)}",
+            holder,
+        )
+
+    def _acquire_advisory(self) -> None:
+        connection = self.store.engine.connect()
+        # Named, so the process that loses the race can tell who holds the lock.
+        connection.execute(
+            text("SELECT set_config('application_name', :name, false)"),
+            {"name": f"tmcaldav {self.role} {os.getpid()}"},
+        )
+        got = connection.execute(
+            text("SELECT pg_try_advisory_lock(:key)"), {"key": ADVISORY_KEY}
+        ).scalar()
+        connection.commit()
+        if got:
+            self._connection = connection
+            return
+        try:
+            name = connection.execute(
+                text(
+                    "SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a "
+                    "ON a.pid = l.pid WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.classid = :high AND l.objid = :low"
+                ),
+                {"high": ADVISORY_KEY >> 32, "low": ADVISORY_KEY & 0xFFFFFFFF},
+            ).scalar()
+        except Exception:  # the holder's name is a courtesy, not worth failing for
+            name = None
+        finally:
+            with contextlib.suppress(Exception):
+                connection.execute(text("RESET application_name"))
+                connection.commit()
+            connection.close()
+        parts = (name or "").split()
+        holder = parts[1] if len(parts) == 3 and parts[0] == "tmcaldav" else None
+        pid = parts[2] if holder else None
+        raise self._taken(pid, holder, f"PostgreSQL advisory lock on {self.store.safe_url}")
 
     def release(self) -> None:
         """Give the lock back."""
         if self._fd is not None:
+            # Emptied first: the next process to lose a race must not read our name.
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._fd, 0)
             os.close(self._fd)
             self._fd = None
         if self._connection is not None:
@@ -90,6 +159,23 @@ class StoreLock:
                 self._connection.execute(
                     text("SELECT pg_advisory_unlock(:key)"), {"key": ADVISORY_KEY}
                 )
+                self._connection.execute(text("RESET application_name"))
                 self._connection.commit()
             self._connection.close()
             self._connection = None
+
+
+def _read_holder(fd: int) -> tuple[str | None, str | None]:
+    """(pid, role) written in a lock file by its holder; waits briefly for a holder that
+    has just taken the lock and not written yet (a lost race must name the winner)."""
+    deadline = time.monotonic() + NAME_WAIT
+    while True:
+        text_ = os.pread(fd, 64, 0).decode(errors="replace").strip()
+        if text_ or time.monotonic() >= deadline:
+            break
+        time.sleep(0.02)
+    parts = text_.split()
+    if not parts:
+        return None, None
+    # An older tmcaldav wrote only its pid, and only daemons took the lock then.
+    return parts[0], parts[1] if len(parts) > 1 else "daemon"

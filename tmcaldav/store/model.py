@@ -479,3 +479,47 @@ class Change(Base):
     # No foreign key: a deleted session's last change must still be seen.
     session_id: Mapped[int | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class SyncRetry(Base):
+    """An object the poll could not read or parse: fetched again on the next polls.
+
+    Written in the transaction that moves the sync token past it, so the token never
+    passes an answer that was not read. `first_seen_at` is when the poll first saw it
+    change: the time its answer is dated with when it finally reads.
+    """
+
+    __tablename__ = "sync_retries"
+    __table_args__ = (UniqueConstraint("sync_state_id", "href", name="state_href"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sync_state_id: Mapped[int] = mapped_column(ForeignKey("sync_state.id", ondelete="CASCADE"))
+    href: Mapped[str] = mapped_column(String(1000))
+    first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
+    attempts: Mapped[int] = mapped_column(default=1)
+    last_error: Mapped[str | None] = mapped_column(Text)
+
+
+class PluginAttempt(Base):
+    """One plugin's calls of one hook for one outbox event: failures in a row, success,
+    or parked (given up after `[plugins] max_attempts` failures).
+
+    Kept only for events that were not done in one go, so a re-run calls only the
+    plugins that have not succeeded, and `doctor` can name the parked ones.
+    """
+
+    __tablename__ = "plugin_attempts"
+    __table_args__ = (
+        UniqueConstraint("outbox_id", "plugin", "hook", name="outbox_plugin_hook"),
+        Index("ix_plugin_attempts_parked", "parked_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
+    plugin: Mapped[str] = mapped_column(String(100))
+    hook: Mapped[str] = mapped_column(String(50))
+    failures: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    succeeded_at: Mapped[datetime | None]
+    parked_at: Mapped[datetime | None]
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

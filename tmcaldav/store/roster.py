@@ -6,8 +6,9 @@ NotFoundError) before it changes anything, so a refused edit leaves the store as
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -15,7 +16,11 @@ from sqlalchemy.orm import Session
 from tmcaldav.config import check_timezone
 from tmcaldav.domain import (
     ANSWERS,
+    CAPACITY_MAX,
+    NOTE_MAX,
     SEAT_STATUSES,
+    YEAR_MAX,
+    YEAR_MIN,
     CalendarStatus,
     EnrollmentStatus,
     ResponseSource,
@@ -38,15 +43,63 @@ class RosterError(TmcaldavError, ValueError):
     """An edit that cannot be made; the message says why and what to do instead."""
 
 
-def parse_time(value: str, tz: str) -> datetime:
-    """An ISO 8601 time; one without an offset is read in the zone `tz`."""
+# Control characters other than tab and line breaks: not allowed in what people type.
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def parse_time(value: str, tz: str, *, fold: int | None = None, what: str = "time") -> datetime:
+    """An ISO 8601 time between 1970 and 2200; one without an offset is read in the zone
+    `tz`. A wall-clock time the zone skips (a DST gap) is refused naming the two valid
+    choices; one it passes twice (the clocks go back) needs `fold` (0: the first, 1: the
+    second) or an offset."""
     try:
         parsed = datetime.fromisoformat(value.strip())
     except ValueError as e:
-        raise RosterError(f"not an ISO 8601 time: {value!r} (e.g. 2026-12-01T09:00)") from e
+        raise RosterError(
+            f"the {what} is not an ISO 8601 time: {value!r} (e.g. 2026-12-01T09:00)"
+        ) from e
+    if not YEAR_MIN <= parsed.year <= YEAR_MAX:
+        raise RosterError(
+            f"the {what} {value!r} is out of range: use a date between {YEAR_MIN} and {YEAR_MAX}"
+        )
     if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=zone(tz))
+        return wall_time(parsed, zone(tz), tz, fold=fold, what=what)
     return parsed
+
+
+def _clock(moment: datetime) -> str:
+    return f"{moment:%H:%M:%S}" if moment.second else f"{moment:%H:%M}"
+
+
+def wall_time(
+    naive: datetime, where: tzinfo, name: str, *, fold: int | None = None, what: str = "time"
+) -> datetime:
+    """`naive` as a time in zone `where` (named `name`), refused when it does not exist
+    there or, without `fold`, when it exists twice."""
+    earlier, later = naive.replace(tzinfo=where, fold=0), naive.replace(tzinfo=where, fold=1)
+    if earlier.utcoffset() == later.utcoffset():
+        return earlier
+    real = [
+        c
+        for c in (earlier, later)
+        if c.astimezone(UTC).astimezone(where).replace(tzinfo=None) == naive.replace(fold=0)
+    ]
+    if not real:
+        before, after = sorted(
+            c.astimezone(UTC).astimezone(where).replace(tzinfo=None) for c in (earlier, later)
+        )
+        raise RosterError(
+            f"{_clock(naive)} does not exist on {naive:%Y-%m-%d} in {name}; use "
+            f"{_clock(before)} or {_clock(after)} for the {what} (the clocks skip it)"
+        )
+    if fold is None:
+        first, second = (c.isoformat() for c in (earlier, later))
+        raise RosterError(
+            f"the {what} {_clock(naive)} on {naive:%Y-%m-%d} happens twice in {name} (the "
+            f"clocks go back): say which with --fold 0 (the first, {first}) or --fold 1 "
+            f"(the second, {second}), or give the time with its offset"
+        )
+    return later if fold else earlier
 
 
 def zone(tz: str) -> Any:
@@ -62,6 +115,8 @@ def add_person(db: Session, email: str, name: str | None, phone: str | None = No
     address = normalise_address(email)
     check_length("the name", name, 300)
     check_length("the phone number", phone, 50)
+    check_text("the name", name)
+    check_text("the phone number", phone)
     if find_person(db, address) is not None:
         raise RosterError(f"{address} is already a person; nothing changed")
     person = Person(email=address, name=name, phone=phone)
@@ -84,6 +139,8 @@ class SessionFields:
     description: str | None = None
     # When the daemon invites the enrolled students ("" clears it).
     invite_at: str | None = None
+    # Which of two identical wall-clock times (the clocks go back) start or end means.
+    fold: int | None = None
 
 
 def check_length(what: str, value: str | None, limit: int) -> None:
@@ -92,12 +149,31 @@ def check_length(what: str, value: str | None, limit: int) -> None:
         raise RosterError(f"{what} is too long ({len(value)} characters; at most {limit})")
 
 
+def check_text(what: str, value: str | None, *, single: bool = False) -> None:
+    """RosterError for control characters in a text other than tabs and line breaks (none
+    at all in a `single` word like a key): they break calendar data and terminals."""
+    if value is None:
+        return
+    found = re.search(r"[\x00-\x1f\x7f]", value) if single else _CONTROL.search(value)
+    if found:
+        raise RosterError(
+            f"{what} contains a control character (U+{ord(found.group()):04X}); remove it"
+        )
+
+
+def check_capacity(capacity: int | None) -> None:
+    """RosterError unless `capacity` is None or between 0 and CAPACITY_MAX."""
+    if capacity is not None and not 0 <= capacity <= CAPACITY_MAX:
+        raise RosterError(f"capacity must be between 0 and {CAPACITY_MAX:,} seats (got {capacity})")
+
+
 def add_session(db: Session, key: str, fields: SessionFields, default_tz: str) -> TrainingSession:
     """Create a session; RosterError on a taken key, bad times, bad zone or capacity."""
     key = key.strip()
     if not key:
         raise RosterError("a session key must not be empty")
     check_length("the session key", key, 200)
+    check_text("the session key", key, single=True)
     if db.query(TrainingSession.id).filter_by(key=key).first() is not None:
         raise RosterError(f"session {key!r} already exists; change it with: tmcaldav session edit")
     if not fields.title or fields.start is None or fields.end is None:
@@ -134,32 +210,52 @@ def edit_session(db: Session, key: str, fields: SessionFields) -> set[str]:
 
 
 def _apply_fields(session: TrainingSession, fields: SessionFields) -> None:
+    # Every check comes before the first change: a refused edit changes nothing.
     tz = fields.tz if fields.tz is not None else session.tz
     new_zone = zone(tz)
-    if fields.tz is not None and session.start_at is not None and session.tz:
-        # A new zone alone keeps the wall-clock times: "09:00, but in London" moves
-        # the session (a reschedule) unless both zones agree on that day.
-        old_zone = zone(session.tz)
-        session.start_at = session.start_at.astimezone(old_zone).replace(tzinfo=new_zone)
-        session.end_at = session.end_at.astimezone(old_zone).replace(tzinfo=new_zone)
     for what, value, limit in (
         ("the title", fields.title, 500),
         ("the location", fields.location, 500),
         ("the course", fields.course, 200),
     ):
         check_length(what, value, limit)
-    if fields.title is not None:
-        if not fields.title.strip():
-            raise RosterError("the title must not be empty")
-        session.title = fields.title
-    start = parse_time(fields.start, tz) if fields.start is not None else session.start_at
-    end = parse_time(fields.end, tz) if fields.end is not None else session.end_at
-    if end <= start:
+        check_text(what, value)
+    check_text("the description", fields.description)
+    check_capacity(fields.capacity)
+    if fields.fold not in (None, 0, 1):
+        raise RosterError(f"--fold must be 0 or 1 (got {fields.fold})")
+    if fields.title is not None and not fields.title.strip():
+        raise RosterError("the title must not be empty")
+    start, end = session.start_at, session.end_at
+    if fields.tz is not None and start is not None and end is not None and session.tz:
+        # A new zone alone keeps the wall-clock times: "09:00, but in London" moves
+        # the session (a reschedule) unless both zones agree on that day.
+        old_zone = zone(session.tz)
+        start = wall_time(
+            start.astimezone(old_zone).replace(tzinfo=None),
+            new_zone,
+            tz,
+            fold=fields.fold,
+            what="start",
+        )
+        end = wall_time(
+            end.astimezone(old_zone).replace(tzinfo=None),
+            new_zone,
+            tz,
+            fold=fields.fold,
+            what="end",
+        )
+    if fields.start is not None:
+        start = parse_time(fields.start, tz, fold=fields.fold, what="start")
+    if fields.end is not None:
+        end = parse_time(fields.end, tz, fold=fields.fold, what="end")
+    # Compared as instants: two times in one zone compare by the wall clock otherwise.
+    if end.astimezone(UTC) <= start.astimezone(UTC):
         raise RosterError(
             f"the end ({end.isoformat()}) must be after the start ({start.isoformat()})"
         )
-    if fields.capacity is not None and fields.capacity < 0:
-        raise RosterError(f"capacity must not be negative (got {fields.capacity})")
+    if fields.title is not None:
+        session.title = fields.title
     session.start_at, session.end_at, session.tz = start, end, tz
     if fields.invite_at is not None:
         session.invite_at = parse_time(fields.invite_at, tz) if fields.invite_at.strip() else None
@@ -224,6 +320,8 @@ def set_status(
     session = get_session(db, key)
     enrollment = get_enrollment(db, session, email)
     old = enrollment.status
+    if note:
+        check_note(note)
     if status == "waitlisted" and old != "waitlisted":
         enrollment.waitlisted_at = utcnow()
     enrollment.status = status
@@ -233,10 +331,17 @@ def set_status(
     return enrollment, old
 
 
-def note(db: Session, key: str, email: str, text: str, *, author: str | None = None) -> None:
-    """Add a follow-up note to an enrollment (`author`: who wrote it, e.g. a web user)."""
+def check_note(text: str) -> None:
+    """RosterError for a note an administrator may not keep: empty or too long."""
     if not text.strip():
         raise RosterError("a note must not be empty")
+    check_length("the note", text, NOTE_MAX)
+
+
+def note(db: Session, key: str, email: str, text: str, *, author: str | None = None) -> None:
+    """Add a follow-up note to an enrollment (`author`: who wrote it, e.g. a web user;
+    control characters are kept, and shown escaped)."""
+    check_note(text)
     session = get_session(db, key)
     add_note(db, get_enrollment(db, session, email), text, author=author)
 
