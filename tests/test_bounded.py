@@ -133,7 +133,7 @@ def test_an_oversized_maildir_message_is_refused_and_recorded(
     assert len(big) > MAX_MESSAGE_BYTES
     (maildir / "new" / "big.host").write_bytes(big)
     out = world.tm.ok("mail", "ingest").output
-    assert "1 message(s) read, 0 answer(s) applied, 1 refused" in out
+    assert "1 message read, 0 answers applied, 1 refused" in out
     with world.store.scratch() as db:
         reasons = db.scalars(select(MailRefusal.reason)).all()
     assert len(reasons) == 1 and "the message is too large" in reasons[0]

@@ -164,7 +164,10 @@ def config_with(tmp_path: Path, invitation: str) -> Path:
         ('subject = """two\nlines {{ title }}"""', "invitation.subject: a subject is one line"),
         ('body = "{{ title.__class__ }}"', "invitation.body: cannot be rendered"),
         ("send_days_before = -1", "invitation.send_days_before: must be 0 or more"),
-        ("remind_min_interval = -5", "invitation.remind_min_interval: must be 0 or more"),
+        (
+            "remind_min_interval = -5",
+            "invitation.remind_min_interval: must be between 0 and a year",
+        ),
         ('bogus = "x"', "invitation.bogus: unknown key"),
     ],
 )

@@ -123,7 +123,7 @@ def test_an_unreadable_object_is_read_again_and_its_answer_keeps_its_time(
         (retry,) = db.query(SyncRetry).all()
         assert retry.href == href and retry.attempts == 1
     assert students(tm)["bob@example.org"]["calendar"] == "invited"
-    assert "unreadable object(s) skipped" in first.summary()
+    assert "unreadable event skipped" in first.summary()
 
     read = utcnow()
     second = polling.poller.poll()
@@ -155,7 +155,7 @@ def test_an_object_that_stays_unreadable_is_counted_and_shown_by_doctor(
     with polling.store.scratch() as db:
         assert db.query(SyncRetry).one().attempts == 3
     doctor = tm("doctor")
-    assert f"warn {href} on the server could not be read in 3 poll(s)" in doctor.output
+    assert f"warn {href} on the server could not be read in 3 polls" in doctor.output
     assert polling.poller.poll().answers == 1
     assert students(tm)["cy@example.org"]["calendar"] == "declined"
 

@@ -264,7 +264,7 @@ def test_wrong_organizer_is_caught_by_doctor_and_invite(
 
     result = office.tm("invite", office.key, "--all-enrolled")
     assert result.exit_code == 1, result.output
-    assert "did not deliver the invitation to 4 student(s)" in result.output
+    assert "did not deliver the invitation to 4 students" in result.output
     for email in office.students:
         assert f"⚠ {email}: no SCHEDULE-STATUS" in result.output
     assert "organizer_email must be one of the login's calendar addresses" in result.output

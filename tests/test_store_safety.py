@@ -277,7 +277,7 @@ def test_a_login_without_a_password_source_fails_check_config(tmp_path: Path) ->
     config = caldav_config(tmp_path, 'url = "https://dav.example.org/"\nusername = "u"\n')
     result = Cli(config)("check-config")
     assert result.exit_code == 2
-    assert "caldav: no password source; set one of password_file" in result.output
+    assert "caldav: set one of password_file, password_command, password_env" in result.output
 
 
 def test_the_models_and_the_migrations_agree(store: Store) -> None:

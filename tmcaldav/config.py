@@ -719,12 +719,8 @@ def _check_ca_file(key: str, path: str, problems: list[str]) -> None:
 
 def credential_problems(config: Config) -> list[str]:
     """Sections that log in without a way to get the password (for `check-config`)."""
+    # [caldav]'s login is checked with its `auth` (see _check_login).
     problems = []
-    if config.caldav is not None and not config.caldav.password.configured:
-        problems.append(
-            "caldav: no password source; set one of password_file, password_command, "
-            "password_env"
-        )
     if config.smtp is not None and config.smtp.username and not config.smtp.password.configured:
         problems.append(
             f"smtp: username {config.smtp.username!r} but no password source; set one of "

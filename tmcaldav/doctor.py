@@ -17,6 +17,7 @@ from tmcaldav.caldav import CalendarError
 from tmcaldav.caldav.profiles import GENERIC
 from tmcaldav.config import Config, SecretError
 from tmcaldav.domain import normalise_address
+from tmcaldav.words import plural
 
 if TYPE_CHECKING:
     from tmcaldav.store import Store
@@ -114,7 +115,7 @@ def _check_plugins(store: Store, say: Callable[[str], None]) -> None:
                 .limit(1)
             ).one()
             say(
-                f"warn plugin {plugin} is parked for {count} event(s) after failing them "
+                f"warn plugin {plugin} is parked for {plural(count, 'event')} after failing them "
                 f"repeatedly; the last: {latest.hook} for event {latest.event_id} "
                 f"({latest.last_error}); fix the plugin (see the log)"
             )
@@ -132,12 +133,13 @@ def _check_unreadable(store: Store, say: Callable[[str], None]) -> None:
         ).all()
     for retry in retries[:10]:
         say(
-            f"warn {retry.href} on the server could not be read in {retry.attempts} poll(s) "
+            f"warn {retry.href} on the server could not be read in "
+            f"{plural(retry.attempts, 'poll')} "
             f"since {retry.first_seen_at:%Y-%m-%d %H:%M} UTC ({retry.last_error}); it is "
             "read again each poll"
         )
     if len(retries) > 10:
-        say(f"warn ... and {len(retries) - 10} more unreadable object(s)")
+        say(f"warn ... and {plural(len(retries) - 10, 'more unreadable object')}")
 
 
 def _check_server(config: Config, say: Callable[[str], None]) -> bool:

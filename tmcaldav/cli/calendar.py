@@ -86,7 +86,7 @@ def invite(
         ]
         fail(
             f"session {key}: the CalDAV server did not deliver the invitation to "
-            f"{len(invitation.undelivered)} student(s):\n"
+            f"{plural(len(invitation.undelivered), 'student')}:\n"
             + "\n".join(lines)
             + "\n"
             + _what_to_check(invitation.undelivered.values())

@@ -34,6 +34,7 @@ from tmcaldav.web.http import (
     web_of,
 )
 from tmcaldav.web.reads import all_suggestions, session_view, sessions_overview
+from tmcaldav.words import plural
 
 
 def session_path(key: str) -> str:
@@ -322,7 +323,7 @@ async def record_attendance(call: Call) -> Response:
     for status, emails in wanted.items():
         done += await run_in_threadpool(call.web.actions.set_status, key, emails, status, None)
     return flash_and_go(
-        call, f"Attendance recorded for {len(done)} student(s).", session_path(key)
+        call, f"Attendance recorded for {plural(len(done), 'student')}.", session_path(key)
     )
 
 
