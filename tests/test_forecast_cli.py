@@ -76,6 +76,12 @@ def test_history_import_feeds_the_forecast(tm: Cli, tmp_path: Path) -> None:
     assert abs(row["expected"] - sum(chance.values())) < 0.01
     text = tm.ok("report", "forecast").output
     assert "fitted on 30 past seats" in text and "NEXT" in text
+    import csv
+    import io
+
+    rows = list(csv.DictReader(io.StringIO(tm.ok("report", "forecast", "--csv").output)))
+    assert [r["email"] for r in rows] == [s["email"] for s in row["students"]]
+    assert {r["session"] for r in rows} == {"NEXT"} and rows[0]["expected"] == str(row["expected"])
     page = tm.ok("session", "show", "NEXT").output
     assert f"forecast: {row['expected']:.1f} expected of 3 seats" in page
 

@@ -134,21 +134,50 @@ def report_no_shows(app: App, as_json: bool, as_csv: bool) -> None:
     )
 
 
+#: The CSV columns of `report forecast`: one row per student of each session.
+FORECAST_COLUMNS = (
+    "session",
+    "start",
+    "capacity",
+    "enrolled",
+    "expected",
+    "low",
+    "high",
+    "p_over_capacity",
+    "email",
+    "calendar",
+    "p_attend",
+)
+
+
 @report.command("forecast")
 @click.argument("key", required=False)
 @json_option
+@csv_option
 @pass_app
-def report_forecast(app: App, key: str | None, as_json: bool) -> None:
+def report_forecast(app: App, key: str | None, as_json: bool, as_csv: bool) -> None:
     """Expected turnout of each upcoming session (or of KEY): how many will likely come,
     the 80% interval, the chance of overbooking, and who pulls the forecast down."""
     from tmcaldav.cli.render import table
     from tmcaldav.store.model import utcnow
     from tmcaldav.store.outcomes import forecast_report
 
+    check_formats(as_json, as_csv)
     with app.store.scratch() as db:
         report = forecast_report(db, utcnow(), key)
     if as_json:
         emit_json(report.rows)
+        return
+    if as_csv:
+        # The JSON's fields, one row per student (a session with nobody: one row).
+        emit_csv(
+            (
+                {**{k: v for k, v in r.items() if k != "students"}, **student}
+                for r in report.rows
+                for student in (r["students"] or [{}])
+            ),
+            FORECAST_COLUMNS,
+        )
         return
     model = report.model
     click.echo(
