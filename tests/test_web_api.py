@@ -145,6 +145,17 @@ def test_actions_through_the_api_reach_the_calendar(world: World) -> None:
     assert status.json()["changes"] == [
         {"email": "dee@example.org", "old": "enrolled", "status": "waitlisted"}
     ]
+    # An answer given by phone: recorded by hand (source manual), the server untouched.
+    phoned = api.post("/api/sessions/API-2/answer",
+                      json={"email": "bob@example.org", "answer": "tentative"})
+    assert phoned.status_code == 200, phoned.text
+    assert phoned.json()["recorded"] == ["bob@example.org"]
+    bob = {s["email"]: s for s in world.page("API-2")["students"]}["bob@example.org"]  # type: ignore[attr-defined]
+    assert (bob["calendar"], bob["by_hand"]) == ("tentative", True)
+    assert StudentSide(world.radicale).partstats(href)["bob@example.org"] == "NEEDS-ACTION"
+    refused = api.post("/api/sessions/API-2/answer",
+                       json={"email": "bob@example.org", "answer": "maybe"})
+    assert refused.status_code == 400 and "unknown answer 'maybe'" in refused.json()["error"]
     noted = api.post("/api/sessions/API-2/notes", json={"email": "ann@example.org",
                                                         "text": "needs parking"})
     assert noted.status_code == 201

@@ -89,6 +89,21 @@ class Actions:
                 done.append(StatusChange(email, old, status))
         return done
 
+    def answer(
+        self, key: str, emails: list[str], status: str, note: str | None = None
+    ) -> list[str]:
+        """Record an answer each student gave another way (as `tmcaldav answer` does:
+        source manual, the same hooks, the server's PARTSTAT untouched)."""
+        from tmcaldav.corrections import record_answer
+
+        check_note(note, required=False)
+        wanted = self._emails(key, emails)
+        if not wanted:
+            raise ActionRefused("select the students who answered")
+        for email in wanted:
+            record_answer(self.app.store, key, email, status, note=note or None)
+        return wanted
+
     def note(self, key: str, email: str, text: str, author: str | None) -> None:
         """Add a follow-up note (as `tmcaldav note` does), signed with the web user."""
         from tmcaldav.store.roster import note

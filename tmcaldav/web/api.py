@@ -145,6 +145,18 @@ async def invite(call: Call) -> Response:
 
 
 @guarded(api=True, act=True)
+async def record_answer(call: Call) -> Response:
+    """{"emails": [...] or "email": ..., "answer": accepted|tentative|declined, "note"}:
+    an answer given another way (by phone), recorded as `tmcaldav answer` does."""
+    key = call.param("key")
+    answer = _text(call, "answer") or ""
+    done = await run_in_threadpool(
+        call.web.actions.answer, key, _emails(call), answer, _text(call, "note")
+    )
+    return _json({"session": key, "answer": answer, "recorded": done, "source": "manual"})
+
+
+@guarded(api=True, act=True)
 async def set_status(call: Call) -> Response:
     """{"emails": [...] or "email": ..., "status": ..., "note": ...} → the changes."""
     key = call.param("key")
@@ -220,6 +232,7 @@ ROUTES = [
     Route("/api/sessions/{key}/students/{email}/history", student_history),
     Route("/api/sessions/{key}/invite", invite, methods=["POST"]),
     Route("/api/sessions/{key}/status", set_status, methods=["POST"]),
+    Route("/api/sessions/{key}/answer", record_answer, methods=["POST"]),
     Route("/api/sessions/{key}/notes", note, methods=["POST"]),
     Route("/api/sessions/{key}/cancel", cancel, methods=["POST"]),
     Route("/api/sessions/{key}/edit", edit, methods=["POST"]),

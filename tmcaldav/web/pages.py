@@ -236,7 +236,15 @@ async def act(call: Call) -> Response:
         )
         said = ", ".join(f"{c.email} ({c.old} → {c.new})" for c in changes)
         return flash_and_go(call, f"Status set: {said}", session_path(key))
-    raise ActionRefused("choose an action: invite, resend or set status")
+    if action == "answer":
+        answer = call.field("answer") or ""
+        done = await run_in_threadpool(
+            call.web.actions.answer, key, emails, answer, call.field("note") or None
+        )
+        return flash_and_go(
+            call, f"Answer recorded by hand ({answer}): {', '.join(done)}", session_path(key)
+        )
+    raise ActionRefused("choose an action: invite, resend, set status or record an answer")
 
 
 async def _review(
