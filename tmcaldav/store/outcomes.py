@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select
@@ -105,6 +105,22 @@ def forecast_report(db: Session, now: datetime, key: str | None = None) -> Forec
     return ForecastReport(rows, model)
 
 
+# Fitted models by store URL, with when they were fitted: a page view must not refit
+# over the whole history (the history changes only when attendance is recorded).
+_MODELS: dict[str, tuple[datetime, Model]] = {}
+MODEL_LIFETIME = timedelta(minutes=5)
+
+
+def cached_model(db: Session, now: datetime) -> Model:
+    """The model fitted on the store's history, refitted after MODEL_LIFETIME."""
+    key = str(db.get_bind().engine.url)
+    fitted = _MODELS.get(key)
+    if fitted is None or not timedelta(0) <= now - fitted[0] < MODEL_LIFETIME:
+        fitted = (now, fit(past_outcomes(db, now)))
+        _MODELS[key] = fitted
+    return fitted[1]
+
+
 def session_forecast(db: Session, session: TrainingSession, now: datetime) -> dict[str, Any] | None:
     """The forecast line of a session page: expected, the 80% interval, the chance of
     overbooking; None for a session that has started or is cancelled."""
@@ -115,7 +131,7 @@ def session_forecast(db: Session, session: TrainingSession, now: datetime) -> di
         session.start_at,
         session.capacity,
         seats(session),
-        fit(past_outcomes(db, now)),
+        cached_model(db, now),
         now,
     )
     return {k: row[k] for k in ("expected", "low", "high", "p_over_capacity")}
