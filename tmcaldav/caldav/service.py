@@ -57,25 +57,6 @@ from tmcaldav.deadline import deadline, track_session
 from tmcaldav.retry import parse_retry_after
 from tmcaldav.tls import certificate_advice
 
-__all__ = [
-    "AuthFailed",
-    "CalendarError",
-    "CalendarService",
-    "CalendarSettings",
-    "Changes",
-    "Fetched",
-    "InvalidSyncToken",
-    "NotFound",
-    "OrganizerChangeRefused",
-    "PreconditionFailed",
-    "ServerError",
-    "StoredEvent",
-    "Unreachable",
-    "Unreadable",
-    "parse_retry_after",
-    "resource_name",
-]
-
 log = logging.getLogger(__name__)
 
 # -- data --------------------------------------------------------------------------------
