@@ -92,6 +92,13 @@ class DeliveryState(StrEnum):
     SUPERSEDED = "superseded"
 
 
+class DaemonRole(StrEnum):
+    """What a running `tmcaldav run` does on its store: ticks, or waits to take over."""
+
+    ACTIVE = "active"
+    STANDBY = "standby"
+
+
 def values(enum: type[StrEnum]) -> tuple[str, ...]:
     """The enum's values as plain strings, in definition order (for CHECK constraints)."""
     return tuple(member.value for member in enum)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -145,6 +145,10 @@ class Store:
         # untrue withdraws it in its own transaction, whoever makes the change.
         event.listen(self._sessions, "before_flush", _note_touched)
         event.listen(self._sessions, "before_commit", _keep_suggestions_true)
+        # Installed by an active daemon on PostgreSQL (tmcaldav.standby): run first in
+        # every transaction, it raises when this process no longer holds the store lock,
+        # so a daemon that lost it (paused while a standby took over) writes nothing.
+        self.fence: Callable[[Session], None] | None = None
 
     def close(self) -> None:
         """Release every connection."""
@@ -216,6 +220,8 @@ class Store:
         try:
             with session.begin():
                 session.connection(execution_options={WRITES: True})
+                if self.fence is not None:
+                    self.fence(session)
                 yield session
         except OperationalError as e:
             raise StoreError(f"store {self.safe_url}: {e.orig}; nothing was changed") from e
@@ -231,6 +237,9 @@ class Store:
         """A transaction that is always rolled back: checks and snapshots before network I/O."""
         session = self._sessions()
         try:
+            if self.fence is not None:
+                # A daemon that lost the lock acts on nothing it reads, either.
+                self.fence(session)
             yield session
         except OperationalError as e:
             raise StoreError(f"store {self.safe_url}: {e.orig}") from e
