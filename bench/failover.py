@@ -66,9 +66,7 @@ def one_round(
     active.process.send_signal(signal.SIGSTOP if pause else signal.SIGKILL)
     wait_for(lambda: NOW_ACTIVE in standby.text(), 120, "the takeover")
     standby.wait_log("tick:", count=1, timeout=60)
-    wait_for(
-        lambda: "tick:" in standby.text().split(NOW_ACTIVE, 1)[1], 60, "the new daemon's tick"
-    )
+    wait_for(lambda: "tick:" in standby.text().split(NOW_ACTIVE, 1)[1], 60, "the new daemon's tick")
     takeover = first_after(standby, STANDING_BY, NOW_ACTIVE) - stopped
     ticked = first_after(standby, NOW_ACTIVE, "tick:") - stopped
     if pause:

@@ -230,9 +230,32 @@ def test_doctor_shows_the_active_daemon_and_the_standby(
     assert "warn daemon: no daemon is active" in tm.ok("doctor").output
     active = start(tm, tmp_path / "a.log", hook_log, daemons)
     active.wait_log("tick:")
-    standby = start(tm, tmp_path / "b.log", hook_log, daemons, "--standby")
-    standby.wait_log(STANDING_BY)
+    # Under systemd the standby is ready (READY=1) as a standby, and says so (STATUS=).
+    address = str(tmp_path / "notify.sock")
+    notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    notify.bind(address)
+    notify.settimeout(20)
+    standby = DaemonProcess(
+        tm.config,
+        tmp_path / "b.log",
+        {"TM_HOOK_LOG": str(hook_log), "NOTIFY_SOCKET": address},
+        ("--standby",),
+    )
+    daemons.append(standby)
+    ready = notify.recv(4096).decode().split("\n")
+    assert ready[0] == "READY=1" and ready[1].startswith("STATUS=standby: "), ready
     host = socket.gethostname()
+
+    def active_named() -> str | None:
+        for line in notify.recv(4096).decode().split("\n"):
+            if line.startswith("STATUS=standby: the active daemon is on"):
+                return line
+        return None
+
+    status = wait_for(active_named, what="the standby's status naming the active daemon")
+    assert f"on {host} (pid {active.process.pid}, active since " in status
+    notify.close()
+    standby.wait_log(STANDING_BY)
     out = tm.ok("doctor").output
     assert f"ok   daemon: active on {host} (pid {active.process.pid}) since " in out, out
     assert f"ok   daemon: standing by on {host} (pid {standby.process.pid}) since " in out, out
@@ -343,3 +366,80 @@ def test_the_fence_refuses_every_transaction_once_the_lock_connection_ends(
         lease.close()
         lock.release()
         store.close()
+
+
+def test_a_standby_that_may_not_end_the_active_ones_connection_says_so_and_waits(
+    pg_scenario: Cli,
+    tmp_path: Path,
+    daemons: list[DaemonProcess],
+    postgres_server: PostgresServer,
+    hook_log: Path,
+) -> None:
+    """The standby's database role is not the active daemon's (a superuser's here) and has
+    no pg_signal_backend: it cannot end a paused daemon's connection, says what to grant,
+    and does not take over; when the active daemon dies, it takes over as usual."""
+    tm = pg_scenario
+    url = App(str(tm.config)).config.store.url
+    role = f"standby_{next(_databases)}"
+    owner = store_of(tm)
+    with owner.engine.begin() as connection:
+        connection.execute(text(f'CREATE ROLE "{role}" LOGIN'))
+        connection.execute(text(f'GRANT ALL ON ALL TABLES IN SCHEMA public TO "{role}"'))
+        connection.execute(text(f'GRANT ALL ON ALL SEQUENCES IN SCHEMA public TO "{role}"'))
+    owner.close()
+    other = Cli(tmp_path / "standby.toml")
+    other.config.write_text(
+        tm.config.read_text().replace(url, url.replace("://tmcaldav@", f"://{role}@"))
+    )
+    active = start(tm, tmp_path / "a.log", hook_log, daemons)
+    active.wait_log("tick:")
+    standby = DaemonProcess(
+        other.config, tmp_path / "b.log", {"TM_HOOK_LOG": str(hook_log)}, ("--standby",)
+    )
+    daemons.append(standby)
+    standby.wait_log(STANDING_BY)
+    active.signal(signal.SIGSTOP)
+    standby.wait_log("cannot end the silent daemon's connection")
+    assert "GRANT pg_signal_backend" in standby.text()
+    active.signal(signal.SIGCONT)
+    ticks = active.text().count("tick:")
+    active.wait_log("tick:", count=ticks + 2)
+    assert NOW_ACTIVE not in standby.text() and active.process.poll() is None
+    active.process.send_signal(signal.SIGKILL)
+    active.wait()
+    standby.wait_log(NOW_ACTIVE)
+    standby.wait_log("tick:", count=standby.text().count("tick:") + 2)
+    standby.signal(signal.SIGTERM)
+    assert standby.wait() == 0
+
+
+def test_config_keys_standby_and_takeover_after() -> None:
+    from tmcaldav.config import ConfigError, parse_config
+
+    base = {
+        "store": {"url": "postgresql+psycopg://t@db/t"},
+        "scheduling": {"organizer_email": "t@example.org"},
+    }
+    config = parse_config(base)
+    assert config.daemon.standby is False
+    assert config.daemon.takeover_seconds == 120.0  # two poll intervals of 60 s
+    config = parse_config({**base, "daemon": {"poll_interval": 5, "standby": True}})
+    assert config.daemon.standby is True and config.daemon.takeover_seconds == 10.0
+    config = parse_config({**base, "daemon": {"takeover_after": 30}})
+    assert config.daemon.takeover_seconds == 30.0
+    with pytest.raises(ConfigError) as info:
+        parse_config({**base, "daemon": {"standby": "yes", "takeover_after": 0}})
+    problems = "\n".join(info.value.problems)
+    assert "daemon.standby: expected true or false, got 'yes'" in problems
+    assert "daemon.takeover_after: must be positive" in problems
+
+
+def test_the_daemons_table_matches_its_migration(store: Store) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from tmcaldav.store.model import Base
+
+    with store.engine.connect() as connection:
+        differences = compare_metadata(MigrationContext.configure(connection), Base.metadata)
+    assert [d for d in differences if "daemons" in repr(d)] == []

@@ -37,6 +37,8 @@ from tmcaldav.words import duration, plural
 log = logging.getLogger(__name__)
 
 EXIT_OK, EXIT_FAILED, EXIT_CONFIG, EXIT_LOCKED = 0, 1, 2, 75
+
+
 @dataclass(frozen=True)
 class TickResult:
     """What one tick did."""
@@ -301,11 +303,12 @@ class Daemon:
             raise StoreError(
                 f"could not record this daemon as the active one in the store: {e.orig}"
             ) from e
-        if self.standby:
+        if self.standby and self.lease.replaced:
             log.warning(
-                "this daemon is now the active one (took over from %s)",
-                self.lease.replaced or "a daemon whose store connection ended",
+                "this daemon is now the active one (took over from %s)", self.lease.replaced
             )
+        elif self.standby:
+            log.info("this daemon is now the active one (no other daemon was active)")
         return True
 
     def _pause_standing_by(self, seconds: float) -> None:

@@ -134,6 +134,8 @@ class Lease:
         self._thread: threading.Thread | None = None
         self._named = False
         self._told_privilege = False
+        # The backend whose end this standby tried and was refused, while it stays silent.
+        self._tried: int | None = None
         self._unreachable = False
 
     # ---- standing by -------------------------------------------------------------------
@@ -192,10 +194,17 @@ class Lease:
         )
         if holds and silent > self.takeover_after:
             self._end_silent(connection, host, pid, backend_pid, float(silent))
+        else:
+            self._tried = None
 
     def _end_silent(
         self, connection: Connection, host: str, pid: int, backend_pid: int, silent: float
     ) -> None:
+        if self._tried == backend_pid:
+            # Not allowed the first time: say it once, look again when it is heard from.
+            self.status += "; silent, and this standby may not end its connection"
+            return
+        self._tried = backend_pid
         log.warning(
             "the active daemon on %s (pid %d) has been silent for %.1f s (takeover_after = "
             "%g s): ending its store connection to take over",
@@ -221,6 +230,7 @@ class Lease:
                 )
                 self._told_privilege = True
             return
+        self._tried = None
         self.replaced = f"{host} (pid {pid}), silent for {silent:.1f} s"
 
     # ---- becoming active -----------------------------------------------------------------
