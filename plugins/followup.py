@@ -31,6 +31,7 @@ from tmcaldav.views import (
     SuggestionSpec,
     check_settings,
 )
+from tmcaldav.words import plural
 
 DEFAULT_DAYS_BEFORE = 3
 
@@ -116,7 +117,7 @@ class FollowupPlugin:
                 "contact_student",
                 student.email,
                 f"{_who(student)} has not answered the invitation and {crowd}; "
-                f"ask if they come ({self.days_before} day(s) or less before the start)",
+                f"ask if they come ({plural(self.days_before, 'day')} or less before the start)",
                 dedupe_key="no_response",
             )
         return None

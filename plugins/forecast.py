@@ -52,15 +52,27 @@ class ForecastPlugin:
         ):
             return []
         chance = context.attendance
+        # Who may come: the seated, and waitlisted students invited or about to be
+        # (an invitation suggested and not decided yet).
         counted = [
             s
             for s in session.students
-            if s.holds_seat or (s.status == "waitlisted" and s.invitation_out)
+            if s.holds_seat
+            or (
+                s.status == "waitlisted"
+                and (
+                    s.invitation_out
+                    or session.suggestions_for(s.email, "invite_waitlisted", {"open"})
+                )
+            )
         ]
         candidates = [
             s
             for s in session.waitlist
-            if s.calendar_status == "not_invited" and not session.suggestions_for(s.email)
+            # Advice given before stands (open, applied or dismissed); withdrawn advice
+            # may be given again.
+            if s.calendar_status == "not_invited"
+            and not session.suggestions_for(s.email, states=("open", "applied", "dismissed"))
         ]
         if not candidates:
             return []
@@ -93,5 +105,9 @@ class ForecastPlugin:
 
 def _invite(student: StudentView, reason: str) -> SuggestionSpec:
     return SuggestionSpec(
-        kind="invite_waitlisted", email=student.email, reason=reason, dedupe_key="forecast"
+        kind="invite_waitlisted",
+        email=student.email,
+        reason=reason,
+        dedupe_key="forecast",
+        overbook=True,
     )

@@ -304,5 +304,6 @@ def test_every_hook_is_known() -> None:
         "on_invitation_sent",
         "on_suggestion",
         "on_suggestion_withdrawn",
+        "on_daily",
         "on_shutdown",
     ]

@@ -287,7 +287,7 @@ def test_cancelling_a_session_offers_the_next_one_and_withdraws_its_advice(
     assert "waitlist" not in cancel_ann["reason"]  # nobody waits
 
     out = tm.ok("session", "cancel", "EXC-1").output
-    assert "suggestion(s) for its students" in out
+    assert " for its students: tmcaldav suggestions --session" in out
     advice = by_kind(listed(tm, "--session", "EXC-1"))
     # EXC-2 has one seat, offered to Ann already when she declined (that offer stands:
     # it is about the other session); Bob gets a call, as no other seat is free. Ann's

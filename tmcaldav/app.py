@@ -3,8 +3,9 @@
 The CLI, the daemon, the demo and the web interface all build their publisher,
 dispatcher, mail service and poller here, wired the same way (invitations recorded for
 `on_invitation_sent`; in iMIP mode every publish queues and sends its mails). The
-daemon's tick is made of the steps below (`poll`, `run_hooks`, `read_mail`), and
-`tmcaldav sync` and `tmcaldav mail ingest` call the same steps. Services are built on
+daemon's tick is made of the steps below (`poll`, `run_hooks`, `send_scheduled`,
+`send_notices`, `read_mail`), and `tmcaldav sync` and `tmcaldav mail ingest` call the
+same steps. Services are built on
 first use, so a command that needs only the store never imports the CalDAV client.
 """
 
@@ -20,7 +21,9 @@ if TYPE_CHECKING:
     from tmcaldav.hooks.dispatch import Dispatcher, DispatchResult
     from tmcaldav.hooks.plugins import TmcaldavPluginManager
     from tmcaldav.imip.service import MailService, MailTickResult
+    from tmcaldav.notices import NoticeResult
     from tmcaldav.publish import Publisher
+    from tmcaldav.scheduled import ScheduledResult
     from tmcaldav.store import Store
     from tmcaldav.store.lock import StoreLock
     from tmcaldav.sync import Poller, PollResult
@@ -141,6 +144,19 @@ class App:
     def run_hooks(self, now: datetime | None = None) -> DispatchResult:
         """Run the hooks for every pending change, the time checks and auto-apply."""
         return self.dispatcher.run(now)
+
+    def send_scheduled(self, now: datetime | None = None) -> ScheduledResult:
+        """Invite the students whose scheduled invitation is due (`[invitation]
+        send_days_before`, `session add --invite-at`), each once."""
+        from tmcaldav.scheduled import send_scheduled
+
+        return send_scheduled(self.store, self.publisher, self.config, now)
+
+    def send_notices(self, now: datetime | None = None) -> NoticeResult:
+        """Mail the notices plugins left for the administrator (over [smtp])."""
+        from tmcaldav.notices import send_notices
+
+        return send_notices(self.store, self.config, now)
 
     def read_mail(self, now: datetime | None = None) -> MailTickResult | None:
         """iMIP: read the mailbox, apply answers, send due mails; None in server mode."""

@@ -187,6 +187,24 @@ class SuggestionsConfig:
 
 
 @dataclass(frozen=True)
+class InvitationConfig:
+    """[invitation]: the invitation's text, when it goes out, and how often to remind.
+
+    `subject`, `body` and `waitlist_body` are templates with named fields
+    (`tmcaldav.invitations.FIELDS`); None keeps tmcaldav's own text.
+    """
+
+    subject: str | None = None
+    body: str | None = None
+    # For a student invited from the waitlist (a seat has opened).
+    waitlist_body: str | None = None
+    # Days before the start the daemon invites the enrolled students; None: never by itself.
+    send_days_before: int | None = None
+    # Seconds before the same student is reminded again (`remind --force` overrides).
+    remind_min_interval: float = 86400.0
+
+
+@dataclass(frozen=True)
 class SmtpConfig:
     """[smtp]: outgoing iMIP mail."""
 
@@ -248,6 +266,7 @@ class Config:
     daemon: DaemonConfig
     plugins: PluginsConfig
     suggestions: SuggestionsConfig
+    invitation: InvitationConfig = field(default_factory=InvitationConfig)
     caldav: CaldavConfig | None = None
     smtp: SmtpConfig | None = None
     imap: ImapConfig | None = None
@@ -266,6 +285,7 @@ _SECTIONS: dict[str, type] = {
     "daemon": DaemonConfig,
     "plugins": PluginsConfig,
     "suggestions": SuggestionsConfig,
+    "invitation": InvitationConfig,
     "smtp": SmtpConfig,
     "imap": ImapConfig,
     "maildir": MaildirConfig,
@@ -346,7 +366,7 @@ def _parse(data: dict[str, Any]) -> ConfigRead:
         else:
             built = _build(cls, name, table, problems, refused)
         sections[name] = built
-    for name in ("store", "daemon", "plugins", "suggestions"):
+    for name in ("store", "daemon", "plugins", "suggestions", "invitation"):
         if name not in data:
             sections[name] = _SECTIONS[name]()
     checked: list[str] = []
@@ -492,6 +512,18 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
                     f"suggestions.auto_apply: unknown kind {kind!r} "
                     f"(known: {', '.join(SUGGESTION_KINDS)})"
                 )
+    invitation: InvitationConfig | None = s.get("invitation")
+    if invitation is not None:
+        from tmcaldav.invitations import check_template
+
+        for key in ("subject", "body", "waitlist_body"):
+            text = getattr(invitation, key)
+            if text is not None:
+                problems += [f"invitation.{key}: {p}" for p in check_template(key, text)]
+        if invitation.send_days_before is not None and invitation.send_days_before < 0:
+            problems.append("invitation.send_days_before: must be 0 or more (days)")
+        if invitation.remind_min_interval < 0:
+            problems.append("invitation.remind_min_interval: must be 0 or more (seconds)")
     for name in ("smtp", "imap"):
         sec = s.get(name)
         if sec is None:

@@ -123,16 +123,25 @@ class Daemon:
             log.error("the poll could not be stored, it is retried next tick: %s", e)
             parts.append("store busy")
             ok = False
-        steps: list[tuple[str, Callable[[datetime], object]]] = [("hooks", self.app.run_hooks)]
+        steps: list[tuple[str, Callable[[datetime], object]]] = [
+            ("hooks", self.app.run_hooks),
+            ("invitations", self.app.send_scheduled),
+            ("notices", self.app.send_notices),
+        ]
         if self.app.mail is not None:
             steps.append(("mail", self.app.read_mail))
         for name, step in steps:
             if self.stop_requested:
                 break
+            if name == "invitations" and not ok:
+                continue  # the server is failing: invitations wait for it to come back
             try:
                 outcome = step(now)
                 counts["suggestions"] += getattr(outcome, "suggestions", 0)
-                parts.append(f"{name}: {outcome}")
+                # A step with nothing to say (no invitation due) stays out of the line.
+                text = str(outcome)
+                if text:
+                    parts.append(f"{name}: {text}")
             except (CalendarError, SecretError, StoreError) as e:
                 ok = False
                 log.error("%s step failed: %s", name, e)

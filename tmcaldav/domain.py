@@ -92,6 +92,21 @@ class DeliveryState(StrEnum):
     SUPERSEDED = "superseded"
 
 
+class NoticeState(StrEnum):
+    """A notice to the administrator (a plugin's digest or alert): waiting, sent, given up."""
+
+    PENDING = "pending"
+    SENT = "sent"
+    FAILED = "failed"
+
+
+class ReminderChannel(StrEnum):
+    """How a reminder travelled: an iMIP mail from tmcaldav, or the scheduling server."""
+
+    MAIL = "mail"
+    SERVER = "server"
+
+
 class DaemonRole(StrEnum):
     """What a running `tmcaldav run` does on its store: ticks, or waits to take over."""
 
@@ -129,6 +144,12 @@ ANSWERS: Final = frozenset(
         CalendarStatus.DECLINED,
         CalendarStatus.DELEGATED,
     }
+)
+#: Answers an administrator may record for a student (`tmcaldav answer`).
+MANUAL_ANSWERS: Final = (
+    CalendarStatus.ACCEPTED,
+    CalendarStatus.TENTATIVE,
+    CalendarStatus.DECLINED,
 )
 #: Calendar statuses of a student who holds an invitation they have not turned down.
 INVITATION_OUT: Final = frozenset(

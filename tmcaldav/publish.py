@@ -31,7 +31,7 @@ from tmcaldav.config import Config, ConfigError
 from tmcaldav.domain import normalise_address
 from tmcaldav.errors import Refused, TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
-from tmcaldav.store.model import Enrollment, Response, TrainingSession, utcnow
+from tmcaldav.store.model import Enrollment, Reminder, Response, TrainingSession, utcnow
 from tmcaldav.store.roster import RosterError, SessionFields, edit_session
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,11 @@ def connect_calendar(config: Config) -> CalendarService:
 
 @dataclass(frozen=True)
 class Student:
-    """An enrollment as the event needs it."""
+    """An enrollment as the event needs it.
+
+    `calendar_status` is what the server holds for the student: an answer recorded by
+    hand (`tmcaldav answer`) is the store's, never written into their PARTSTAT.
+    """
 
     email: str
     name: str | None
@@ -90,6 +94,7 @@ class Snapshot:
 
     key: str
     title: str
+    course: str | None
     description: str | None
     location: str | None
     start: datetime
@@ -117,6 +122,7 @@ def snapshot(session: TrainingSession) -> Snapshot:
     return Snapshot(
         key=session.key,
         title=session.title,
+        course=session.course,
         description=session.description,
         location=session.location,
         start=session.start_at,
@@ -129,7 +135,7 @@ def snapshot(session: TrainingSession) -> Snapshot:
         sequence=session.sequence,
         calendar_state=session.calendar_state,
         students=tuple(
-            Student(e.person.email, e.person.name, e.calendar_status, e.status)
+            Student(e.person.email, e.person.name, e.calendar_seen or e.calendar_status, e.status)
             for e in session.enrollments
         ),
     )
@@ -148,6 +154,8 @@ class Plan:
     force_send: frozenset[str] = frozenset()  # asked to be sent again (--resend)
     invited: frozenset[str] = frozenset()  # newly invited addresses
     removed: frozenset[str] = frozenset()  # addresses taken off the event
+    # (old, new): a person's address replaced by another (`person edit --email`).
+    replaced: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -167,6 +175,8 @@ class Published:
     removed: frozenset[str]
     # A change every attendee's client must apply (update, reschedule, cancel).
     everyone: bool
+    # (old, new) addresses of a person whose address was replaced.
+    replaced: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass
@@ -250,7 +260,20 @@ class Publisher:
         plan: Plan,
         uid: str,
     ) -> ical.EventSpec:
+        from tmcaldav.invitations import InvitationFacts, event_description
+
         sched = self.config.scheduling
+        facts = InvitationFacts(
+            key=snap.key,
+            title=snap.title,
+            course=snap.course,
+            start=snap.start,
+            end=snap.end,
+            tz=snap.tz,
+            location=snap.location,
+            description=snap.description,
+            organizer=sched.organizer_name or sched.organizer_email,
+        )
         return ical.EventSpec(
             uid=uid,
             summary=snap.title,
@@ -263,7 +286,8 @@ class Publisher:
             organizer_email=sched.organizer_email,
             organizer_name=sched.organizer_name,
             attendees=attendees,
-            description=snap.description,
+            # Server mode: the [invitation] body, since the server writes the invitation.
+            description=event_description(self.config, facts),
             location=snap.location,
             schedule_agent_client=sched.mode == "imip",
             force_send=plan.force_send if sched.mode == "server" else frozenset(),
@@ -349,11 +373,14 @@ class Publisher:
         prepare: Callable[[Session, TrainingSession], Plan | None],
         record: Callable[[Session, TrainingSession, Written | None], None],
         guard: Guard | None = None,
+        preview: Preview | None = None,
     ) -> Written | None:
         """Check and plan on a snapshot, write the event, then record in one transaction.
 
         `guard` runs first in both: on the snapshot, so a refusal changes nothing on the
-        server, and in the recording transaction, where it is the one that counts.
+        server, and in the recording transaction, where it is the one that counts. With
+        `preview` (a dry run) the plan is shown to it, on the snapshot, and nothing is
+        written anywhere.
         """
         # Nothing in this first step is kept: the changes are made again, for real,
         # after the write, so the store is not locked while we talk to the server.
@@ -362,6 +389,13 @@ class Publisher:
                 guard(db, False)
             session = get_session(db, key, notes=False)
             plan = prepare(db, session)
+            if preview is not None:
+                if plan is not None:
+                    sequence = session.sequence + (
+                        1 if plan.bump and session.calendar_state != "unpublished" else 0
+                    )
+                    preview(db, session, published_for(key, plan, sequence))
+                return None
             snap = snapshot(session)
         written = self.write(snap, plan) if plan is not None else None
         try:
@@ -405,16 +439,7 @@ class Publisher:
             record(db, session, written)
             if written is not None and plan is not None:
                 _record_event(session, written)
-                published = Published(
-                    session_key=key,
-                    kind=plan.kind,
-                    sequence=written.sequence,
-                    attendees=tuple(s.email for s in plan.attendees),
-                    invited=plan.invited,
-                    resend=plan.force_send,
-                    removed=plan.removed,
-                    everyone=plan.bump,
-                )
+                published = published_for(key, plan, written.sequence)
                 db.flush()
                 for listener in self.on_published:
                     listener(db, published)
@@ -428,8 +453,12 @@ class Publisher:
         all_enrolled: bool = False,
         resend: bool = False,
         guard: Guard | None = None,
+        preview: Preview | None = None,
     ) -> list[str]:
-        """Add students to the event as attendees; returns the addresses newly invited."""
+        """Add students to the event as attendees; returns the addresses newly invited.
+
+        With `preview` nothing is written: it is shown the publish that would be made.
+        """
         wanted = [normalise_address(e) for e in emails]
         newly: list[str] = []
 
@@ -465,7 +494,7 @@ class Publisher:
                     e.invited_at = now
                     e.calendar_reason = None
 
-        self._run(key, prepare, record, guard)
+        self._run(key, prepare, record, guard, preview)
         return newly
 
     def edit(self, key: str, fields: SessionFields) -> set[str]:
@@ -498,6 +527,7 @@ class Publisher:
                 # its reason, and fires no response hooks.
                 e.calendar_status = "invited"
                 e.calendar_reason = "rescheduled"
+                e.calendar_seen = None
                 e.responded_at = None
                 e.answer_sequence = written.sequence
                 e.answer_dtstamp = None
@@ -552,6 +582,7 @@ class Publisher:
                 enrollment = get_enrollment(db, session, email)
                 enrollment.calendar_status = "not_invited"
                 enrollment.calendar_reason = "removed"
+                enrollment.calendar_seen = None
 
         self._run(key, prepare, record, guard)
         return old[0]
@@ -578,6 +609,114 @@ class Publisher:
             advise_cancelled_session(db, session, utcnow())
 
         return self._run(key, prepare, record) is not None
+
+    def remind(
+        self,
+        key: str,
+        check: Callable[[Session, TrainingSession], list[Enrollment]],
+        *,
+        preview: Preview | None = None,
+    ) -> list[str]:
+        """Send the invitation again to the students `check` picks (and vets); returns
+        their addresses.
+
+        Server mode: the event is written with ``SCHEDULE-FORCE-SEND=REQUEST`` on their
+        ATTENDEEs, so the server sends it again (RFC 6638 §7.3). iMIP mode: a REQUEST
+        mail to each (the write itself changes nothing). Each reminder is recorded.
+        """
+        chosen: list[str] = []
+        channel = "mail" if self.config.scheduling.mode == "imip" else "server"
+
+        def prepare(db: Session, session: TrainingSession) -> Plan | None:
+            picked = check(db, session)
+            chosen[:] = [e.person.email for e in picked]
+            if not picked:
+                return None
+            return Plan(
+                attendees=snapshot(session).attendees(),
+                kind="remind",
+                force_send=frozenset(chosen),
+            )
+
+        def record(db: Session, session: TrainingSession, written: Written | None) -> None:
+            if written is None:
+                return
+            now = utcnow()
+            for e in session.enrollments:
+                if e.person.email in chosen:
+                    db.add(
+                        Reminder(
+                            enrollment_id=e.id,
+                            sent_at=now,
+                            channel=channel,
+                            calendar_status=e.calendar_status,
+                            sequence=written.sequence,
+                        )
+                    )
+
+        self._run(key, prepare, record, preview=preview)
+        return chosen
+
+    def readdress(self, key: str, old: str, new: str) -> bool:
+        """The person now at `new` was `old` on this session's event: replace the ATTENDEE
+        (SEQUENCE+1; their answer goes with them). False when the event has no such
+        attendee (unpublished, cancelled, not invited). The store's address must already
+        be `new`.
+        """
+
+        def prepare(db: Session, session: TrainingSession) -> Plan | None:
+            if session.calendar_state == "unpublished" or session.status == "cancelled":
+                return None
+            enrollment = get_enrollment(db, session, new)
+            if enrollment.calendar_status == "not_invited" or enrollment.status == "cancelled":
+                return None
+            return Plan(
+                attendees=snapshot(session).attendees(),
+                kind="readdress",
+                bump=True,
+                invited=frozenset({new}),
+                removed=frozenset({old}),
+                replaced=((old, new),),
+            )
+
+        return self._run(key, prepare, lambda db, s, w: None) is not None
+
+    def delete(self, key: str) -> bool:
+        """Remove a session's event from the server (If-Match; re-read on a concurrent
+        change). Returns False when there was none (never published, or already gone).
+        The store is not touched: the caller deletes the session.
+        """
+        with self.store.scratch() as db:
+            session = get_session(db, key, notes=False)
+            href, uid = session.href, session.uid
+        if href is None:
+            return False
+        for _attempt in range(MAX_ATTEMPTS):
+            try:
+                event = self.calendar.get(href)
+            except NotFound:
+                return False
+            try:
+                found = ical.read_event(event.body).uid
+            except ical.ICalError:
+                found = None
+            if uid is not None and found is not None and found != uid:
+                raise PublishError(
+                    f"session {key}: the event at {href} is not this session's "
+                    f"(UID {found}); it was left on the server"
+                )
+            try:
+                self.calendar.delete(event.href, event.etag)
+            except NotFound:
+                return False
+            except PreconditionFailed:
+                log.info("session %s: the event changed while we deleted it; again", key)
+                continue
+            return True
+        raise PublishError(
+            f"session {key}: the event kept changing on the server while we deleted it "
+            f"({MAX_ATTEMPTS} attempts); try again"
+        )
 
     def publish(self, key: str) -> Written:
         """(Re)publish one session as it is in the store, merging the server's answers.
@@ -658,6 +797,26 @@ class Publisher:
                 for s in list_sessions(db)
                 if everything or (s.calendar_state != "published" and s.status == "scheduled")
             ]
+
+
+#: A dry run's look at what a publish would do: (db, session as planned, what would be
+#: published). It runs inside a transaction that is rolled back.
+Preview = Callable[[Session, TrainingSession, "Published"], None]
+
+
+def published_for(key: str, plan: Plan, sequence: int) -> Published:
+    """What a write made from `plan` tells the students' side (and the hooks)."""
+    return Published(
+        session_key=key,
+        kind=plan.kind,
+        sequence=sequence,
+        attendees=tuple(s.email for s in plan.attendees),
+        invited=plan.invited,
+        resend=plan.force_send,
+        removed=plan.removed,
+        everyone=plan.bump,
+        replaced=plan.replaced,
+    )
 
 
 def get_enrollment_checked(session: TrainingSession, email: str) -> Enrollment:

@@ -52,6 +52,13 @@ class KnownEnrollment:
     calendar_status: str
     answer_sequence: int | None
     answer_dtstamp: datetime | None
+    # Set while the answer shown was recorded by hand: what the server still holds.
+    calendar_seen: str | None = None
+
+    @property
+    def on_server(self) -> str:
+        """The calendar status the server holds for the student, as last seen."""
+        return self.calendar_seen if self.calendar_seen is not None else self.calendar_status
 
 
 @dataclass(frozen=True)
@@ -193,7 +200,9 @@ def _diff_attendees(
                 result.strangers.append(Stranger(session.key, email, attendee.calendar_status))
             continue
         new = attendee.calendar_status
-        if new == enrollment.calendar_status:
+        # Compared with what the server held before, not with an answer recorded by hand:
+        # the server's unchanged copy is not the student's news, and must not overwrite it.
+        if new == enrollment.on_server:
             continue
         reset = (
             new == "invited"
@@ -237,16 +246,26 @@ def apply_answers(
     source: str,
     observed_at: datetime,
     responded_at: Mapping[int, datetime] | None = None,
+    on_server: bool | None = None,
 ) -> int:
     """Record answers: history rows, the enrollment's latest answer, one outbox row each.
 
-    The one apply step for the poll and the iMIP path. `responded_at` gives, per
-    enrollment id, the answer's own time (a REPLY's DTSTAMP); else the observation time.
-    An answer older in iTIP order than the one shown goes into the history only. An
-    answer the enrollment already shows, at the same SEQUENCE and DTSTAMP, is the same
-    answer seen twice (two pollers, a poll and a REPLY racing): it is skipped, so its
-    hooks fire once.
+    The one apply step for the poll, the iMIP path and answers recorded by hand.
+    `responded_at` gives, per enrollment id, the answer's own time (a REPLY's DTSTAMP);
+    else the observation time. An answer older in iTIP order than the one shown goes
+    into the history only. An answer the enrollment already shows, at the same SEQUENCE
+    and DTSTAMP, is the same answer seen twice (two pollers, a poll and a REPLY racing):
+    it is skipped, so its hooks fire once. A calendar answer that only confirms the
+    answer shown (the student accepts in the calendar what they said on the phone) is
+    recorded but fires no hooks: nothing changed.
+
+    `on_server` (default: every source but `manual`) says whether the answer is in the
+    server's copy. One that is not (recorded by hand) keeps, in `calendar_seen`, what
+    the server still holds, so the poll does not take that for news; the next answer
+    from the calendar clears it.
     """
+    if on_server is None:
+        on_server = source != "manual"
     answers = list(answers)
     if not answers:
         return 0
@@ -291,12 +310,16 @@ def apply_answers(
             (enrollment.answer_sequence, enrollment.answer_dtstamp),
         ):
             continue
+        if on_server:
+            enrollment.calendar_seen = None
+        elif enrollment.calendar_seen is None:
+            enrollment.calendar_seen = old
         enrollment.calendar_status = change.new
         enrollment.calendar_reason = change.reason
         enrollment.responded_at = when if change.new in ANSWERS else None
         enrollment.answer_sequence = change.sequence
         enrollment.answer_dtstamp = change.dtstamp
-        if change.fires_hooks:
+        if change.fires_hooks and old != change.new:
             event = ResponseEvent(
                 session=change.session_key,
                 email=change.email,
@@ -397,15 +420,16 @@ def with_enrollments(db: Session, sessions: Iterable[KnownSession]) -> list[Know
                 Enrollment.calendar_status,
                 Enrollment.answer_sequence,
                 Enrollment.answer_dtstamp,
+                Enrollment.calendar_seen,
             )
             .join(Person, Person.id == Enrollment.person_id)
             .where(Enrollment.session_id.in_(list(by_session)))
         )
         # Plain tuples: a full resync reads every enrollment, and named access on
         # each row costs more than the query.
-        for session_id, enrollment_id, email, status, calendar, sequence, stamp in rows:
+        for session_id, enrollment_id, email, status, calendar, sequence, stamp, seen in rows:
             by_session[session_id][email] = KnownEnrollment(
-                enrollment_id, email, status, calendar, sequence, stamp
+                enrollment_id, email, status, calendar, sequence, stamp, seen
             )
     return [replace(s, enrollments=by_session[s.id]) for s in sessions]
 

@@ -7,8 +7,11 @@ code.
 
 from tmcaldav.hooks.views import (
     INVITATION_OUT,
+    AnswerView,
+    DailyOverview,
     HookContext,
     NoteView,
+    Notice,
     ResponseChange,
     SessionView,
     StudentView,
@@ -20,8 +23,11 @@ from tmcaldav.hooks.views import (
 
 __all__ = [
     "INVITATION_OUT",
+    "AnswerView",
+    "DailyOverview",
     "HookContext",
     "NoteView",
+    "Notice",
     "ResponseChange",
     "SessionView",
     "StudentView",

@@ -5,7 +5,13 @@
 commands of one part of the administrator's work. No service imports this package.
 """
 
-from tmcaldav.cli import admin, advice, calendar, roster  # noqa: F401 - they add the commands
+from tmcaldav.cli import (  # noqa: F401 - they add the commands
+    admin,
+    advice,
+    calendar,
+    roster,
+    verbs,
+)
 from tmcaldav.cli.base import cli, main
 
 __all__ = ["cli", "main"]

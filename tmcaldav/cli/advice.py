@@ -6,7 +6,22 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.cli.export import check_formats, csv_option, emit_csv
 from tmcaldav.words import plural
+
+#: The CSV columns of `suggestions` and `report no-shows` (their JSON fields).
+SUGGESTION_COLUMNS = (
+    "id",
+    "session",
+    "email",
+    "kind",
+    "reason",
+    "plugin",
+    "state",
+    "created_at",
+    "decided_at",
+)
+NO_SHOW_COLUMNS = ("email", "name", "sessions", "accepted", "no_shows", "accepted_no_shows")
 
 
 @cli.group(invoke_without_command=True)
@@ -15,9 +30,10 @@ from tmcaldav.words import plural
     "--all", "everything", is_flag=True, help="Include applied, dismissed and withdrawn ones."
 )
 @json_option
+@csv_option
 @click.pass_context
 def suggestions(
-    ctx: click.Context, session_key: str | None, everything: bool, as_json: bool
+    ctx: click.Context, session_key: str | None, everything: bool, as_json: bool, as_csv: bool
 ) -> None:
     """What the plugins suggest (open ones); `apply ID` does it, `dismiss ID` drops it.
 
@@ -30,6 +46,7 @@ def suggestions(
     from tmcaldav.hooks.suggestions import list_suggestions
     from tmcaldav.store.model import utcnow
 
+    check_formats(as_json, as_csv)
     app = ctx.find_object(App)
     assert app is not None
     with app.store.transaction() as db:
@@ -38,6 +55,8 @@ def suggestions(
         rows = list_suggestions(db, session_key=session_key, include_decided=everything)
     if as_json:
         emit_json(rows)
+    elif as_csv:
+        emit_csv(rows, SUGGESTION_COLUMNS)
     else:
         click.echo(render_suggestions(rows) if rows else "no suggestions")
 
@@ -78,16 +97,21 @@ def report() -> None:
 
 @report.command("no-shows")
 @json_option
+@csv_option
 @pass_app
-def report_no_shows(app: App, as_json: bool) -> None:
+def report_no_shows(app: App, as_json: bool, as_csv: bool) -> None:
     """Students who missed sessions, and how many of those they had accepted."""
     from tmcaldav.cli.render import table
     from tmcaldav.store.reports import no_show_report
 
+    check_formats(as_json, as_csv)
     with app.store.transaction() as db:
         rows = no_show_report(db)
     if as_json:
         emit_json(rows)
+        return
+    if as_csv:
+        emit_csv(rows, NO_SHOW_COLUMNS)
         return
     header = ("EMAIL", "NAME", "SESSIONS", "ACCEPTED", "NO-SHOWS", "ACCEPTED BUT ABSENT")
     click.echo(

@@ -20,6 +20,9 @@ from tmcaldav.words import plural
     "--all", "every_session", is_flag=True,
     help="Every scheduled session that has not started: invite its enrolled students.",
 )
+@click.option(
+    "--dry-run", is_flag=True, help="Print exactly what would be sent, to whom; change nothing."
+)
 @pass_app
 def invite(
     app: App,
@@ -28,16 +31,26 @@ def invite(
     all_enrolled: bool,
     resend: bool,
     every_session: bool,
+    dry_run: bool,
 ) -> None:
     """Invite students to session KEY: add them to its event (answers already given are
     kept). `invite --all` invites the enrolled students of every upcoming session."""
     if every_session:
-        if key or emails or resend:
-            fail("invite --all takes no KEY, EMAIL or --resend", EXIT_USAGE)
+        if key or emails or resend or dry_run:
+            fail("invite --all takes no KEY, EMAIL, --resend or --dry-run", EXIT_USAGE)
         _invite_sessions(app, _awaiting(app, None))
         return
     if key is None:
         fail("name a session KEY (or use --all for every upcoming session)", EXIT_USAGE)
+    if dry_run:
+        from tmcaldav.preview import Previewer
+
+        previewer = Previewer(app.config)
+        app.publisher.invite(
+            key, emails, all_enrolled=all_enrolled, resend=resend, preview=previewer
+        )
+        click.echo(previewer.render())
+        return
     newly = app.publisher.invite(key, emails, all_enrolled=all_enrolled, resend=resend)
     click.echo(
         f"session {key}: invited {len(newly)} new"
@@ -135,10 +148,18 @@ def sync(app: App, accept_empty: bool) -> None:
         except EmptyCalendar as e:
             fail(str(e))
         dispatched = app.run_hooks()
+        # The daemon's other steps, so a timer running `sync` does all its work.
+        scheduled = app.send_scheduled()
+        notices = app.send_notices()
     finally:
         app.close()
         lock.release()
-    click.echo(f"{result.summary()}; {dispatched.summary()}")
+    extra = "".join(
+        f"; {name}: {text}"
+        for name, text in (("invitations", str(scheduled)), ("notices", str(notices)))
+        if text
+    )
+    click.echo(f"{result.summary()}; {dispatched.summary()}{extra}")
 
 
 @cli.group()

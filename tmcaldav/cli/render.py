@@ -1,13 +1,46 @@
-"""Text for people: aligned tables, the session page with its Calendar column, suggestions."""
+"""Text for people: aligned tables, the session page with its Calendar column, suggestions.
+
+Times of answers and history are shown in the session's own zone (the JSON keeps
+ISO 8601 with its offset).
+"""
 
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo
+
+from tmcaldav.domain import ICONS
+from tmcaldav.words import plural
 
 # Width of the REASON column of `tmcaldav suggestions`: longer reasons wrap (never cut).
 REASON_WIDTH = 64
+
+
+def local_time(value: str | None, tz: str) -> str:
+    """An ISO 8601 time from the JSON, for people: in the zone `tz`, to the minute."""
+    if not value:
+        return ""
+    return datetime.fromisoformat(value).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M")
+
+
+def counts_line(counts: Mapping[str, int]) -> str:
+    """`✓ 12  ? 2  ✗ 1  ✉ 3  — 0` (delegated only when there are any)."""
+    shown = [
+        f"{ICONS[status]} {n}"
+        for status, n in counts.items()
+        if status != "delegated" or n
+    ]
+    return "  ".join(shown)
+
+
+def calendar_cell(student: Mapping[str, Any]) -> str:
+    """The Calendar column: icon and status, and "by hand" for an answer an
+    administrator recorded."""
+    text = f"{student['icon']} {student['calendar']}"
+    return text + " by hand" if student.get("by_hand") else text
 
 
 def table(rows: Sequence[tuple[str, ...]]) -> str:
@@ -29,13 +62,14 @@ def render_page(page: dict[str, Any]) -> str:
         f"  {page['start']} – {page['end']} ({page['tz']})"
         + (f"  @ {page['location']}" if page["location"] else ""),
         (
-            f"  cancelled: no seats ({page['seats_taken']} student(s) were enrolled), "
+            f"  cancelled: no seats ({plural(page['seats_taken'], 'student')} enrolled), "
             if page["status"] == "cancelled"
             else f"  seats {page['seats_taken']}/{capacity}, "
             + (f"waitlist {page['waitlisted']}, " if page["waitlisted"] else "")
         )
         + f"calendar: {page['calendar_state']}"
         + (f" (uid {page['uid']}, sequence {page['sequence']})" if page["uid"] else ""),
+        f"  {counts_line(page['counts'])}",
     ]
     forecast = page.get("forecast")
     if forecast is not None:
@@ -45,6 +79,8 @@ def render_page(page: dict[str, Any]) -> str:
             f"(80%: {forecast['low']}–{forecast['high']}), chance of overbooking "
             f"{forecast['p_over_capacity']:.0%}  (tmcaldav report forecast {page['key']})"
         )
+    if page.get("invite_at"):
+        lines.append(f"  invitations go out {local_time(page['invite_at'], page['tz'])}")
     if page["calendar_state"] == "missing":
         lines.append(
             "  ! the event is missing on the CalDAV server; `tmcaldav invite` republishes it"
@@ -66,8 +102,8 @@ def render_page(page: dict[str, Any]) -> str:
                 who,
                 s["status"],
                 str(s["waitlist_position"] or ""),
-                f"{s['icon']} {s['calendar']}",
-                s["responded_at"] or "",
+                calendar_cell(s),
+                local_time(s["responded_at"], page["tz"]),
                 textwrap.shorten(note, 60, placeholder=" …") if note else "",
             )
         )

@@ -10,6 +10,8 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.cli.export import check_formats, csv_option, emit_csv
+from tmcaldav.words import plural
 
 # ---- people ---------------------------------------------------------------------------
 
@@ -76,6 +78,12 @@ def session_options(*, required: bool) -> Callable[[Callable[..., Any]], Callabl
                 click.option("--capacity", type=int, help="Seats."),
                 click.option("--course", help="Course the session belongs to."),
                 click.option("--description", help="Description shown in calendars."),
+                click.option(
+                    "--invite-at",
+                    metavar="TIME",
+                    help="When the daemon invites the enrolled students (ISO 8601; "
+                    "overrides [invitation] send_days_before; empty clears it).",
+                ),
             ]
         ):
             f = option(f)
@@ -130,24 +138,72 @@ def session_cancel(app: App, key: str) -> None:
         advice = list_suggestions(db, session_key=key)
     if advice:
         click.echo(
-            f"{len(advice)} suggestion(s) for its students: tmcaldav suggestions --session {key}"
+            f"{plural(len(advice), 'suggestion')} for its students: "
+            f"tmcaldav suggestions --session {key}"
         )
+
+
+#: The CSV columns of `session list` (the JSON fields, `counts` one column each).
+SESSION_COLUMNS = (
+    "key",
+    "title",
+    "course",
+    "start",
+    "end",
+    "tz",
+    "location",
+    "capacity",
+    "status",
+    "uid",
+    "sequence",
+    "calendar_state",
+    "seats_taken",
+    "waitlisted",
+    "counts.accepted",
+    "counts.tentative",
+    "counts.declined",
+    "counts.invited",
+    "counts.not_invited",
+    "counts.delegated",
+    "invite_at",
+)
+#: The CSV columns of `session show`: the session's key, then each student's fields.
+STUDENT_COLUMNS = (
+    "session",
+    "email",
+    "name",
+    "status",
+    "calendar",
+    "icon",
+    "responded_at",
+    "waitlist_position",
+    "notes",
+    "calendar_reason",
+    "invited_at",
+    "phone",
+    "by_hand",
+)
 
 
 @session.command("list")
 @json_option
+@csv_option
 @pass_app
-def session_list(app: App, as_json: bool) -> None:
-    """List sessions, soonest first."""
-    from tmcaldav.cli.render import table
+def session_list(app: App, as_json: bool, as_csv: bool) -> None:
+    """List sessions, soonest first, with the count of each calendar status."""
+    from tmcaldav.cli.render import counts_line, table
     from tmcaldav.store.pages import session_list
 
+    check_formats(as_json, as_csv)
     with app.store.scratch() as db:
         rows = session_list(db)
     if as_json:
         emit_json(rows)
         return
-    header = ("KEY", "TITLE", "START", "TZ", "SEATS", "WAIT", "STATUS", "CALENDAR")
+    if as_csv:
+        emit_csv(rows, SESSION_COLUMNS)
+        return
+    header = ("KEY", "TITLE", "START", "TZ", "SEATS", "WAIT", "STATUS", "CALENDAR", "ANSWERS")
     click.echo(
         table(
             [header]
@@ -161,6 +217,7 @@ def session_list(app: App, as_json: bool) -> None:
                     str(r["waitlisted"]),
                     r["status"],
                     r["calendar_state"],
+                    counts_line(r["counts"]),
                 )
                 for r in rows
             ]
@@ -178,21 +235,28 @@ def _seats(row: dict[str, Any]) -> str:
 @session.command("show")
 @click.argument("key")
 @json_option
+@csv_option
 @pass_app
-def session_show(app: App, key: str, as_json: bool) -> None:
-    """The session page: every student with the Calendar column."""
+def session_show(app: App, key: str, as_json: bool, as_csv: bool) -> None:
+    """The session page: every student with the Calendar column, and the counts.
+
+    --csv prints one row per student (the JSON's student fields, after the session key).
+    """
     from tmcaldav.cli.render import render_page
     from tmcaldav.store import get_session
     from tmcaldav.store.model import utcnow
     from tmcaldav.store.outcomes import session_forecast
     from tmcaldav.store.pages import session_page
 
+    check_formats(as_json, as_csv)
     with app.store.scratch() as db:
         session = get_session(db, key)
         page = session_page(session)
         page["forecast"] = session_forecast(db, session, utcnow())
     if as_json:
         emit_json(page)
+    elif as_csv:
+        emit_csv(({"session": page["key"], **s} for s in page["students"]), STUDENT_COLUMNS)
     else:
         click.echo(render_page(page))
 
@@ -203,16 +267,19 @@ def session_show(app: App, key: str, as_json: bool) -> None:
 @json_option
 @pass_app
 def session_history(app: App, key: str, email: str, as_json: bool) -> None:
-    """Every answer of one student, with its times and source."""
-    from tmcaldav.cli.render import render_suggestions, table
+    """Every answer of one student (and every reminder sent), with its times (in the
+    session's zone) and source; then what was suggested about her."""
+    from tmcaldav.cli.render import local_time, render_suggestions, table
     from tmcaldav.hooks.suggestions import list_suggestions
-    from tmcaldav.store import get_enrollment, get_session, history
+    from tmcaldav.store import get_enrollment, get_session, history, reminders
     from tmcaldav.store.pages import history_rows
 
     with app.store.transaction() as db:
-        enrollment = get_enrollment(db, get_session(db, key), email)
-        rows = history_rows(list(history(db, enrollment)))
+        session = get_session(db, key)
+        enrollment = get_enrollment(db, session, email)
+        rows = history_rows(list(history(db, enrollment)), list(reminders(db, enrollment)))
         advice = list_suggestions(db, session_key=key, include_decided=True, email=email)
+        tz = session.tz
     if as_json:
         emit_json(rows)
         return
@@ -222,16 +289,19 @@ def session_history(app: App, key: str, email: str, as_json: bool) -> None:
             [header]
             + [
                 (
-                    f"{r['icon']} {r['calendar']}",
-                    r["responded_at"],
-                    r["observed_at"],
+                    f"{r['icon']} {r['calendar']}"
+                    if r["event"] == "answer"
+                    else f"reminded ({r['icon']} {r['calendar']})",
+                    local_time(r["responded_at"], tz),
+                    local_time(r["observed_at"], tz),
                     "" if r["sequence"] is None else str(r["sequence"]),
-                    r["source"],
+                    "by hand" if r["source"] == "manual" else r["source"],
                     r["reason"] or "",
                 )
                 for r in rows
             ]
         )
+        + f"\n(times in {tz})"
     )
     if advice:
         # What was suggested about her, and what became of it (withdrawn ones say why).

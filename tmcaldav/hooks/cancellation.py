@@ -23,6 +23,7 @@ from tmcaldav.hooks.snapshots import build_session_view, session_view
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.hooks.views import SessionView, StudentView
 from tmcaldav.store.model import Enrollment, Suggestion, TrainingSession
+from tmcaldav.words import plural
 
 PLUGIN = "tmcaldav"
 
@@ -76,7 +77,9 @@ def advise_cancelled_session(db: Session, session: TrainingSession, now: datetim
             offered[other.key] = offered.get(other.key, 0) + 1
             day = other.start.astimezone(ZoneInfo(other.tz)).date().isoformat()
             seats = (
-                "has seats" if other.free_seats is None else f"has {other.free_seats} free seat(s)"
+                "has seats"
+                if other.free_seats is None
+                else f"has {plural(other.free_seats, 'free seat')}"
             )
             kind = SuggestionKind.OFFER_OTHER_SESSION
             reason = (

@@ -31,10 +31,12 @@ from sqlalchemy.orm import Session
 from tmcaldav.config import Config
 from tmcaldav.forecast import Model, Seat, fit
 from tmcaldav.hooks.outbox import (
+    DailyEvent,
     InvitationEvent,
     NoResponseEvent,
     ResponseEvent,
     SessionEndedEvent,
+    SuggestionEvent,
     SuggestionWithdrawnEvent,
     UnknownKind,
     bounded,
@@ -43,11 +45,17 @@ from tmcaldav.hooks.outbox import (
 )
 from tmcaldav.hooks.plugins import TmcaldavPluginManager, call_each
 from tmcaldav.hooks.premises import premise_for, withdraw, withdraw_due
-from tmcaldav.hooks.snapshots import build_later_sessions, build_session_view, session_view
+from tmcaldav.hooks.snapshots import (
+    build_daily_overview,
+    build_later_sessions,
+    build_session_view,
+    session_view,
+)
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.hooks.timers import schedule_time_hooks
 from tmcaldav.hooks.views import (
     HookContext,
+    Notice,
     ResponseChange,
     SessionView,
     SuggestionSpec,
@@ -203,7 +211,9 @@ class Dispatcher:
         started = time.perf_counter()
         now = now or utcnow()
         result = DispatchResult()
-        result.due = schedule_time_hooks(self.store, self.pm, now)
+        result.due = schedule_time_hooks(
+            self.store, self.pm, now, self.config.scheduling.timezone
+        )
         # Time alone makes advice untrue (a session ended): withdraw it before anything
         # sees it, and before auto-apply could act on it.
         with self.store.transaction() as db:
@@ -254,7 +264,7 @@ class Dispatcher:
             # block the rest of the outbox; it stays pending and is tried next run.
             log.exception("outbox event %s could not be prepared; it is left pending", row_id)
             return False
-        returned: list[tuple[str, SuggestionSpec]] = []
+        returned: list[tuple[str, SuggestionSpec | Notice]] = []
         for call in plan.calls:
             outcome = call_each(self.pm, call.hook, call.kwargs, event_id=event_id, only=call.only)
             result.plugin_failures += len(outcome.failed)
@@ -263,7 +273,7 @@ class Dispatcher:
                 if specs is None:
                     log.error(
                         "plugin %s returned %r from %s for event %s; expected None, a "
-                        "SuggestionSpec or a list of them; ignored",
+                        "SuggestionSpec or Notice, or a list of them; ignored",
                         plugin,
                         value,
                         call.hook,
@@ -294,6 +304,8 @@ class Dispatcher:
 
     def _plan(self, db: Session, row: Outbox, now: datetime) -> _Plan:
         """The hook calls for one row, with fresh views of its session."""
+        if row.hook == DailyEvent.hook:
+            return self._plan_daily(db, row, now)
         session = build_session_view(db, row.session_id) if row.session_id is not None else None
         if session is None:
             log.warning("outbox event %s: its session is gone; nothing to dispatch", row.event_id)
@@ -340,6 +352,8 @@ class Dispatcher:
             if not students:
                 return _Plan((), session)
             return _Plan((_Call("on_invitation_sent", {**base, "students": students}),), session)
+        if not isinstance(event, SuggestionEvent | SuggestionWithdrawnEvent):
+            return _Plan((), session)
         suggestion = next((s for s in session.suggestions if s.id == event.suggestion_id), None)
         if suggestion is None:
             return _Plan((), session)
@@ -365,29 +379,70 @@ class Dispatcher:
             if s.status in ("enrolled", "waitlisted")
         }
 
+    def _plan_daily(self, db: Session, row: Outbox, now: datetime) -> _Plan:
+        """on_daily for one plugin: the overview since its previous daily event."""
+        event = from_row(row)
+        assert isinstance(event, DailyEvent)
+        previous = db.scalar(
+            select(Outbox.created_at)
+            .where(
+                Outbox.hook == DailyEvent.hook,
+                Outbox.event_id.startswith(f"daily:{event.plugin}:", autoescape=True),
+                Outbox.id != row.id,
+                Outbox.created_at < row.created_at,
+            )
+            .order_by(Outbox.created_at.desc())
+            .limit(1)
+        )
+        overview = build_daily_overview(
+            db,
+            day=event.day,
+            tz=self.config.scheduling.timezone,
+            since=previous or row.created_at - timedelta(days=1),
+            until=row.created_at,
+            days_ahead=self.pm.days_before.get(event.plugin, 3),
+        )
+        context = HookContext(now, row.event_id)
+        call = _Call("on_daily", {"overview": overview, "context": context}, event.plugin)
+        return _Plan((call,), None)
+
     # ---- storing what the hooks returned -------------------------------------------------
 
     def _store_suggestions(
         self,
         db: Session,
-        returned: list[tuple[str, SuggestionSpec]],
+        returned: list[tuple[str, SuggestionSpec | Notice]],
         plan: _Plan,
         event_id: str,
         now: datetime,
     ) -> list[int]:
+        from tmcaldav.notices import store_notice
+
         session = plan.session
-        if session is None:
-            return []
         new: list[int] = []
         seen: set[str] = set()
         for plugin, spec in returned:
-            key = bounded(spec.key_for(session.key), DEDUPE_KEY_LENGTH)
+            if isinstance(spec, Notice):
+                if store_notice(db, plugin, spec.key, spec.subject, spec.text, spec.to):
+                    log.info("notice %s from %s stored (event %s)", spec.key, plugin, event_id)
+                continue
+            session_key = spec.session or (session.key if session is not None else None)
+            if session_key is None:
+                log.error(
+                    "plugin %s suggested %s for %s (event %s) without a session; dropped",
+                    plugin,
+                    spec.kind,
+                    spec.email,
+                    event_id,
+                )
+                continue
+            key = bounded(spec.key_for(session_key), DEDUPE_KEY_LENGTH)
             if key in seen:
                 continue
             seen.add(key)
             if db.scalar(select(Suggestion.id).where(Suggestion.dedupe_key == key)) is not None:
                 continue  # the same advice was given before
-            target = _target(db, spec.session or session.key, spec.email)
+            target = _target(db, session_key, spec.email)
             problem = _check_target(db, spec, target)
             if problem:
                 log.error(
@@ -395,7 +450,7 @@ class Dispatcher:
                     plugin,
                     spec.kind,
                     spec.email,
-                    spec.session or session.key,
+                    session_key,
                     event_id,
                     problem,
                 )
@@ -405,7 +460,9 @@ class Dispatcher:
             # The premise is the session as the plugin saw it (the commit check then
             # withdraws the advice at once if the store moved on meanwhile).
             as_seen = (
-                session if session_id == session.id else build_session_view(db, session_id)
+                session
+                if session is not None and session_id == session.id
+                else build_session_view(db, session_id)
             )
             assert as_seen is not None
             other = None
@@ -424,6 +481,7 @@ class Dispatcher:
                 change=plan.change,
                 because=spec.because,
                 no_seat=spec.no_seat,
+                overbook=spec.overbook,
                 other=other,
             )
             suggestion = record_suggestion(
@@ -445,7 +503,7 @@ class Dispatcher:
                 plugin,
                 spec.kind,
                 spec.email,
-                spec.session or session.key,
+                session_key,
             )
             new.append(suggestion.id)
         return new
@@ -528,12 +586,14 @@ class Dispatcher:
             )
 
 
-def _as_specs(value: Any) -> list[SuggestionSpec] | None:
+def _as_specs(value: Any) -> list[SuggestionSpec | Notice] | None:
     if value is None:
         return []
-    if isinstance(value, SuggestionSpec):
+    if isinstance(value, SuggestionSpec | Notice):
         return [value]
-    if isinstance(value, list | tuple) and all(isinstance(v, SuggestionSpec) for v in value):
+    if isinstance(value, list | tuple) and all(
+        isinstance(v, SuggestionSpec | Notice) for v in value
+    ):
         return list(value)
     return None
 

@@ -154,6 +154,22 @@ class SuggestionWithdrawnEvent(_Event):
         return f"suggestion_withdrawn:{suggestion_id}"
 
 
+@dataclass(frozen=True)
+class DailyEvent(_Event):
+    """A plugin's hour of the day has come (on_daily), for one plugin and local day."""
+
+    hook: ClassVar[str] = "daily"
+
+    plugin: str
+    # The local date (YYYY-MM-DD) in [scheduling] timezone.
+    day: str
+
+    @staticmethod
+    def event_id_for(plugin: str, day: str) -> str:
+        """Deterministic, so the hook fires once a day however many ticks see it due."""
+        return f"daily:{plugin}:{day}"
+
+
 OutboxEvent = (
     ResponseEvent
     | InvitationEvent
@@ -161,6 +177,7 @@ OutboxEvent = (
     | SessionEndedEvent
     | SuggestionEvent
     | SuggestionWithdrawnEvent
+    | DailyEvent
 )
 
 _KINDS: dict[str, type[_Event]] = {
@@ -172,6 +189,7 @@ _KINDS: dict[str, type[_Event]] = {
         SessionEndedEvent,
         SuggestionEvent,
         SuggestionWithdrawnEvent,
+        DailyEvent,
     )
 }
 

@@ -42,6 +42,8 @@ ENTRY_POINT_GROUP = "tmcaldav"
 LOCAL_PACKAGE = "tmcaldav_local_plugins"
 # `days_before` in a plugin's settings: when its on_no_response fires.
 DEFAULT_DAYS_BEFORE = 3
+# `daily_hour` in a plugin's settings: the local hour its on_daily fires.
+DEFAULT_DAILY_HOUR = 7
 
 
 def hook_names() -> list[str]:
@@ -94,6 +96,8 @@ class TmcaldavPluginManager(pluggy.PluginManager):
         self.available: list[str] = []
         # Plugin name -> days before a session's start its on_no_response fires.
         self.days_before: dict[str, int] = {}
+        # Plugin name -> the local hour ([scheduling] timezone) its on_daily fires.
+        self.daily_hour: dict[str, int] = {}
         self._closed = False
 
     def hook_callers(self, plugin_name: str) -> list[str]:
@@ -181,6 +185,7 @@ def _load(pm: TmcaldavPluginManager, candidate: Candidate, settings: Mapping[str
     frozen = types.MappingProxyType(dict(settings))
     try:
         days_before = _days_before(frozen)
+        daily_hour = _daily_hour(frozen)
         loaded = candidate.load()
         plugin = _instantiate(loaded, frozen, name)
     except Exception as e:  # a broken plugin must not stop the others
@@ -214,6 +219,7 @@ def _load(pm: TmcaldavPluginManager, candidate: Candidate, settings: Mapping[str
         return False
     version = candidate.version or getattr(plugin, "__version__", None)
     pm.days_before[name] = days_before
+    pm.daily_hour[name] = daily_hour
     pm.loaded.append(PluginInfo(name, version, candidate.source, tuple(pm.hook_callers(name))))
     log.debug("plugin %s loaded from %s", name, candidate.source)
     return True
@@ -226,11 +232,18 @@ def _days_before(settings: Mapping[str, Any]) -> int:
     return value
 
 
+def _daily_hour(settings: Mapping[str, Any]) -> int:
+    value = settings.get("daily_hour", DEFAULT_DAILY_HOUR)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 23:
+        raise ValueError(f"daily_hour must be a whole hour from 0 to 23 (got {value!r})")
+    return value
+
+
 def _instantiate(loaded: Any, settings: Mapping[str, Any], name: str) -> Any:
     if isinstance(loaded, types.ModuleType):
         factory = getattr(loaded, "tmcaldav_plugin", None)
         if factory is None:
-            if set(settings) - {"days_before"}:
+            if set(settings) - {"days_before", "daily_hour"}:
                 log.warning(
                     "plugin %s takes no settings; [plugins.%s] is ignored except days_before",
                     name,

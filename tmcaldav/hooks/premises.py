@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 
 from tmcaldav.domain import ANSWERS, SuggestionKind, SuggestionState
 from tmcaldav.hooks.views import ResponseChange, SessionView, StudentView, SuggestionView
+from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
 
@@ -95,6 +96,7 @@ def premise_for(
     change: ResponseChange | None = None,
     because: Iterable[str] = (),
     no_seat: bool = False,
+    overbook: bool = False,
     other: SessionView | None = None,
 ) -> dict[str, Any]:
     """The premise of a suggestion about `email` made from `session` as a plugin saw it.
@@ -116,6 +118,8 @@ def premise_for(
     ]
     if no_seat:
         premise["no_seat"] = True
+    if overbook:
+        premise["overbook"] = True
     if other is not None:
         premise["other"] = {
             "key": other.key,
@@ -255,7 +259,8 @@ def _seat_problem(
                 f"no seat left for {_who(student)}: {why}; still on the waitlist at "
                 f"position {student.waitlist_position}"
             )
-    if suggestion.kind == SuggestionKind.INVITE_WAITLISTED and give is not None:
+    overbook = bool(suggestion.premise and suggestion.premise.get("overbook"))
+    if suggestion.kind == SuggestionKind.INVITE_WAITLISTED and give is not None and not overbook:
         out = [s for s in session.waitlist if s.email != student.email and s.invitation_out]
         asked = [
             s
@@ -269,8 +274,8 @@ def _seat_problem(
         if len(out) + len(asked) >= give:
             return (
                 f"no seat left for {_who(student)}: {session.seats_taken} of "
-                f"{session.capacity} seats are taken and {len(out) + len(asked)} invitation(s) "
-                "from the waitlist are out"
+                f"{session.capacity} seats are taken and "
+                f"{plural(len(out) + len(asked), 'invitation')} from the waitlist are out"
             )
     if suggestion.premise and suggestion.premise.get("no_seat"):
         order = [s.email for s in session.accepted_from_waitlist]

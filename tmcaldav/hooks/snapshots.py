@@ -3,14 +3,22 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, selectinload
 
-from tmcaldav.hooks.views import NoteView, SessionView, StudentView, SuggestionView
+from tmcaldav.hooks.views import (
+    AnswerView,
+    DailyOverview,
+    NoteView,
+    SessionView,
+    StudentView,
+    SuggestionView,
+)
 from tmcaldav.store import page_order, waitlist_positions
-from tmcaldav.store.model import Enrollment, Suggestion, TrainingSession
+from tmcaldav.store.model import Enrollment, Person, Response, Suggestion, TrainingSession
 
 
 def student_view(enrollment: Enrollment, position: int | None) -> StudentView:
@@ -109,3 +117,61 @@ def build_later_sessions(db: Session, view: SessionView) -> tuple[SessionView, .
         .order_by(TrainingSession.start_at, TrainingSession.key)
     ).all()
     return tuple(session_view(s) for s in sessions)
+
+
+def build_daily_overview(
+    db: Session, *, day: str, tz: str, since: datetime, until: datetime, days_ahead: int
+) -> DailyOverview:
+    """The day's news for `on_daily`: answers observed in (since, until], every open
+    suggestion, and the scheduled sessions starting within `days_ahead` days of `until`."""
+    answers = db.execute(
+        select(Response, Person.email, Person.name, TrainingSession.key, TrainingSession.title)
+        .join(Enrollment, Enrollment.id == Response.enrollment_id)
+        .join(Person, Person.id == Enrollment.person_id)
+        .join(TrainingSession, TrainingSession.id == Enrollment.session_id)
+        .where(
+            Response.observed_at > since,
+            Response.observed_at <= until,
+            # A reschedule's reset is the organizer's doing, not an answer.
+            Response.reason.is_(None),
+        )
+        .order_by(Response.observed_at, Response.id)
+    ).all()
+    open_suggestions = db.execute(
+        select(Suggestion, TrainingSession.key, Person.email)
+        .join(TrainingSession, TrainingSession.id == Suggestion.session_id)
+        .outerjoin(Enrollment, Enrollment.id == Suggestion.enrollment_id)
+        .outerjoin(Person, Person.id == Enrollment.person_id)
+        .where(Suggestion.state == "open")
+        .order_by(Suggestion.created_at, Suggestion.id)
+    ).all()
+    upcoming = db.scalars(
+        select(TrainingSession)
+        .where(
+            TrainingSession.status == "scheduled",
+            TrainingSession.start_at > until,
+            TrainingSession.start_at <= until + timedelta(days=days_ahead),
+        )
+        .options(_with_enrollments())
+        .order_by(TrainingSession.start_at, TrainingSession.key)
+    ).all()
+    return DailyOverview(
+        day=day,
+        since=since,
+        tz=tz,
+        answers=tuple(
+            AnswerView(
+                session=key,
+                title=title,
+                email=email,
+                name=name,
+                calendar_status=r.calendar_status,
+                responded_at=r.responded_at,
+                observed_at=r.observed_at,
+                source=r.source,
+            )
+            for r, email, name, key, title in answers
+        ),
+        suggestions=tuple(suggestion_view(s, key, email) for s, key, email in open_suggestions),
+        upcoming=tuple(session_view(s) for s in upcoming),
+    )

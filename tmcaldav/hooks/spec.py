@@ -10,10 +10,12 @@ What every hook shares:
   plugin's name, the hook and the event id; the other plugins still run, the event is
   still marked done (a failing plugin is not called again for it), and the daemon
   goes on.
-- A hook may return None, one `SuggestionSpec`, or a list of them (except
+- A hook may return None, one `SuggestionSpec` or `Notice`, or a list of them (except
   `on_shutdown`). Suggestions are stored in the transaction that marks the event done,
   deduplicated by their dedupe key: the same advice is stored once however often it
-  is given. Anything else returned is logged as the plugin's error and ignored.
+  is given. A `Notice` (a plain-text mail to the administrator) is stored the same
+  way under its key and sent by the tick. Anything else returned is logged as the
+  plugin's error and ignored.
 - Each event fires its hooks once. The store work is exactly once; side effects
   outside the store (a webhook, a file) are at least once: after a crash between a
   hook call and the commit that marks its event done, the hook runs again with the
@@ -30,6 +32,7 @@ import pluggy
 
 if TYPE_CHECKING:
     from tmcaldav.hooks.views import (
+        DailyOverview,
         HookContext,
         ResponseChange,
         SessionView,
@@ -220,6 +223,25 @@ def on_suggestion_withdrawn(
     :param session: the session the suggestion is about, as it is now.
     :param context: the time, the event id (unique per withdrawal) and later sessions.
     :return: None, a suggestion, or a list of suggestions.
+    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
+        and the event id, the other plugins still run, and the event is marked done.
+    """
+
+
+@hookspec
+def on_daily(overview: DailyOverview, context: HookContext) -> SuggestionResult:
+    """Called once a day per plugin, on the first tick after the plugin's hour.
+
+    The hour is the plugin's `[plugins.NAME] daily_hour` setting (0-23, default 7) in
+    `[scheduling] timezone`. A day the daemon did not run is not made up: the next
+    call's `overview.since` reaches back to the previous call, so nothing is missed.
+    Return `Notice` values to mail the administrator (the shipped `digest` plugin does);
+    suggestions must name their `session`.
+
+    :param overview: the answers recorded since the previous call, the open suggestions,
+        and the sessions starting within the plugin's `days_before` days.
+    :param context: the time, the event id (``daily:<plugin>:<day>``); no later sessions.
+    :return: None, a notice or suggestion, or a list of them.
     :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
         and the event id, the other plugins still run, and the event is marked done.
     """

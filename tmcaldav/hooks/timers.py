@@ -1,13 +1,16 @@
-"""Time hooks: `on_no_response` and `on_session_ended` become outbox rows when they are due.
+"""Time hooks: `on_no_response`, `on_session_ended` and `on_daily` become outbox rows
+when they are due.
 
 Each gets a deterministic event id ("no_response:<enrollment>:<plugin>",
-"session_ended:<session>"), so it fires once however many ticks find it due.
+"session_ended:<session>", "daily:<plugin>:<local day>"), so it fires once however many
+ticks find it due.
 """
 
 from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 from sqlalchemy import String, cast, exists, literal, select
 from sqlalchemy.exc import IntegrityError
@@ -15,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from tmcaldav.hooks.outbox import (
     EVENT_ID_LENGTH,
+    DailyEvent,
     NoResponseEvent,
     SessionEndedEvent,
     bounded,
@@ -30,8 +34,12 @@ log = logging.getLogger(__name__)
 ENDED_LOOKBACK = timedelta(days=30)
 
 
-def schedule_time_hooks(store: Store, pm: TmcaldavPluginManager, now: datetime) -> int:
+def schedule_time_hooks(
+    store: Store, pm: TmcaldavPluginManager, now: datetime, tz: str = "UTC"
+) -> int:
     """Outbox rows for time hooks that are due and have not fired; returns how many.
+
+    `tz` is the zone of `on_daily`'s hours and days ([scheduling] timezone).
 
     The queries leave out what has fired (NOT EXISTS an outbox row with the same
     deterministic event id, found through its unique index), so an idle tick reads
@@ -41,6 +49,7 @@ def schedule_time_hooks(store: Store, pm: TmcaldavPluginManager, now: datetime) 
     with store.scratch() as db:
         due.update(_due_no_response(db, pm, now))
         due.update(_due_session_ended(db, pm, now))
+        due.update(_due_daily(pm, now, tz))
         if not due:
             return 0
         # Fired meanwhile by another process, or ids too long to check in SQL.
@@ -101,6 +110,18 @@ def _due_no_response(db: Session, pm: TmcaldavPluginManager, now: datetime) -> d
                 event_id=event_id,
             )
     return due
+
+def _due_daily(pm: TmcaldavPluginManager, now: datetime, tz: str) -> dict[str, Outbox]:
+    local = now.astimezone(ZoneInfo(tz))
+    due = {}
+    for plugin in _plugins_with(pm, "on_daily"):
+        if local.hour < pm.daily_hour.get(plugin, 7):
+            continue
+        day = local.date().isoformat()
+        event_id = bounded(DailyEvent.event_id_for(plugin, day), EVENT_ID_LENGTH)
+        due[event_id] = to_row(DailyEvent(plugin, day), session_id=None, event_id=event_id)
+    return due
+
 
 def _due_session_ended(db: Session, pm: TmcaldavPluginManager, now: datetime) -> dict[str, Outbox]:
     if not _plugins_with(pm, "on_session_ended"):

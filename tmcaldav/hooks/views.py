@@ -269,6 +269,9 @@ class SuggestionSpec:
     # True for advice that says there is no seat for the student: withdrawn when one
     # frees for her (first come, first served).
     no_seat: bool = False
+    # True for an invitation beyond the free seats on purpose (the turnout forecast
+    # expects seats to stay empty): the free-seat rule does not withdraw it.
+    overbook: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in SUGGESTION_KINDS:
@@ -295,17 +298,80 @@ class SuggestionSpec:
         return ":".join(parts)
 
 
-# What a hook may return.
-SuggestionResult = SuggestionSpec | Sequence[SuggestionSpec] | None
+@dataclass(frozen=True)
+class Notice:
+    """A plain-text mail a plugin asks tmcaldav to send to the administrator.
+
+    Stored once under its `key` (the same key again is dropped, however often it is
+    returned), then sent over `[smtp]` by the daemon's tick and retried until it goes.
+    `to` lists the administrators' addresses; empty means the organizer's mailbox
+    (`[scheduling] organizer_email`). An address that is a student's is refused: notices
+    never go to students.
+    """
+
+    key: str
+    subject: str
+    text: str
+    to: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if not self.key or not self.key.strip():
+            raise ValueError("a notice needs a key (it is sent once per key)")
+        if not self.subject.strip() or "\n" in self.subject or "\r" in self.subject:
+            raise ValueError("a notice needs a subject of one line")
+        if not self.text.strip():
+            raise ValueError("a notice needs a text")
+        object.__setattr__(self, "to", tuple(a.strip().lower() for a in self.to))
+
+
+@dataclass(frozen=True)
+class AnswerView:
+    """One answer as recorded: who, for which session, what, when, and how it came."""
+
+    session: str
+    title: str
+    email: str
+    name: str | None
+    calendar_status: str
+    responded_at: datetime
+    observed_at: datetime
+    # poll, imip, manual, link or import
+    source: str
+
+
+@dataclass(frozen=True)
+class DailyOverview:
+    """What `on_daily` gets: the day's news across every session.
+
+    `answers` are the answers recorded since `since` (the plugin's previous `on_daily`,
+    or a day before), oldest first; `suggestions` every open suggestion; `upcoming` the
+    scheduled sessions that start within the plugin's `days_before` days (default 3),
+    soonest first, with their students. `day` is the local date in `[scheduling]
+    timezone`.
+    """
+
+    day: str
+    since: datetime
+    tz: str
+    answers: tuple[AnswerView, ...]
+    suggestions: tuple[SuggestionView, ...]
+    upcoming: tuple[SessionView, ...]
+
+
+# What a hook may return: suggestions, notices to the administrator, or nothing.
+SuggestionResult = (
+    SuggestionSpec | Notice | Sequence[SuggestionSpec | Notice] | None
+)
 
 
 def check_settings(settings: Mapping[str, Any], known: tuple[str, ...] = ()) -> None:
     """ValueError naming any key of a plugin's settings table it does not take.
 
-    `days_before` is always allowed: the dispatcher reads it for every plugin (the
-    window of its `on_no_response`).
+    `days_before` and `daily_hour` are always allowed: the dispatcher reads them for
+    every plugin (the window of its `on_no_response` and of `on_daily`'s upcoming
+    sessions; the hour `on_daily` fires).
     """
-    unknown = set(settings) - {"days_before", *known}
+    unknown = set(settings) - {"days_before", "daily_hour", *known}
     if unknown:
-        takes = ", ".join(("days_before", *known))
+        takes = ", ".join(("days_before", "daily_hour", *known))
         raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {takes}")

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session
 
 from tmcaldav import ical
 from tmcaldav.imip import message as imip
+from tmcaldav.invitations import InvitationFacts, mail_texts
 from tmcaldav.retry import backoff
 from tmcaldav.store import get_session
 from tmcaldav.store.model import Delivery, Enrollment, TrainingSession
@@ -54,14 +55,29 @@ def _enrollments(db: Session, key: str) -> dict[str, Enrollment]:
 
 
 def queue(
-    db: Session, enrollment: Enrollment, method: str, sequence: int, reason: str, now: datetime
+    db: Session,
+    enrollment: Enrollment,
+    method: str,
+    sequence: int,
+    reason: str,
+    now: datetime,
+    *,
+    address: str | None = None,
 ) -> Delivery:
-    """Queue one message; older unsent ones to the same student are superseded by it."""
+    """Queue one message; older unsent ones to the same student are superseded by it.
+
+    `address`: send it there, not to the person's address (the CANCEL to an address
+    that was replaced); only older messages to that same address are superseded.
+    """
+    same_address = (
+        Delivery.address.is_(None) if address is None else Delivery.address == address
+    )
     db.execute(
         update(Delivery)
         .where(
             Delivery.enrollment_id == enrollment.id,
             Delivery.state.in_(_CLAIMABLE),
+            same_address,
         )
         .values(state="superseded", next_attempt_at=None)
     )
@@ -74,6 +90,7 @@ def queue(
         attempts=0,
         next_attempt_at=now,
         created_at=now,
+        address=address,
     )
     db.add(delivery)
     return delivery
@@ -93,6 +110,12 @@ def plan_messages(published: Published) -> list[tuple[str, str, str]]:
         out += [(a, "CANCEL", "cancel") for a in published.attendees]
     elif published.kind == "remove":
         out += [(a, "CANCEL", "remove") for a in sorted(published.removed)]
+    elif published.kind == "remind":
+        out += [(a, "REQUEST", "remind") for a in sorted(published.resend)]
+    elif published.kind == "readdress":
+        # The replaced address hears it is off the list; the new one gets the invitation.
+        out += [(a, "CANCEL", "remove") for a in sorted(published.removed)]
+        out += [(a, "REQUEST", "invite") for a in sorted(published.invited)]
     return out
 
 
@@ -102,11 +125,13 @@ def queue_for_published(db: Session, published: Published, now: datetime) -> int
     if not wanted:
         return 0
     enrollments = _enrollments(db, published.session_key)
+    replaced = dict(published.replaced)
     for address, method, reason in wanted:
-        enrollment = enrollments.get(address)
+        enrollment = enrollments.get(address) or enrollments.get(replaced.get(address, ""))
         if enrollment is None:
             continue
-        queue(db, enrollment, method, published.sequence, reason, now)
+        other = address if address != enrollment.person.email else None
+        queue(db, enrollment, method, published.sequence, reason, now, address=other)
     db.flush()
     return len(wanted)
 
@@ -144,15 +169,20 @@ def _spec(
     method: str,
     sequence: int,
     now: datetime,
+    address: str | None = None,
 ) -> ical.EventSpec:
     sched = config.scheduling
+    # The student's own answer as their calendar holds it (never one recorded by hand).
+    on_server = enrollment.calendar_seen or enrollment.calendar_status
     partstat = (
         "NEEDS-ACTION"
         if method == "CANCEL"
-        else ical.STATUS_TO_PARTSTAT.get(enrollment.calendar_status, "NEEDS-ACTION")
+        else ical.STATUS_TO_PARTSTAT.get(on_server, "NEEDS-ACTION")
     )
     # Each student sees only themselves: the other students' addresses are theirs to keep.
-    attendee = ical.Attendee(enrollment.person.email, enrollment.person.name, partstat, rsvp=True)
+    attendee = ical.Attendee(
+        address or enrollment.person.email, enrollment.person.name, partstat, rsvp=True
+    )
     return ical.EventSpec(
         uid=session.uid or ical.session_uid(session.key, sched.organizer_email),
         summary=session.title,
@@ -177,6 +207,63 @@ def _still_wanted(delivery: Delivery, enrollment: Enrollment, session: TrainingS
         session.status == "scheduled"
         and enrollment.status != "cancelled"
         and enrollment.calendar_status != "not_invited"
+    )
+
+
+def invitation_facts(
+    config: Config, session: TrainingSession, enrollment: Enrollment | None
+) -> InvitationFacts:
+    """What the `[invitation]` templates are filled from: the session, and the student."""
+    from tmcaldav.store import waitlist_positions
+
+    sched = config.scheduling
+    position = None
+    if enrollment is not None and enrollment.status == "waitlisted":
+        position = waitlist_positions(session).get(enrollment.id)
+    return InvitationFacts(
+        key=session.key,
+        title=session.title,
+        course=session.course,
+        start=session.start_at,
+        end=session.end_at,
+        tz=session.tz,
+        location=session.location,
+        description=session.description,
+        organizer=sched.organizer_name or sched.organizer_email,
+        student_name=enrollment.person.name if enrollment is not None else None,
+        student_email=enrollment.person.email if enrollment is not None else None,
+        waitlist_position=position,
+    )
+
+
+def compose_message(
+    config: Config,
+    session: TrainingSession,
+    enrollment: Enrollment,
+    method: str,
+    reason: str,
+    sequence: int,
+    now: datetime,
+    *,
+    message_id: str,
+    address: str | None = None,
+) -> imip.Outgoing:
+    """The message one delivery sends, as sent (and as `--dry-run` shows it).
+
+    An invitation (invite, resend, refresh, remind) takes its subject and text from the
+    `[invitation]` templates when they are set. ValueError when it cannot be composed.
+    """
+    subject, body = (None, None)
+    if method == "REQUEST":
+        subject, body = mail_texts(config, invitation_facts(config, session, enrollment), reason)
+    return imip.compose(
+        _spec(config, session, enrollment, method, sequence, now, address),
+        method,
+        reason=reason,
+        message_id=message_id,
+        date=now,
+        subject=subject,
+        body=body,
     )
 
 
@@ -230,14 +317,18 @@ def claim_due(
         sequence = session.sequence if delivery.method == "REQUEST" else delivery.sequence
         delivery.sequence = sequence
         try:
-            outgoing = imip.compose(
-                _spec(config, session, enrollment, delivery.method, sequence, now),
+            outgoing = compose_message(
+                config,
+                session,
+                enrollment,
                 delivery.method,
-                reason=delivery.reason or "invite",
+                delivery.reason or "invite",
+                sequence,
+                now,
                 message_id=make_msgid("tmcaldav", domain=domain),
-                date=now,
+                address=delivery.address,
             )
-        except ValueError as e:
+        except ValueError as e:  # TemplateProblem too
             _record_failure(delivery, f"cannot compose the message: {e}", True, now, 0.0)
             continue
         claimed.append(Claimed(delivery.id, session.key, outgoing, leased_until))

@@ -62,6 +62,7 @@ _SUBJECTS = {
     "reschedule": "New time",
     "cancel": "Cancelled",
     "remove": "Cancelled",
+    "remind": "Reminder",
 }
 
 
@@ -101,6 +102,7 @@ def _texts(spec: ical.EventSpec, method: str, reason: str, name: str | None) -> 
         lead = {
             "update": "the details of this training session have changed:",
             "reschedule": "this training session has a new time; please answer again:",
+            "remind": "a reminder: please tell us whether you will come to this training session:",
         }.get(reason, "you are invited to this training session:")
         ask = (
             "Please answer with Yes, No or Maybe in your calendar or mail program; "
@@ -133,6 +135,18 @@ def _texts(spec: ical.EventSpec, method: str, reason: str, name: str | None) -> 
     return "\n".join(plain) + "\n", rich
 
 
+def _own_texts(body: str) -> tuple[str, str]:
+    """An administrator's text (the `[invitation]` body) as the plain and HTML parts."""
+    plain = body.strip("\n") + "\n"
+    paragraphs = [p for p in plain.split("\n\n") if p.strip()]
+    rich = (
+        "<!DOCTYPE html><html><body>"
+        + "".join(f"<p>{html.escape(p).replace(chr(10), '<br>')}</p>" for p in paragraphs)
+        + "</body></html>"
+    )
+    return plain, rich
+
+
 def compose(
     spec: ical.EventSpec,
     method: str,
@@ -141,12 +155,15 @@ def compose(
     message_id: str,
     date: datetime,
     html_part: bool = True,
+    subject: str | None = None,
+    body: str | None = None,
 ) -> Outgoing:
     """The iMIP message for the one attendee in `spec` (REQUEST or CANCEL).
 
     multipart/alternative: text/plain (and text/html) for people, then the iTIP object
     as ``text/calendar; method=...; charset=UTF-8`` (base64, so its CRLF line ends
-    survive every relay). From and ORGANIZER are the organizer's mailbox. Raises
+    survive every relay). From and ORGANIZER are the organizer's mailbox. `subject` and
+    `body` replace tmcaldav's own subject and text (the `[invitation]` templates). Raises
     ValueError when `spec` has not exactly one attendee or cannot be built.
     """
     method = method.upper()
@@ -158,7 +175,10 @@ def compose(
         spec = replace(spec, status="CANCELLED")  # RFC 5546 §3.2.5
     attendee = spec.attendees[0]
     calendar = ical.build_calendar(spec, method=method).encode("utf-8")
-    plain, rich = _texts(spec, method, reason, ical.normalise_name(attendee.name))
+    if body is not None:
+        plain, rich = _own_texts(body)
+    else:
+        plain, rich = _texts(spec, method, reason, ical.normalise_name(attendee.name))
     to = normalise_address(attendee.email)
 
     message = EmailMessage(policy=email.policy.SMTP)
@@ -166,7 +186,9 @@ def compose(
     message["To"] = _address(attendee.name, to)
     label = _SUBJECTS.get(reason, "Invitation")
     title = ical.normalise_name(spec.summary) or spec.summary
-    message["Subject"] = f"{label}: {title} ({_when(spec)})"
+    message["Subject"] = (
+        " ".join(subject.split()) if subject else f"{label}: {title} ({_when(spec)})"
+    )
     message["Date"] = format_datetime(date)
     message["Message-ID"] = message_id
     # Tells Exchange/Outlook to treat the message as a meeting request, not plain mail.

@@ -177,13 +177,15 @@ def _reply(
 ) -> Processed:
     with store.scratch() as db:
         enrollment = _enrollment(db, reply)
-        current = enrollment.calendar_status
+        # What the student's calendar said before (an answer recorded by hand is not it).
+        current = enrollment.calendar_seen or enrollment.calendar_status
         newer = is_newer(
             (reply.sequence, reply.dtstamp),
             (enrollment.answer_sequence, enrollment.answer_dtstamp),
         )
     if current == reply.calendar_status:
         # The same answer again (or already seen by a poll): nothing changes but a comment.
+        # (A hand-recorded answer that differs stays: this is no news from the calendar.)
         with store.transaction() as db:
             _add_comment(db, _enrollment(db, reply), reply.comment, now)
         return Processed("unchanged", reply.calendar_status, reply.session_key, reply.email)

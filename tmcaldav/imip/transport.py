@@ -14,6 +14,7 @@ import smtplib
 import ssl
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from email.message import EmailMessage
 from pathlib import Path
 
 from tmcaldav.config import ImapConfig, MaildirConfig, SecretError, SmtpConfig
@@ -99,29 +100,46 @@ class SmtpSender:
         return outcomes
 
     def _send_one(self, smtp: smtplib.SMTP, item: deliveries.Claimed) -> deliveries.Outcome:
+        error, permanent = self._transmit(smtp, item.outgoing.message, [item.outgoing.to])
+        return deliveries.Outcome(item.delivery_id, error, permanent)
+
+    def _transmit(
+        self, smtp: smtplib.SMTP, message: EmailMessage, to: list[str]
+    ) -> tuple[str | None, bool]:
+        """(error, permanent) of one message; (None, False) when the server took it."""
         try:
-            refused = smtp.send_message(
-                item.outgoing.message, from_addr=self.envelope_from, to_addrs=[item.outgoing.to]
-            )
+            refused = smtp.send_message(message, from_addr=self.envelope_from, to_addrs=to)
         except smtplib.SMTPRecipientsRefused as e:
             code, text = next(iter(e.recipients.values()), (0, b""))
-            return deliveries.Outcome(
-                item.delivery_id, f"recipient refused: {code} {_text(text)}", permanent=code >= 500
-            )
+            return f"recipient refused: {code} {_text(text)}", code >= 500
         except smtplib.SMTPResponseException as e:
-            return deliveries.Outcome(
-                item.delivery_id,
-                f"the server said {e.smtp_code} {_text(e.smtp_error)}",
-                permanent=e.smtp_code >= 500,
-            )
+            return f"the server said {e.smtp_code} {_text(e.smtp_error)}", e.smtp_code >= 500
         except (OSError, smtplib.SMTPException) as e:
-            return deliveries.Outcome(item.delivery_id, f"{type(e).__name__}: {e}")
+            return f"{type(e).__name__}: {e}", False
         if refused:
             code, text = next(iter(refused.values()))
-            return deliveries.Outcome(
-                item.delivery_id, f"recipient refused: {code} {_text(text)}", permanent=code >= 500
-            )
-        return deliveries.Outcome(item.delivery_id)
+            return f"recipient refused: {code} {_text(text)}", code >= 500
+        return None, False
+
+    def send_messages(
+        self, messages: list[tuple[EmailMessage, list[str]]]
+    ) -> list[tuple[str | None, bool]]:
+        """Send plain messages (each to its addresses) over one connection; per message
+        (error, permanent), never raised."""
+        if not messages:
+            return []
+        try:
+            smtp = self._connect()
+        except (MailError, SecretError) as e:
+            return [(str(e), False) for _ in messages]
+        outcomes = []
+        try:
+            for message, to in messages:
+                outcomes.append(self._transmit(smtp, message, to))
+        finally:
+            with contextlib.suppress(OSError, smtplib.SMTPException):
+                smtp.quit()
+        return outcomes
 
 
 def _text(value: bytes | str) -> str:

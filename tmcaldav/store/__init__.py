@@ -22,6 +22,7 @@ from tmcaldav.store.queries import (
     list_people,
     list_sessions,
     page_order,
+    reminders,
     waitlist,
     waitlist_positions,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "list_sessions",
     "make_engine",
     "page_order",
+    "reminders",
     "waitlist",
     "waitlist_positions",
 ]

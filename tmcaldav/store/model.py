@@ -30,6 +30,8 @@ from tmcaldav.domain import (
     DaemonRole,
     DeliveryState,
     EnrollmentStatus,
+    NoticeState,
+    ReminderChannel,
     ResponseSource,
     SessionStatus,
     SuggestionState,
@@ -44,6 +46,8 @@ RESPONSE_SOURCES = values(ResponseSource)
 DELIVERY_STATES = values(DeliveryState)
 SUGGESTION_STATES = values(SuggestionState)
 DAEMON_ROLES = values(DaemonRole)
+NOTICE_STATES = values(NoticeState)
+REMINDER_CHANNELS = values(ReminderChannel)
 
 
 def utcnow() -> datetime:
@@ -116,6 +120,9 @@ class TrainingSession(Base):
     sequence: Mapped[int] = mapped_column(default=0)
     calendar_state: Mapped[str] = mapped_column(String(20), default="unpublished")
     published_at: Mapped[datetime | None]
+    # When the daemon invites the enrolled students (`session add --invite-at`); None:
+    # `[invitation] send_days_before` days before the start, if that is set.
+    invite_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     enrollments: Mapped[list[Enrollment]] = relationship(
@@ -145,6 +152,10 @@ class Enrollment(Base):
         UniqueConstraint("session_id", "person_id", name="session_person"),
         CheckConstraint(_in("status", ENROLLMENT_STATUSES), name="status"),
         CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
+        CheckConstraint(
+            "calendar_seen IS NULL OR " + _in("calendar_seen", CALENDAR_STATUSES),
+            name="calendar_seen",
+        ),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -161,6 +172,10 @@ class Enrollment(Base):
     # iTIP order of the answer shown: the SEQUENCE and DTSTAMP it answered.
     answer_sequence: Mapped[int | None]
     answer_dtstamp: Mapped[datetime | None]
+    # While the answer shown was recorded by hand (`tmcaldav answer`): the calendar
+    # status the server still holds for the student, which is not their news. None when
+    # the answer shown came from the calendar (then it is what the server holds).
+    calendar_seen: Mapped[str | None] = mapped_column(String(20))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
     session: Mapped[TrainingSession] = relationship(back_populates="enrollments")
@@ -305,6 +320,53 @@ class Delivery(Base):
     next_attempt_at: Mapped[datetime | None]
     sent_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(300))
+    # Where the message goes when it is not the person's address now: the CANCEL to an
+    # address that `person edit --email` replaced.
+    address: Mapped[str | None] = mapped_column(String(320))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Reminder(Base):
+    """A reminder sent to one student (`tmcaldav remind`): when, and how it travelled."""
+
+    __tablename__ = "reminders"
+    __table_args__ = (CheckConstraint(_in("channel", REMINDER_CHANNELS), name="channel"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+    sent_at: Mapped[datetime] = mapped_column(default=utcnow)
+    channel: Mapped[str] = mapped_column(String(10))
+    # The calendar status the student had when reminded, and the event's SEQUENCE.
+    calendar_status: Mapped[str] = mapped_column(String(20))
+    sequence: Mapped[int]
+
+
+class Notice(Base):
+    """A plain-text mail to the administrator that a plugin asked for (a digest, an alert).
+
+    The unique key makes it once: the same notice is stored, and sent, one time.
+    """
+
+    __tablename__ = "notices"
+    __table_args__ = (
+        CheckConstraint(_in("state", NOTICE_STATES), name="state"),
+        Index("ix_notices_due", "state", "next_attempt_at"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    key: Mapped[str] = mapped_column(String(500), unique=True)
+    plugin: Mapped[str] = mapped_column(String(100))
+    subject: Mapped[str] = mapped_column(String(500))
+    body: Mapped[str] = mapped_column(Text)
+    # Addresses; empty: the organizer's mailbox ([scheduling] organizer_email).
+    recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

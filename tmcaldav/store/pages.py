@@ -18,11 +18,19 @@ from tmcaldav.domain import (
     ANSWERS,
     ICONS,
     SEAT_STATUSES,
+    CalendarStatus,
     DeliveryState,
     EnrollmentStatus,
     SessionStatus,
 )
-from tmcaldav.store.model import Delivery, Enrollment, Person, Response, TrainingSession
+from tmcaldav.store.model import (
+    Delivery,
+    Enrollment,
+    Person,
+    Reminder,
+    Response,
+    TrainingSession,
+)
 from tmcaldav.store.queries import page_order, waitlist_positions
 from tmcaldav.store.roster import seats_taken
 
@@ -36,15 +44,40 @@ def iso(value: datetime | None, tz: str | None = None) -> str | None:
     return value.isoformat(timespec="seconds")
 
 
+#: The order counts are shown in: answers first, then who has not answered.
+COUNT_ORDER = (
+    CalendarStatus.ACCEPTED,
+    CalendarStatus.TENTATIVE,
+    CalendarStatus.DECLINED,
+    CalendarStatus.INVITED,
+    CalendarStatus.NOT_INVITED,
+    CalendarStatus.DELEGATED,
+)
+
+
+def calendar_counts(session: TrainingSession) -> dict[str, int]:
+    """How many students (not cancelled) have each calendar status; every status listed."""
+    counts = {str(status): 0 for status in COUNT_ORDER}
+    for e in session.enrollments:
+        if e.status != "cancelled":
+            counts[e.calendar_status] = counts.get(e.calendar_status, 0) + 1
+    return counts
+
+
 def session_summary(
-    session: TrainingSession, seats: int | None = None, waiting: int | None = None
+    session: TrainingSession,
+    seats: int | None = None,
+    waiting: int | None = None,
+    counts: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """The session's own fields, as in the session page's JSON (`seats` and `waiting`
-    when already counted, else counted from its enrollments)."""
+    """The session's own fields, as in the session page's JSON (`seats`, `waiting` and
+    `counts` when already counted, else counted from its enrollments)."""
     if seats is None:
         seats = seats_taken(session)
     if waiting is None:
         waiting = sum(1 for e in session.enrollments if e.status == "waitlisted")
+    if counts is None:
+        counts = calendar_counts(session)
     return {
         "key": session.key,
         "title": session.title,
@@ -62,6 +95,8 @@ def session_summary(
         "waitlisted": waiting,
         # A cancelled session has no seats to give; None: unlimited.
         "free_seats": _free_seats(session, seats),
+        "counts": counts,
+        "invite_at": iso(session.invite_at, session.tz),
     }
 
 
@@ -87,8 +122,19 @@ def session_list(db: Session) -> list[dict[str, Any]]:
         select(TrainingSession, counts.c.seats, counts.c.waiting)
         .outerjoin(counts, counts.c.session_id == TrainingSession.id)
         .order_by(TrainingSession.start_at, TrainingSession.key)
-    )
-    return [session_summary(s, seats or 0, waiting or 0) for s, seats, waiting in rows]
+    ).all()
+    by_status: dict[int, dict[str, int]] = {}
+    for session_id, status, n in db.execute(
+        select(Enrollment.session_id, Enrollment.calendar_status, func.count())
+        .where(Enrollment.status != EnrollmentStatus.CANCELLED)
+        .group_by(Enrollment.session_id, Enrollment.calendar_status)
+    ):
+        by_status.setdefault(session_id, {str(c): 0 for c in COUNT_ORDER})[status] = n
+    empty = {str(c): 0 for c in COUNT_ORDER}
+    return [
+        session_summary(s, seats or 0, waiting or 0, by_status.get(s.id, dict(empty)))
+        for s, seats, waiting in rows
+    ]
 
 
 def student_row(
@@ -119,6 +165,8 @@ def student_row(
         "invited_at": iso(enrollment.invited_at),
         "phone": person.phone,
         "delivery": delivery,
+        # The answer shown was recorded by an administrator (`tmcaldav answer`).
+        "by_hand": enrollment.calendar_seen is not None,
     }
 
 
@@ -159,20 +207,45 @@ def _last_answers(db: Any, session: TrainingSession) -> dict[int, Response]:
     return last
 
 
-def history_rows(responses: list[Response]) -> list[dict[str, Any]]:
-    """A student's answers as JSON-ready rows."""
-    return [
-        {
-            "calendar": r.calendar_status,
-            "icon": ICONS[r.calendar_status],
-            "responded_at": iso(r.responded_at),
-            "observed_at": iso(r.observed_at),
-            "sequence": r.sequence,
-            "source": r.source,
-            "reason": r.reason,
-        }
+def history_rows(
+    responses: list[Response], reminders: list[Reminder] | None = None
+) -> list[dict[str, Any]]:
+    """A student's answers (and the reminders sent to them) as JSON-ready rows, in the
+    order they happened. `event` says which: "answer" or "reminder"."""
+    rows = [
+        (
+            r.observed_at,
+            {
+                "event": "answer",
+                "calendar": r.calendar_status,
+                "icon": ICONS[r.calendar_status],
+                "responded_at": iso(r.responded_at),
+                "observed_at": iso(r.observed_at),
+                "sequence": r.sequence,
+                "source": r.source,
+                "reason": r.reason,
+            },
+        )
         for r in responses
     ]
+    rows += [
+        (
+            m.sent_at,
+            {
+                "event": "reminder",
+                # The calendar status the student had when reminded.
+                "calendar": m.calendar_status,
+                "icon": ICONS[m.calendar_status],
+                "responded_at": None,
+                "observed_at": iso(m.sent_at),
+                "sequence": m.sequence,
+                "source": m.channel,
+                "reason": "reminder",
+            },
+        )
+        for m in reminders or []
+    ]
+    return [row for _, row in sorted(rows, key=lambda pair: pair[0])]
 
 
 def person_row(person: Person) -> dict[str, Any]:
@@ -194,6 +267,8 @@ def delivery_view(delivery: Delivery | None) -> dict[str, Any] | None:
         "sent_at": iso(delivery.sent_at),
         "next_attempt_at": iso(delivery.next_attempt_at),
         "error": delivery.last_error,
+        # Set when it went to an address the person no longer has (a replaced one).
+        "address": delivery.address,
     }
 
 

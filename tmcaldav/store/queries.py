@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.domain import PAGE_RANK, CalendarStatus, EnrollmentStatus, SessionStatus
 from tmcaldav.store.engine import NotFoundError
-from tmcaldav.store.model import Enrollment, Note, Person, Response, TrainingSession
+from tmcaldav.store.model import Enrollment, Note, Person, Reminder, Response, TrainingSession
 
 
 def get_session(
@@ -85,6 +85,15 @@ def history(db: Session, enrollment: Enrollment) -> Sequence[Response]:
         select(Response)
         .where(Response.enrollment_id == enrollment.id)
         .order_by(Response.observed_at, Response.id)
+    ).all()
+
+
+def reminders(db: Session, enrollment: Enrollment) -> Sequence[Reminder]:
+    """Every reminder sent to one enrollment, oldest first."""
+    return db.scalars(
+        select(Reminder)
+        .where(Reminder.enrollment_id == enrollment.id)
+        .order_by(Reminder.sent_at, Reminder.id)
     ).all()
 
 

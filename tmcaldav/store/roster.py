@@ -82,6 +82,8 @@ class SessionFields:
     capacity: int | None = None
     course: str | None = None
     description: str | None = None
+    # When the daemon invites the enrolled students ("" clears it).
+    invite_at: str | None = None
 
 
 def check_length(what: str, value: str | None, limit: int) -> None:
@@ -108,7 +110,17 @@ def add_session(db: Session, key: str, fields: SessionFields, default_tz: str) -
 
 
 # The session's columns an edit can change.
-EDITABLE = ("title", "location", "description", "start_at", "end_at", "tz", "capacity", "course")
+EDITABLE = (
+    "title",
+    "location",
+    "description",
+    "start_at",
+    "end_at",
+    "tz",
+    "capacity",
+    "course",
+    "invite_at",
+)
 
 
 def edit_session(db: Session, key: str, fields: SessionFields) -> set[str]:
@@ -149,6 +161,8 @@ def _apply_fields(session: TrainingSession, fields: SessionFields) -> None:
     if fields.capacity is not None and fields.capacity < 0:
         raise RosterError(f"capacity must not be negative (got {fields.capacity})")
     session.start_at, session.end_at, session.tz = start, end, tz
+    if fields.invite_at is not None:
+        session.invite_at = parse_time(fields.invite_at, tz) if fields.invite_at.strip() else None
     for name in ("location", "capacity", "course", "description"):
         value = getattr(fields, name)
         if value is not None:
@@ -288,3 +302,111 @@ def import_outcome(
         )
     db.flush()
     return enrollment
+
+
+# ---- people: corrections and removal -------------------------------------------------------
+
+
+def edit_person(
+    db: Session,
+    email: str,
+    *,
+    name: str | None = None,
+    phone: str | None = None,
+    new_email: str | None = None,
+) -> tuple[Person, str]:
+    """Change a person's name, phone or address; returns them and their old address.
+
+    The person keeps their enrollments and every answer: only the address changes.
+    RosterError when the new address is taken (in any spelling) or a text is too long;
+    an empty --phone clears it.
+    """
+    person = get_person(db, normalise_address(email))
+    old = person.email
+    check_length("the name", name, 300)
+    check_length("the phone number", phone, 50)
+    if name is not None:
+        if not name.strip():
+            raise RosterError("the name must not be empty")
+        person.name = name
+    if phone is not None:
+        person.phone = phone or None
+    if new_email is not None:
+        address = normalise_address(new_email)
+        if address != old:
+            taken = find_person(db, address)
+            if taken is not None:
+                who = f" ({taken.name})" if taken.name else ""
+                raise RosterError(
+                    f"{address} is already a person{who}; nothing changed "
+                    f"(remove one of them first: tmcaldav person remove EMAIL)"
+                )
+            person.email = address
+    db.flush()
+    return person, old
+
+
+def upcoming(enrollment: Enrollment, now: datetime) -> bool:
+    """True when the enrollment's session is scheduled and not over yet."""
+    session = enrollment.session
+    return session.status == "scheduled" and session.end_at > now
+
+
+def live_enrollments(person: Person, now: datetime) -> list[Enrollment]:
+    """The person's enrollments that still count: upcoming sessions, not cancelled."""
+    return [e for e in person.enrollments if e.status != "cancelled" and upcoming(e, now)]
+
+
+def remove_person(db: Session, email: str, now: datetime) -> tuple[int, int]:
+    """Delete a person with their enrollments and answers; returns how many of each.
+
+    RosterError while they are enrolled (or waitlisted) in an upcoming session: cancel
+    those first (`person remove --cancel-enrollments` does).
+    """
+    person = get_person(db, normalise_address(email))
+    live = live_enrollments(person, now)
+    if live:
+        keys = ", ".join(sorted(e.session.key for e in live))
+        raise RosterError(
+            f"{person.email} is still in upcoming sessions: {keys}; nothing changed. "
+            f"Cancel those first, or run: tmcaldav person remove {person.email} "
+            "--cancel-enrollments"
+        )
+    enrollments = list(person.enrollments)
+    answers = sum(len(e.responses) for e in enrollments)
+    for enrollment in enrollments:
+        db.delete(enrollment)
+    db.flush()
+    db.delete(person)
+    db.flush()
+    return len(enrollments), answers
+
+
+# ---- sessions: deletion ------------------------------------------------------------------
+
+
+def check_deletable(session: TrainingSession) -> None:
+    """RosterError unless the session may be deleted: never published or cancelled, and
+    without attendance records (they feed the no-show report)."""
+    key = session.key
+    if session.status != "cancelled" and session.calendar_state != "unpublished":
+        raise RosterError(
+            f"session {key} is published; cancel it first: tmcaldav session cancel {key}"
+        )
+    recorded = [e for e in session.enrollments if e.status in ("attended", "no_show")]
+    if recorded:
+        raise RosterError(
+            f"session {key} has attendance records for {plural(len(recorded), 'student')} "
+            "(they feed the no-show report); it is kept"
+        )
+
+
+def delete_session(db: Session, key: str) -> int:
+    """Delete a session with its enrollments, answers, notes, suggestions and pending
+    hooks (the database cascades them); returns how many enrollments went with it."""
+    session = get_session(db, key)
+    check_deletable(session)
+    count = len(session.enrollments)
+    db.delete(session)
+    db.flush()
+    return count

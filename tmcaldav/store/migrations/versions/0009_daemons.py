@@ -1,7 +1,7 @@
 """daemons: the running daemons, active or standing by, with their heartbeat
 
 Revision ID: 0009
-Revises: 0004
+Revises: 0006
 Create Date: 2026-12-02 10:00:00
 """
 
@@ -13,9 +13,9 @@ from alembic import op
 import tmcaldav.store.model
 
 revision = "0009"
-# The brief's base is 0003; this branch already holds 0004 (suggestion premises), and
-# two heads would break every command, so it follows 0004. The lead re-chains on merge.
-down_revision = "0004"
+# The brief's base is 0003; this branch holds main's 0004 and 0006 already, and two
+# heads would break every command, so it follows 0006. The lead re-chains on merge.
+down_revision = "0006"
 branch_labels = None
 depends_on = None
 
