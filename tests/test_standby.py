@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -71,7 +72,7 @@ def pg_scenario(
 
 
 @pytest.fixture
-def daemons() -> object:
+def daemons() -> Iterator[list[DaemonProcess]]:
     started: list[DaemonProcess] = []
     yield started
     for d in started:
@@ -162,24 +163,25 @@ def test_kill_9_of_the_active_while_answers_arrive_standby_takes_over(
     ]
 
 
-def written(store: Store) -> tuple[int, str]:
-    """Rows written to the store so far (PostgreSQL's counters) and its whole content."""
+def written(store: Store) -> str:
+    """Every row version of every table: its place (ctid), the transaction that wrote it
+    (xmin) and its content. Any write — even an UPDATE to the same values — changes it."""
     with store.engine.connect() as connection:
-        connection.execute(text("SELECT pg_stat_clear_snapshot()"))
-        count = connection.execute(
-            text("SELECT sum(n_tup_ins + n_tup_upd + n_tup_del) FROM pg_stat_user_tables")
-        ).scalar_one()
-        tables = connection.execute(
-            text("SELECT relname FROM pg_stat_user_tables ORDER BY relname")
-        ).scalars()
+        tables = list(
+            connection.execute(
+                text("SELECT tablename FROM pg_tables WHERE schemaname = 'public' ORDER BY 1")
+            ).scalars()
+        )
         content = {
             table: [
-                list(map(str, row))
-                for row in connection.execute(text(f'SELECT * FROM "{table}" ORDER BY 1'))
+                list(row)
+                for row in connection.execute(
+                    text(f'SELECT ctid::text, xmin::text, t::text FROM "{table}" t ORDER BY 1')
+                )
             ]
             for table in tables
         }
-    return int(count), json.dumps(content, sort_keys=True)
+    return json.dumps(content, sort_keys=True)
 
 
 def test_a_paused_active_is_fenced_and_writes_nothing_after_it_wakes(
@@ -344,6 +346,7 @@ def test_the_fence_refuses_every_transaction_once_the_lock_connection_ends(
     """In one process: end the lock's connection from outside (as a standby does), and
     the next transaction and the next read raise Fenced, and nothing is written."""
     from tmcaldav.standby import Lease
+    from tmcaldav.store import StoreError
     from tmcaldav.store.daemons import Fenced, list_daemons
     from tmcaldav.store.lock import StoreLock
     from tmcaldav.store.model import Note
@@ -360,6 +363,23 @@ def test_the_fence_refuses_every_transaction_once_the_lock_connection_ends(
         [me] = list_daemons(store)
         assert me.role == "active"
         outside = store_of(pg_scenario)
+        # A store connection (not the lock's) that drops fails its unit of work with a
+        # StoreError, not a traceback; the next one reconnects, and the fence lets it
+        # through: the lock is still ours.
+        with outside.engine.connect() as connection:
+            connection.execute(
+                text(
+                    "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity "
+                    "WHERE application_name = :name"
+                ),
+                {"name": f"tmcaldav-daemon-{lease.record_id}"},
+            )
+        with pytest.raises(StoreError) as dropped, store.scratch():
+            pass
+        assert not isinstance(dropped.value, Fenced)
+        with store.transaction() as db:
+            db.execute(text("SELECT 1"))
+        assert not lost
         with outside.engine.connect() as connection:
             connection.execute(
                 text("SELECT pg_terminate_backend(:pid, 5000)"), {"pid": lease.lock_pid}

@@ -71,7 +71,10 @@ def _check_daemons(store: Store, config: Config, say: Callable[[str], None]) -> 
     takeover = config.daemon.takeover_seconds
     daemons = list_daemons(store)
     if not any(d.role == DaemonRole.ACTIVE for d in daemons):
-        say("warn daemon: no daemon is active on this store (start one: tmcaldav run)")
+        say(
+            "warn daemon: no daemon is active on this store (start one: tmcaldav run; "
+            "none is needed when tmcaldav-once.timer runs `run --once`)"
+        )
     for d in daemons:
         since = d.active_since if d.role == DaemonRole.ACTIVE else d.started_at
         where = f"on {d.host} (pid {d.pid}) since {since:%Y-%m-%d %H:%M:%S} UTC" if since else ""

@@ -344,14 +344,23 @@ class Lease:
         if self.lost is None:
             # Straight on the driver's connection: through the ORM the same call costs
             # twice as much, and it runs in every transaction (bench/failover.py).
-            driver = session.connection().connection.dbapi_connection
+            connection = session.connection()
+            driver = connection.connection.dbapi_connection
             assert driver is not None
-            cursor = driver.cursor()
             try:
-                cursor.execute(self._fence_sql)
-                row = cursor.fetchone()
-            finally:
-                cursor.close()
+                cursor = driver.cursor()
+                try:
+                    cursor.execute(self._fence_sql)
+                    row = cursor.fetchone()
+                finally:
+                    cursor.close()
+            except self.store.engine.dialect.loaded_dbapi.Error as e:
+                # Past SQLAlchemy, so tell it: the connection is dropped, not reused,
+                # and the transaction ends without a word to a dead server.
+                connection.invalidate(e)
+                raise StoreError(
+                    f"store {self.store.safe_url}: {_first_line(e)}; nothing was changed"
+                ) from e
             if row is not None and not row[0]:
                 return
             self._lose("its lock connection to the store has ended")
