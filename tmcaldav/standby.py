@@ -69,11 +69,13 @@ _ACTIVE = text(
     "FROM daemons d WHERE d.role = 'active' ORDER BY d.active_since DESC LIMIT 1"
 )
 # Without pg_terminate_backend's own wait, which looks only every 100 ms: the lock
-# wait notices the holder's end by itself, and `_wait_gone` looks every 10 ms.
+# wait notices the holder's end by itself, and `_end_connections_of` looks every 10 ms.
+# pg_terminate_backend stays in the select list: in a WHERE clause PostgreSQL could
+# call it before the conditions that choose whom it ends.
 _TERMINATE_HOLDER = text(f"SELECT pg_terminate_backend(pid) FROM {LOCK_HELD} AND pid = :pid")
 _TERMINATE_NAMED = text(
-    "SELECT pid FROM pg_stat_activity WHERE application_name = ANY(:names) "
-    "AND pid <> pg_backend_pid() AND pg_terminate_backend(pid)"
+    "SELECT pid, pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE application_name = ANY(:names) AND pid <> pg_backend_pid()"
 )
 _STILL_THERE = text("SELECT count(*) FROM pg_stat_activity WHERE pid = ANY(:pids)")
 # The fence: the active daemon's lock connection also holds an advisory lock of its own,
@@ -128,6 +130,8 @@ class Lease:
         self.status = "standby: waiting for the store lock"
         # Whom this daemon replaced, for the log line when it becomes active.
         self.replaced: str | None = None
+        # The silent daemon whose connection this standby ended: host, pid, silence (s).
+        self._silenced: tuple[str, int, float] | None = None
         self._on_lost = on_lost
         self._guard = threading.Lock()
         self._stop = threading.Event()
@@ -231,7 +235,7 @@ class Lease:
                 self._told_privilege = True
             return
         self._tried = None
-        self.replaced = f"{host} (pid {pid}), silent for {silent:.1f} s"
+        self._silenced = (host, pid, silent)
 
     # ---- becoming active -----------------------------------------------------------------
 
@@ -269,15 +273,14 @@ class Lease:
         connection.commit()
         if old:
             self._end_connections_of([row.id for row in old])
-            if self.replaced is None:
-                self.replaced = ", ".join(f"{row.host} (pid {row.pid})" for row in old)
+            self.replaced = ", ".join(self._describe(row.host, row.pid) for row in old)
         now = db_now(connection)
         connection.execute(
             delete(DaemonRecord).where(
                 DaemonRecord.role == DaemonRole.ACTIVE.value, DaemonRecord.id != self.record_id
             )
         )
-        connection.execute(
+        taken = connection.execute(
             update(DaemonRecord)
             .where(DaemonRecord.id == self.record_id)
             .values(
@@ -286,7 +289,17 @@ class Lease:
                 heartbeat_at=now,
                 backend_pid=self.lock_pid,
             )
-        )
+        ).rowcount
+        if not taken:
+            # Our standby row went missing (removed while the store was away): write it
+            # again under the same id, which our connections carry in their name.
+            register(
+                connection,
+                DaemonRole.ACTIVE,
+                self.lock_pid,
+                forget_after=10 * self.takeover_after,
+                row_id=self.record_id,
+            )
         connection.execute(_FENCE_HOLD, {"class": FENCE_CLASS, "me": self.record_id})
         connection.commit()
         self._fence_sql = _FENCE.format(cls=FENCE_CLASS, me=int(self.record_id))
@@ -299,11 +312,13 @@ class Lease:
         after we start writing."""
         connection = self._lock_connection()
         try:
-            ended = list(
-                connection.execute(
+            ended = [
+                pid
+                for pid, signalled in connection.execute(
                     _TERMINATE_NAMED, {"names": [connection_name(i) for i in record_ids]}
-                ).scalars()
-            )
+                )
+                if signalled
+            ]
             connection.commit()
         except DBAPIError as e:
             connection.rollback()
@@ -333,6 +348,11 @@ class Lease:
             time.sleep(0.01)
         connection.commit()
         log.info("ended %d store connection(s) of the daemon this one replaces", len(ended))
+
+    def _describe(self, host: str, pid: int) -> str:
+        if self._silenced is not None and self._silenced[:2] == (host, pid):
+            return f"{host} (pid {pid}), silent for {self._silenced[2]:.1f} s"
+        return f"{host} (pid {pid})"
 
     # ---- the fence -------------------------------------------------------------------------
 

@@ -68,11 +68,14 @@ def seconds_since(column: SQLColumnExpression[datetime]) -> ColumnElement[float]
 
 
 def register(
-    connection: Connection, role: DaemonRole, backend_pid: int | None, forget_after: float
+    connection: Connection,
+    role: DaemonRole,
+    backend_pid: int | None,
+    forget_after: float,
+    row_id: int | None = None,
 ) -> int:
-    """Write this process's row (and forget rows long silent); returns the row's id.
-
-    The caller commits."""
+    """Write this process's row (and forget rows long silent); returns the row's id
+    (`row_id` when given, else a new one). The caller commits."""
     now = db_now(connection)
     forget = max(FORGET_AFTER, forget_after)
     if connection.dialect.name == "postgresql":
@@ -82,9 +85,11 @@ def register(
             utcnow() - timedelta(seconds=forget), UTCDateTime()
         )
     connection.execute(delete(DaemonRecord).where(silent_long))
-    row_id = connection.execute(
+    given = {"id": row_id} if row_id is not None else {}
+    new_id = connection.execute(
         insert(DaemonRecord)
         .values(
+            **given,
             host=this_host(),
             pid=os.getpid(),
             role=role.value,
@@ -95,7 +100,7 @@ def register(
         )
         .returning(DaemonRecord.id)
     ).scalar_one()
-    return int(row_id)
+    return int(new_id)
 
 
 def unregister(connection: Connection, row_id: int) -> None:
