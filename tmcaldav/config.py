@@ -184,6 +184,17 @@ class DaemonConfig:
     poll_interval: float = 60.0
     backoff_max: float = 900.0
     lock_file: str | None = None
+    # `run` waits for the store lock instead of exiting 75, and takes over when the
+    # active daemon dies (PostgreSQL only: see README, "More than one machine").
+    standby: bool = False
+    # Seconds of silence after which a standby takes over from the active daemon;
+    # None: two poll intervals.
+    takeover_after: float | None = None
+
+    @property
+    def takeover_seconds(self) -> float:
+        """`takeover_after`, or two poll intervals when it is not set."""
+        return self.takeover_after if self.takeover_after is not None else 2 * self.poll_interval
 
 
 @dataclass(frozen=True)
@@ -471,7 +482,7 @@ def _stand_in(hint: Any) -> Any:
     hint = args[0] if args else hint
     if typing.get_origin(hint) is tuple:
         return ()
-    return {str: "", int: 0, float: 0.0}.get(hint)
+    return {str: "", int: 0, float: 0.0, bool: False}.get(hint)
 
 
 def _convert(value: Any, hint: Any) -> tuple[bool, Any]:
@@ -556,6 +567,8 @@ def _check_values(s: dict[str, Any], problems: list[str]) -> None:
             problems.append("daemon.poll_interval: must be positive (seconds)")
         if daemon.backoff_max < daemon.poll_interval:
             problems.append("daemon.backoff_max: must be at least daemon.poll_interval")
+        if daemon.takeover_after is not None and daemon.takeover_after <= 0:
+            problems.append("daemon.takeover_after: must be positive (seconds)")
     plugins: PluginsConfig | None = s.get("plugins")
     if plugins is not None:
         for d in plugins.plugin_dirs:
@@ -790,6 +803,11 @@ def check_config_file(path: str) -> ConfigRead:
         except SecretError as e:
             read.problems.append(f"{name}: {e}")
     store = read.usable("store", "url")
+    daemon = read.usable("daemon", "standby")
+    if store is not None and daemon is not None and daemon.standby:
+        refusal = standby_refusal(store.url)
+        if refusal:
+            read.problems.append(f"daemon.standby: {refusal}")
     if store is not None and not any(p.startswith("store.url") for p in read.problems):
         from sqlalchemy.engine import make_url
 
@@ -811,3 +829,26 @@ def check_timezone(name: str) -> ZoneInfo:
         return ZoneInfo(name)
     except (ZoneInfoNotFoundError, ValueError) as e:
         raise ValueError(f"unknown time zone {name!r} (use an IANA name like Europe/Berlin)") from e
+
+
+def standby_refusal(store_url: str) -> str | None:
+    """Why a standby daemon cannot work on the store at `store_url`; None when it can.
+
+    A standby takes over from a daemon on another machine, so the store and its lock
+    must be reachable from both: PostgreSQL. A SQLite file and its lock live on one
+    machine, where systemd's Restart= already is the failover.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        backend = make_url(store_url).get_backend_name()
+    except Exception:
+        return None  # store.url itself is reported as not a database URL
+    if backend == "postgresql":
+        return None
+    return (
+        f"a standby daemon needs a PostgreSQL store, and this one is {backend}: a "
+        f"{backend} store lives on one machine, so a standby could only wait on the "
+        "machine it should replace; use a PostgreSQL [store] url, or run one daemon "
+        "and let systemd restart it (Restart=on-failure)"
+    )

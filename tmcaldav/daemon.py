@@ -25,13 +25,16 @@ from datetime import datetime, timedelta
 from types import FrameType
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
 
 from tmcaldav.app import App
 from tmcaldav.caldav import CalendarError, ServerError
-from tmcaldav.config import Config, ConfigError, SecretError, load_config
+from tmcaldav.config import Config, ConfigError, SecretError, load_config, standby_refusal
+from tmcaldav.errors import EXIT_FENCED
 from tmcaldav.retry import backoff
+from tmcaldav.standby import Lease
 from tmcaldav.store import StoreError, StoreUnavailable
-from tmcaldav.store.lock import AlreadyRunning
+from tmcaldav.store.lock import AlreadyRunning, StoreLock
 from tmcaldav.store.model import SyncState, utcnow
 from tmcaldav.sync import EmptyCalendar, load_state, state_key
 from tmcaldav.systemd import Notifier
@@ -65,6 +68,13 @@ HEARTBEAT = timedelta(minutes=15)
 
 class Daemon:
     """The long-running service around one config file."""
+
+    # `run --standby` or [daemon] standby: wait for the store lock (see tmcaldav.standby).
+    standby = False
+    # The hold on the store of a running loop (not of `--once`).
+    lease: Lease | None = None
+    # Why the lease was lost, when it was: the daemon stops and exits EXIT_FENCED.
+    fenced: str | None = None
 
     def __init__(self, config_path: str, notifier: Notifier | None = None):
         self.config_path = config_path
@@ -264,24 +274,29 @@ class Daemon:
         """Run until stopped (or one tick with `once`); returns the exit code."""
         lock = self.app.lock("once" if once else "daemon")
         try:
-            lock.acquire()
+            if not self._take_lock(lock, once=once):
+                return EXIT_OK  # stopped while standing by
         except AlreadyRunning as e:
             log.error("%s", e)
             return EXIT_LOCKED
         except StoreUnavailable as e:
             log.error("%s", e)
             return EXIT_CONFIG
+        except StoreError as e:
+            log.error("%s", e)
+            return EXIT_FAILED
         self._warn_insecure()
         try:
             if once:
                 result = self.tick()
                 log.info("%s", result.summary)
                 return EXIT_OK if result.ok else EXIT_FAILED
-            return self._loop()
+            return self._unless_fenced(self._loop())
         finally:
             if not self.abandoned:
                 # An abandoned tick may still be using both: the process ends instead,
                 # and the operating system releases the lock.
+                self._end_lease()
                 lock.release()
                 self.store.close()
 
@@ -293,6 +308,76 @@ class Daemon:
                 "network in clear text; use https:// when you can",
                 caldav.url,
             )
+
+    # ---- the store lock across machines (tmcaldav.standby) ------------------------------
+
+    def _take_lock(self, lock: StoreLock, *, once: bool) -> bool:
+        """Take the store lock — standing by for it when `standby` — and, for the loop,
+        the lease: our row in `daemons`, the heartbeat and the fence. False when stopped
+        while standing by."""
+        if once:
+            lock.acquire()
+            return True
+        self.lease = Lease(
+            self.store, lock, self.config.daemon.takeover_seconds, self._on_lease_lost
+        )
+        if self.standby:
+            self.install_signals()
+            self.notifier.ready(self.lease.status)
+            if not self.lease.stand_by(
+                lambda: self.stop_requested, self._pause_standing_by, self._tell_standing_by
+            ):
+                self.lease.close()
+                lock.release()
+                log.info("tmcaldav standby stopped")
+                return False
+        else:
+            lock.acquire()
+        try:
+            self.lease.activate()
+        except DBAPIError as e:
+            lock.release()
+            raise StoreError(
+                f"could not record this daemon as the active one in the store: {e.orig}"
+            ) from e
+        if self.standby and self.lease.replaced:
+            log.warning(
+                "this daemon is now the active one (took over from %s)", self.lease.replaced
+            )
+        elif self.standby:
+            log.info("this daemon is now the active one (no other daemon was active)")
+        return True
+
+    def _pause_standing_by(self, seconds: float) -> None:
+        self.wake.wait(seconds)
+        self.wake.clear()
+
+    def _tell_standing_by(self, status: str) -> None:
+        self.notifier.status(status)
+        self.notifier.watchdog()
+
+    def _on_lease_lost(self, reason: str) -> None:
+        """The store lock is gone (any thread): stop at once; the fence refuses writes."""
+        self.fenced = reason
+        self.stop_requested = True
+        self.wake.set()
+
+    def _unless_fenced(self, code: int) -> int:
+        if self.fenced is None:
+            return code
+        log.error(
+            "this daemon lost the store lock (%s) and stopped without writing anything "
+            "more: another daemon may be active (a standby takes over when this one is "
+            "silent for [daemon] takeover_after). Exit %d; systemd restarts it, as a "
+            "standby with [daemon] standby = true",
+            self.fenced,
+            EXIT_FENCED,
+        )
+        return EXIT_FENCED
+
+    def _end_lease(self) -> None:
+        if self.lease is not None:
+            self.lease.close()
 
     def _loop(self) -> int:
         self.install_signals()
@@ -403,7 +488,7 @@ class Daemon:
                 self.notifier.watchdog()
 
 
-def run_daemon(config_path: str, *, once: bool = False) -> int:
+def run_daemon(config_path: str, *, once: bool = False, standby: bool = False) -> int:
     """Entry point of `tmcaldav run`; returns the exit code."""
     try:
         daemon = Daemon(config_path)
@@ -414,6 +499,13 @@ def run_daemon(config_path: str, *, once: bool = False) -> int:
     except StoreUnavailable as e:
         log.error("%s", e)
         return EXIT_CONFIG
+    daemon.standby = standby or daemon.config.daemon.standby
+    if daemon.standby:
+        refusal = standby_refusal(daemon.config.store.url)
+        if refusal:
+            log.error("a standby is refused: %s", refusal)
+            daemon.store.close()
+            return EXIT_CONFIG
     code = daemon.run(once=once)
     if daemon.abandoned:
         # The abandoned tick's thread must not go on writing after "stopped": end the

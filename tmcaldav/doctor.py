@@ -39,6 +39,7 @@ def run_doctor(config: Config, say: Callable[[str], None]) -> bool:
             _check_private_files(config, store, say)
             _check_plugins(store, say)
             _check_unreadable(store, say)
+            _check_daemons(store, config, say)
             if config.scheduling.mode == "imip":
                 from tmcaldav.imip.service import doctor_mail
 
@@ -140,6 +141,38 @@ def _check_unreadable(store: Store, say: Callable[[str], None]) -> None:
         )
     if len(retries) > 10:
         say(f"warn ... and {plural(len(retries) - 10, 'more unreadable object')}")
+
+
+def _check_daemons(store: Store, config: Config, say: Callable[[str], None]) -> None:
+    """Which daemon is active on the store and which stand by (the `daemons` table)."""
+    from datetime import timedelta
+
+    from tmcaldav.domain import DaemonRole
+    from tmcaldav.store.daemons import list_daemons
+    from tmcaldav.words import duration
+
+    takeover = config.daemon.takeover_seconds
+    daemons = list_daemons(store)
+    if not any(d.role == DaemonRole.ACTIVE for d in daemons):
+        say(
+            "warn daemon: no daemon is active on this store (start one: tmcaldav run; "
+            "none is needed when tmcaldav-once.timer runs `run --once`)"
+        )
+    for d in daemons:
+        since = d.active_since if d.role == DaemonRole.ACTIVE else d.started_at
+        where = f"on {d.host} (pid {d.pid}) since {since:%Y-%m-%d %H:%M:%S} UTC" if since else ""
+        silent = duration(timedelta(seconds=d.silent_for))
+        if d.silent_for <= takeover:
+            doing = "active" if d.role == DaemonRole.ACTIVE else "standing by"
+            say(f"ok   daemon: {doing} {where}, heard from {silent} ago")
+        elif d.role == DaemonRole.ACTIVE:
+            say(
+                f"warn daemon: the active daemon {where} has been silent for {silent} (more "
+                f"than takeover_after = {takeover:g} s): paused, hung or its machine gone; "
+                "a standby takes over, else restart it"
+            )
+        else:
+            say(f"warn daemon: the standby {where} has been silent for {silent}: it is gone")
 
 
 def _check_server(config: Config, say: Callable[[str], None]) -> bool:

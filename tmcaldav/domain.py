@@ -134,6 +134,13 @@ class AnswerEvidence(StrEnum):
     OBSERVED = "observed"
 
 
+class DaemonRole(StrEnum):
+    """What a running `tmcaldav run` does on its store: ticks, or waits to take over."""
+
+    ACTIVE = "active"
+    STANDBY = "standby"
+
+
 def values(enum: type[StrEnum]) -> tuple[str, ...]:
     """The enum's values as plain strings, in definition order (for CHECK constraints)."""
     return tuple(member.value for member in enum)

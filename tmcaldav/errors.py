@@ -3,7 +3,8 @@
 The CLI prints `str(error)` — a message that says what is wrong and what to do — and
 exits with `error.exit_code`; the daemon logs the same message. Exit codes follow
 DESIGN §5: 1 a failed operation, 2 bad usage, bad config or a store that cannot be
-opened, 75 (EX_TEMPFAIL) try again later.
+opened, 3 a daemon fenced off its store (another daemon took over while it was paused),
+75 (EX_TEMPFAIL) try again later.
 """
 
 from __future__ import annotations
@@ -11,6 +12,9 @@ from __future__ import annotations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+# A daemon that lost the store lock (a standby took over while it was paused) and stopped
+# without writing; systemd restarts it, as a standby when so configured.
+EXIT_FENCED = 3
 EXIT_TEMPFAIL = 75
 
 

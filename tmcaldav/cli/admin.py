@@ -70,13 +70,20 @@ def check_config(app: App) -> None:
 
 @cli.command()
 @click.option("--once", is_flag=True, help="Run exactly one tick, then exit.")
+@click.option(
+    "--standby",
+    is_flag=True,
+    help="Wait for the store lock instead of exiting 75, and take over when the active "
+    "daemon stops or falls silent (PostgreSQL; also [daemon] standby).",
+)
 @click.pass_context
-def run(ctx: click.Context, once: bool) -> None:
+def run(ctx: click.Context, once: bool, standby: bool) -> None:
     """The daemon: poll, run the hooks, read mail, every [daemon] poll_interval.
 
-    Exit codes: 0 ok, 1 the tick failed (--once), 2 config error, 75 another instance
-    holds the store's lock. SIGTERM/SIGINT stop after the current step, SIGHUP reloads
-    the config, SIGUSR1 polls now.
+    Exit codes: 0 ok, 1 the tick failed (--once), 2 config error (or --standby on
+    SQLite), 3 fenced (a standby took over while this daemon was paused), 75 another
+    instance holds the store's lock. SIGTERM/SIGINT stop after the current step, SIGHUP
+    reloads the config, SIGUSR1 polls now.
     """
     from tmcaldav.daemon import run_daemon
     from tmcaldav.logs import setup_logging
@@ -85,7 +92,9 @@ def run(ctx: click.Context, once: bool) -> None:
     if logging.getLogger("tmcaldav").level > logging.INFO:
         setup_logging(logging.INFO)
     app: App = ctx.obj
-    raise click.exceptions.Exit(run_daemon(app.path, once=once))
+    if once and standby:
+        raise click.UsageError("--once and --standby do not go together: a standby waits")
+    raise click.exceptions.Exit(run_daemon(app.path, once=once, standby=standby))
 
 
 @cli.command()

@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -158,6 +158,10 @@ class Store:
         event.listen(self._sessions, "before_commit", _keep_suggestions_true)
         # Every unit of work records the sessions it touched, for live pages.
         watch_changes(self._sessions)
+        # Installed by an active daemon on PostgreSQL (tmcaldav.standby): run first in
+        # every transaction, it raises when this process no longer holds the store lock,
+        # so a daemon that lost it (paused while a standby took over) writes nothing.
+        self.fence: Callable[[Session], None] | None = None
 
     def close(self) -> None:
         """Release every connection."""
@@ -229,6 +233,8 @@ class Store:
         try:
             with session.begin():
                 session.connection(execution_options={WRITES: True})
+                if self.fence is not None:
+                    self.fence(session)
                 yield session
         except OperationalError as e:
             raise StoreError(f"store {self.safe_url}: {e.orig}; nothing was changed") from e
@@ -244,6 +250,9 @@ class Store:
         """A transaction that is always rolled back: checks and snapshots before network I/O."""
         session = self._sessions()
         try:
+            if self.fence is not None:
+                # A daemon that lost the lock acts on nothing it reads, either.
+                self.fence(session)
             yield session
         except OperationalError as e:
             raise StoreError(f"store {self.safe_url}: {e.orig}") from e

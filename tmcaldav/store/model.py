@@ -28,6 +28,7 @@ from tmcaldav.domain import (
     AnswerEvidence,
     CalendarState,
     CalendarStatus,
+    DaemonRole,
     DeliveryState,
     EnrollmentStatus,
     NoticeState,
@@ -46,6 +47,7 @@ CALENDAR_STATES = values(CalendarState)
 RESPONSE_SOURCES = values(ResponseSource)
 DELIVERY_STATES = values(DeliveryState)
 SUGGESTION_STATES = values(SuggestionState)
+DAEMON_ROLES = values(DaemonRole)
 NOTICE_STATES = values(NoticeState)
 REMINDER_CHANNELS = values(ReminderChannel)
 SERVER_DELIVERIES = values(ServerDelivery)
@@ -523,3 +525,25 @@ class PluginAttempt(Base):
     succeeded_at: Mapped[datetime | None]
     parked_at: Mapped[datetime | None]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class DaemonRecord(Base):
+    """A running daemon, active or standing by: who and where it is, and when it was last
+    heard from (times are the database's clock on PostgreSQL, so hosts need not agree).
+
+    Written when it starts, takes over and at each heartbeat; removed when it stops.
+    """
+
+    __tablename__ = "daemons"
+    __table_args__ = (CheckConstraint(_in("role", DAEMON_ROLES), name="role"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    host: Mapped[str] = mapped_column(String(255))
+    pid: Mapped[int]
+    role: Mapped[str] = mapped_column(String(20))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    active_since: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # PostgreSQL: the server process of the daemon's lock connection, which a standby
+    # ends when the daemon falls silent (its lock goes with it).
+    backend_pid: Mapped[int | None]
