@@ -357,7 +357,12 @@ def withdraw_broken(db: Session, session_ids: set[int], now: datetime) -> int:
     keys = set(db.scalars(select(TrainingSession.key).where(TrainingSession.id.in_(session_ids))))
     rows = db.execute(
         select(Suggestion.id, Suggestion.session_id, Suggestion.kind, Suggestion.details).where(
-            Suggestion.state == SuggestionState.OPEN, Suggestion.premise.is_not(None)
+            Suggestion.state == SuggestionState.OPEN,
+            Suggestion.premise.is_not(None),
+            # Only these sessions' advice, and offers (which name another session): a
+            # commit must not read every open suggestion of the store.
+            Suggestion.session_id.in_(session_ids)
+            | (Suggestion.kind == SuggestionKind.OFFER_OTHER_SESSION),
         )
     ).all()
     wanted = {
