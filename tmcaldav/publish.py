@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
@@ -32,7 +33,14 @@ from tmcaldav.config import Config, ConfigError
 from tmcaldav.domain import ServerDelivery, normalise_address
 from tmcaldav.errors import Refused, TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
-from tmcaldav.store.model import Enrollment, Reminder, Response, TrainingSession, utcnow
+from tmcaldav.store.model import (
+    Enrollment,
+    Person,
+    Reminder,
+    Response,
+    TrainingSession,
+    utcnow,
+)
 from tmcaldav.store.roster import RosterError, SessionFields, edit_session
 
 log = logging.getLogger(__name__)
@@ -626,14 +634,25 @@ class Publisher:
         if preview is not None:
             return Invitation(list(newly), list(picked_emails), {})
         undelivered: dict[str, ical.ScheduleResult] = {}
-        with self.store.scratch() as db:
-            for e in get_session(db, key, notes=False).enrollments:
-                if (
-                    e.person.email in picked_emails
-                    and e.delivery_status == ServerDelivery.NOT_DELIVERED
-                    and e.calendar_status == "invited"
-                ):
-                    undelivered[e.person.email] = ical.read_schedule_status(e.schedule_status)
+        if self.config.scheduling.mode == "server":
+            # Only the failures, read as plain columns: an invite must not load the
+            # whole session again.
+            with self.store.scratch() as db:
+                rows = db.execute(
+                    select(Person.email, Enrollment.schedule_status)
+                    .join(Enrollment, Enrollment.person_id == Person.id)
+                    .join(TrainingSession, TrainingSession.id == Enrollment.session_id)
+                    .where(
+                        TrainingSession.key == key,
+                        Enrollment.delivery_status == ServerDelivery.NOT_DELIVERED,
+                        Enrollment.calendar_status == "invited",
+                    )
+                )
+                undelivered = {
+                    email: ical.read_schedule_status(status)
+                    for email, status in rows
+                    if email in picked_emails
+                }
         return Invitation(list(newly), list(picked_emails), undelivered)
 
     def edit(self, key: str, fields: SessionFields) -> set[str]:
