@@ -18,10 +18,10 @@ import threading
 from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
 
+from tests.relay import HOP_BY_HOP as _HOP_BY_HOP
+from tests.relay import relay, reply
+
 _HOST = "127.0.0.1"
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
-)
 
 
 def _md5(text: str) -> str:
@@ -168,27 +168,10 @@ class AuthProxy:
                     if name.lower() not in _HOP_BY_HOP and name.lower() != "authorization"
                 }
                 headers["Authorization"] = proxy._upstream_auth
-                connection = http.client.HTTPConnection(*proxy._upstream, timeout=30)
-                try:
-                    connection.request(self.command, self.path, body=body or None, headers=headers)
-                    response = connection.getresponse()
-                    status, got, answer = response.status, response.getheaders(), response.read()
-                except OSError as exc:
-                    self._reply(502, {"Content-Type": "text/plain"}, f"{exc}\n".encode())
-                    return
-                finally:
-                    connection.close()
-                self._reply(status, dict(got), answer)
+                relay(self, http.client.HTTPConnection(*proxy._upstream, timeout=30), body, headers)
 
             def _reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                reply(self, status, headers, body)
 
             do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = do_POST = _handle
             do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle

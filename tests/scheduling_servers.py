@@ -55,6 +55,9 @@ from urllib.parse import urljoin, urlsplit
 
 import pytest
 
+from tests.relay import HOP_BY_HOP as _HOP_BY_HOP
+from tests.relay import relay, reply
+
 __all__ = [
     "DEFAULT_USERS",
     "DOMAIN",
@@ -734,18 +737,6 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
-_HOP_BY_HOP = frozenset(
-    {
-        "connection",
-        "keep-alive",
-        "transfer-encoding",
-        "content-length",
-        "te",
-        "upgrade",
-        "proxy-authorization",
-        "proxy-connection",
-    }
-)
 
 
 class _AuthProxy:
@@ -797,27 +788,10 @@ class _AuthProxy:
                     and name.lower() not in ("authorization", "x-remote-user")
                 }
                 headers["X-Remote-User"] = user
-                connection = _UnixHTTPConnection(proxy.socket_path)
-                try:
-                    connection.request(self.command, self.path, body=body or None, headers=headers)
-                    response = connection.getresponse()
-                    status, got, answer = response.status, response.getheaders(), response.read()
-                except OSError as exc:
-                    self._reply(502, {"Content-Type": "text/plain"}, f"{exc}\n".encode())
-                    return
-                finally:
-                    connection.close()
-                self._reply(status, dict(got), answer)
+                relay(self, _UnixHTTPConnection(proxy.socket_path), body, headers)
 
             def _reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if self.command != "HEAD":
-                    self.wfile.write(body)
+                reply(self, status, headers, body)
 
             do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = do_POST = _handle
             do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle
