@@ -4,20 +4,28 @@ Plugins mark their implementations with `hookimpl` (project name "tmcaldav") and
 take any subset of a hook's arguments. Every hook argument is a frozen view from
 `tmcaldav.views`, never an ORM object.
 
-What every hook shares:
+What every hook shares, said here once (each hook's docstring says what is its own, and
+ends with the return and failure lines of `_SHARED`):
 
-- Each implementation is called on its own, in a worker thread of its plugin. One
-  that raises (anything, `SystemExit` included) or overruns `[plugins] hook_timeout`
-  is logged with the plugin's name, the hook and the event id; the other plugins still
-  run and the daemon goes on. The event waits for the plugins that failed it: the next
-  tick calls only those again, and one that fails it `[plugins] max_attempts` times in
-  a row is parked for it (the event is then done without it).
-- A hook may return None, one `SuggestionSpec` or `Notice`, or a list of them (except
-  `on_shutdown`). Suggestions are stored in the transaction that marks the event done,
-  deduplicated by their dedupe key: the same advice is stored once however often it
-  is given. A `Notice` (a plain-text mail to the administrator) is stored the same
-  way under its key and sent by the tick. Anything else returned is logged as the
-  plugin's error and ignored.
+- Arguments: `change` is a `ResponseChange`: who answered, the old and new calendar
+  status, when, and the event id. `session` is the `SessionView` of the session the
+  event is about, as it is when the hook runs (it may have moved on since the event
+  was recorded), with each student's status and calendar status. `context` is a
+  `HookContext`: the time (`context.now`), the event id (`context.event_id`) and the
+  scheduled sessions of the same course that start later (`context.later_sessions`).
+- Return: a `SuggestionResult`: None, one `SuggestionSpec` or `Notice`, or a list of
+  them (`on_shutdown` returns nothing). Suggestions are stored in the transaction that
+  marks the event done, deduplicated by their dedupe key: the same advice is stored
+  once however often it is given. A `Notice` (a plain-text mail to the administrator)
+  is stored the same way under its key and sent by the tick. Anything else returned is
+  logged as the plugin's error and ignored.
+- Failures: a hook raises nothing on purpose. Each implementation is called on its
+  own, in a worker thread of its plugin. One that raises (anything, `SystemExit`
+  included) or overruns `[plugins] hook_timeout` is logged with the plugin's name, the
+  hook and the event id; the other plugins still run and the daemon goes on. The event
+  waits for the plugins that failed it: the next tick calls only those again, and one
+  that fails it `[plugins] max_attempts` times in a row is parked for it (the event is
+  then done without it).
 - Each event fires its hooks once. The store work is exactly once; side effects
   outside the store (a webhook, a file) are at least once: after a crash between a
   hook call and the commit that records it, the hook runs again with the same
@@ -28,7 +36,9 @@ What every hook shares:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import pluggy
 
@@ -48,8 +58,23 @@ PROJECT = "tmcaldav"
 hookspec = pluggy.HookspecMarker(PROJECT)
 hookimpl = pluggy.HookimplMarker(PROJECT)
 
+Hook = TypeVar("Hook", bound=Callable[..., Any])
 
-@hookspec
+# The end of every hook's docstring but on_shutdown's (help() and IDEs show it there).
+_SHARED = """\
+:return: a `SuggestionResult` (see "Return" in `tmcaldav.hooks.spec`).
+:raises: nothing on purpose; a failure is logged with the plugin's name, the hook and
+    the event id, and the event waits for this plugin (see "Failures" in
+    `tmcaldav.hooks.spec`)."""
+
+
+def _hook(function: Hook) -> Hook:
+    """`hookspec`, with the return and failure lines every hook shares added to its docstring."""
+    function.__doc__ = f"{inspect.cleandoc(function.__doc__ or '')}\n\n{_SHARED}"
+    return hookspec(function)
+
+
+@_hook
 def on_response(
     change: ResponseChange, session: SessionView, context: HookContext
 ) -> SuggestionResult:
@@ -59,83 +84,52 @@ def on_response(
     reset to invited by the student's client, answers on cancelled enrollments
     (`change.enrollment_status == "cancelled"`) and answers to a cancelled session
     (`session.status == "cancelled"`), but not the reset a reschedule makes (the
-    organizer's doing, not an answer). It is called before the answer-specific hook
-    (`on_accept`, `on_decline`, `on_tentative`).
+    organizer's doing, not an answer).
 
-    :param change: who answered, the old and new calendar status, when, and the
-        event id.
-    :param session: the session as it is when the hook runs (it may have moved on
-        since the answer was recorded).
-    :param context: the time, the event id and later sessions of the same course.
-    :return: None, a suggestion, or a list of suggestions.
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
+    It is called before the answer-specific hook (`on_accept`, `on_decline`,
+    `on_tentative`, with `change.new` that answer). Those are not called for an
+    enrollment that was cancelled when the answer was recorded, nor when the session is
+    cancelled by the time the hook would run: such an answer is recorded (and passed to
+    `on_response`) but must move no seats.
     """
 
 
-@hookspec
+@_hook
 def on_accept(
     change: ResponseChange, session: SessionView, context: HookContext
 ) -> SuggestionResult:
-    """Called when a student's calendar status becomes `accepted`.
+    """Called when a student's calendar status becomes `accepted` (see `on_response`).
 
-    Not called for an enrollment that was cancelled when the answer was recorded, nor
-    when the session is cancelled by the time the hook would run: such an answer is
-    recorded (and passed to `on_response`) but must move no seats.
-
-    :param change: the answer (`change.new == "accepted"`) and its event id.
-    :param session: the session as it is when the hook runs.
-    :param context: the time, the event id and later sessions of the same course.
-    :return: None, a suggestion, or a list of suggestions (e.g. promote_waitlisted).
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
+    A waitlisted student who was invited and accepts may be given a seat
+    (promote_waitlisted), as the shipped waitlist plugin advises.
     """
 
 
-@hookspec
+@_hook
 def on_decline(
     change: ResponseChange, session: SessionView, context: HookContext
 ) -> SuggestionResult:
-    """Called when a student's calendar status becomes `declined`.
+    """Called when a student's calendar status becomes `declined` (see `on_response`).
 
-    Not called for an enrollment that was cancelled when the answer was recorded, nor
-    when the session is cancelled. `delegated` ("not coming, someone else instead")
-    does not call it: see `on_response`.
-
-    :param change: the answer (`change.new == "declined"`) and its event id.
-    :param session: the session as it is when the hook runs; the student still holds
-        their seat until a cancel_enrollment suggestion is applied.
-    :param context: the time, the event id and later sessions of the same course.
-    :return: None, a suggestion, or a list of suggestions (e.g. cancel_enrollment,
-        invite_waitlisted, offer_other_session).
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
+    `delegated` ("not coming, someone else instead") does not call it: see
+    `on_response`. In `session` the student still holds their seat until a
+    cancel_enrollment suggestion is applied. Typical advice: cancel_enrollment,
+    invite_waitlisted, offer_other_session.
     """
 
 
-@hookspec
+@_hook
 def on_tentative(
     change: ResponseChange, session: SessionView, context: HookContext
 ) -> SuggestionResult:
-    """Called when a student's calendar status becomes `tentative` (Maybe).
+    """Called when a student's calendar status becomes `tentative` (Maybe; see `on_response`).
 
-    Not called for an enrollment that was cancelled when the answer was recorded, nor
-    when the session is cancelled.
-
-    :param change: the answer (`change.new == "tentative"`) and its event id.
-    :param session: the session as it is when the hook runs.
-    :param context: the time, the event id and later sessions of the same course.
-    :return: None, a suggestion, or a list of suggestions (e.g. contact_student).
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
+    A Maybe from a student others wait behind, or close to the start, is worth a call
+    (contact_student), as the shipped followup plugin advises.
     """
 
 
-@hookspec
+@_hook
 def on_no_response(
     student: StudentView, session: SessionView, context: HookContext
 ) -> SuggestionResult:
@@ -146,36 +140,23 @@ def on_no_response(
     plugin's `days_before` days (its `[plugins.NAME] days_before` setting, default
     3) and an enrolled or waitlisted student's calendar status is still `invited` (no
     answer) or `tentative` (no firm answer). It fires at most once for each plugin and
-    student, even if the answer changes back later.
+    student, even if the answer changes back later. Typical advice: contact_student.
 
     :param student: the student without a firm answer.
-    :param session: the session as it is now.
-    :param context: the time (`context.now`), the event id and later sessions.
-    :return: None, a suggestion, or a list of suggestions (e.g. contact_student).
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
-@hookspec
+@_hook
 def on_session_ended(session: SessionView, context: HookContext) -> SuggestionResult:
     """Called once per session, on the first tick after a scheduled session has ended.
 
     Sessions that ended more than 30 days before the check (an old store meeting a
-    new plugin) do not fire.
-
-    :param session: the session, with each student's status (attendance recorded as
-        `attended` or `no_show`, or still `enrolled`) and calendar status.
-    :param context: the time, the event id and later sessions of the same course.
-    :return: None, a suggestion, or a list of suggestions (e.g. mark_no_show).
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
+    new plugin) do not fire. Each student's status in `session` is the attendance
+    recorded (`attended` or `no_show`) or still `enrolled`. Typical advice: mark_no_show.
     """
 
 
-@hookspec
+@_hook
 def on_invitation_sent(
     students: tuple[StudentView, ...], session: SessionView, context: HookContext
 ) -> SuggestionResult:
@@ -186,35 +167,24 @@ def on_invitation_sent(
     that recorded the invitation. Invitations sent again (`--resend`) do not fire it.
 
     :param students: the newly invited students, as they are now.
-    :param session: the session as it is now.
-    :param context: the time, the event id and later sessions of the same course.
-    :return: None, a suggestion, or a list of suggestions.
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
-@hookspec
+@_hook
 def on_suggestion(
     suggestion: SuggestionView, session: SessionView, context: HookContext
 ) -> SuggestionResult:
     """Called once for every new suggestion, after it was stored (by any plugin).
 
     Suggestions auto-applied through `[suggestions] auto_apply` may already be
-    `applied` when this hook runs.
+    `applied` when this hook runs. `session` is the session the suggestion is about;
+    the event id is unique per suggestion.
 
     :param suggestion: the stored suggestion, with its id, kind, reason and plugin.
-    :param session: the session the suggestion is about.
-    :param context: the time, the event id (unique per suggestion) and later sessions.
-    :return: None, a suggestion, or a list of suggestions.
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and this plugin is called again
-        for the event on the next tick (up to `[plugins] max_attempts` times).
     """
 
 
-@hookspec
+@_hook
 def on_suggestion_withdrawn(
     suggestion: SuggestionView, session: SessionView, context: HookContext
 ) -> SuggestionResult:
@@ -225,20 +195,16 @@ def on_suggestion_withdrawn(
     its student (or from a student it rests on), a reschedule, the session cancelled or
     ended, the enrollment's status changed by hand or by another suggestion, the seat it
     counted taken. Its dedupe key is set aside, so the same advice may be given again
-    when its reason comes back.
+    when its reason comes back. `session` is the session the suggestion is about; the
+    event id is unique per withdrawal.
 
     :param suggestion: the suggestion as stored now: `state == "withdrawn"`, with
         `withdrawn_reason` in plain words ("Ann accepted at 10:03, after this was
         suggested") and the `premise` it was made from.
-    :param session: the session the suggestion is about, as it is now.
-    :param context: the time, the event id (unique per withdrawal) and later sessions.
-    :return: None, a suggestion, or a list of suggestions.
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
-@hookspec
+@_hook
 def on_daily(overview: DailyOverview, context: HookContext) -> SuggestionResult:
     """Called once a day per plugin, on the first tick after the plugin's hour.
 
@@ -246,14 +212,11 @@ def on_daily(overview: DailyOverview, context: HookContext) -> SuggestionResult:
     `[scheduling] timezone`. A day the daemon did not run is not made up: the next
     call's `overview.since` reaches back to the previous call, so nothing is missed.
     Return `Notice` values to mail the administrator (the shipped `digest` plugin does);
-    suggestions must name their `session`.
+    suggestions must name their `session`. The event id is ``daily:<plugin>:<day>``;
+    `context` has no later sessions.
 
     :param overview: the answers recorded since the previous call, the open suggestions,
         and the sessions starting within the plugin's `days_before` days.
-    :param context: the time, the event id (``daily:<plugin>:<day>``); no later sessions.
-    :return: None, a notice or suggestion, or a list of them.
-    :raises: nothing on purpose; an exception is logged with the plugin's name, the hook
-        and the event id, the other plugins still run, and the event is marked done.
     """
 
 
