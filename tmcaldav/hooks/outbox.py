@@ -13,7 +13,7 @@ import hashlib
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, get_args
 
 from tmcaldav.store.model import Outbox
 
@@ -62,6 +62,15 @@ class _Event:
         except (TypeError, ValueError) as e:
             raise UnreadableEvent(f"{cls.hook} event: {e}") from e
 
+    @classmethod
+    def event_id_for(cls, *keys: int | str) -> str:
+        """`<hook>:<key>:...`, the event id of a kind that fires once per its keys.
+
+        Deterministic (unlike `to_row`'s random id), so the event is written once
+        however many ticks find it due: the event id column is unique.
+        """
+        return ":".join((cls.hook, *map(str, keys)))
+
 
 @dataclass(frozen=True)
 class ResponseEvent(_Event):
@@ -98,76 +107,54 @@ class InvitationEvent(_Event):
 @dataclass(frozen=True)
 class NoResponseEvent(_Event):
     """A student has not answered (or is unsure) close to the start (on_no_response),
-    for one plugin's window."""
+    for one plugin's window; event id `no_response:<enrollment id>:<plugin>`."""
 
     hook: ClassVar[str] = "no_response"
 
     plugin: str
     email: str
 
-    @staticmethod
-    def event_id_for(enrollment_id: int, plugin: str) -> str:
-        """Deterministic, so the hook fires once however many ticks find it due."""
-        return f"no_response:{enrollment_id}:{plugin}"
-
 
 @dataclass(frozen=True)
 class SessionEndedEvent(_Event):
-    """A session ended (on_session_ended)."""
+    """A session ended (on_session_ended); event id `session_ended:<session id>`."""
 
     hook: ClassVar[str] = "session_ended"
 
     session: str
 
-    @staticmethod
-    def event_id_for(session_id: int) -> str:
-        """Deterministic, so the hook fires once."""
-        return f"session_ended:{session_id}"
-
 
 @dataclass(frozen=True)
 class SuggestionEvent(_Event):
-    """A suggestion was stored (on_suggestion, then auto-apply)."""
+    """A suggestion was stored (on_suggestion, then auto-apply); event id
+    `suggestion:<suggestion id>`."""
 
     hook: ClassVar[str] = "suggestion"
 
     suggestion_id: int
 
-    @staticmethod
-    def event_id_for(suggestion_id: int) -> str:
-        """One event per suggestion."""
-        return f"suggestion:{suggestion_id}"
-
 
 @dataclass(frozen=True)
 class SuggestionWithdrawnEvent(_Event):
-    """An open suggestion was withdrawn: its premise broke (on_suggestion_withdrawn)."""
+    """An open suggestion was withdrawn: its premise broke (on_suggestion_withdrawn);
+    event id `suggestion_withdrawn:<suggestion id>` (it is withdrawn once)."""
 
     hook: ClassVar[str] = "suggestion_withdrawn"
 
     suggestion_id: int
     reason: str = ""
 
-    @staticmethod
-    def event_id_for(suggestion_id: int) -> str:
-        """One event per suggestion (it is withdrawn once)."""
-        return f"suggestion_withdrawn:{suggestion_id}"
-
 
 @dataclass(frozen=True)
 class DailyEvent(_Event):
-    """A plugin's hour of the day has come (on_daily), for one plugin and local day."""
+    """A plugin's hour of the day has come (on_daily), for one plugin and local day;
+    event id `daily:<plugin>:<day>`."""
 
     hook: ClassVar[str] = "daily"
 
     plugin: str
     # The local date (YYYY-MM-DD) in [scheduling] timezone.
     day: str
-
-    @staticmethod
-    def event_id_for(plugin: str, day: str) -> str:
-        """Deterministic, so the hook fires once a day however many ticks see it due."""
-        return f"daily:{plugin}:{day}"
 
 
 OutboxEvent = (
@@ -180,18 +167,7 @@ OutboxEvent = (
     | DailyEvent
 )
 
-_KINDS: dict[str, type[_Event]] = {
-    kind.hook: kind
-    for kind in (
-        ResponseEvent,
-        InvitationEvent,
-        NoResponseEvent,
-        SessionEndedEvent,
-        SuggestionEvent,
-        SuggestionWithdrawnEvent,
-        DailyEvent,
-    )
-}
+_KINDS: dict[str, type[_Event]] = {kind.hook: kind for kind in get_args(OutboxEvent)}
 
 
 def to_row(
