@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import SessionView, StudentView, SuggestionSpec, check_settings
+from tmcaldav.views import Plugin, SessionView, StudentView, SuggestionSpec
 
 _ANSWER = {
     "accepted": "they had accepted the invitation",
@@ -34,13 +34,10 @@ def reason(student: StudentView, session: SessionView) -> str:
     )
 
 
-class NoShowPlugin:
+class NoShowPlugin(Plugin):
     """Suggests mark_no_show for enrolled students without attendance after the end."""
 
     __version__ = "1"
-
-    def __init__(self, settings: Mapping[str, Any]):
-        check_settings(settings)
 
     @hookimpl
     def on_session_ended(self, session: SessionView) -> list[SuggestionSpec]:

@@ -16,7 +16,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import HookContext, ResponseChange, SessionView, SuggestionSpec, check_settings
+from tmcaldav.views import HookContext, Plugin, ResponseChange, SessionView, SuggestionSpec
 from tmcaldav.words import plural
 
 
@@ -45,13 +45,10 @@ def open_offers(session: SessionView) -> dict[str, int]:
     return held
 
 
-class ReschedulePlugin:
+class ReschedulePlugin(Plugin):
     """Offers the next session of the course with a free seat to a student who declines."""
 
     __version__ = "1"
-
-    def __init__(self, settings: Mapping[str, Any]):
-        check_settings(settings)
 
     @hookimpl
     def on_decline(

@@ -27,7 +27,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from tmcaldav.hookspecs import hookimpl
-from tmcaldav.views import ResponseChange, SessionView, SuggestionSpec, check_settings
+from tmcaldav.views import Plugin, ResponseChange, SessionView, SuggestionSpec
 
 
 def leaving(session: SessionView) -> int:
@@ -77,13 +77,10 @@ def next_in_line(session: SessionView, extra_out: int = 0) -> list[str]:
     return chosen
 
 
-class WaitlistPlugin:
+class WaitlistPlugin(Plugin):
     """Hands declined seats to the waitlist, in order."""
 
     __version__ = "1"
-
-    def __init__(self, settings: Mapping[str, Any]):
-        check_settings(settings)
 
     @hookimpl
     def on_decline(self, change: ResponseChange, session: SessionView) -> list[SuggestionSpec]:

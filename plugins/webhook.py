@@ -519,33 +519,25 @@ class WebhookPlugin:
         # Nothing starts here: the worker starts with the first request to send.
         self.sender = Sender(self.settings)
 
+    def _queue(self, kind: str, data: Mapping[str, Any], context: HookContext) -> None:
+        """Queue one event of type `kind`; its event id is the receiver's idempotency key."""
+        self.sender.submit(context.event_id, kind, body_for(context.event_id, kind, data))
+
     @hookimpl
     def on_response(self, change: ResponseChange, context: HookContext) -> None:
         """Queue the answer."""
-        self.sender.submit(
-            context.event_id,
-            "response",
-            body_for(context.event_id, "response", response_data(change)),
-        )
+        self._queue("response", response_data(change), context)
 
     @hookimpl
     def on_suggestion(self, suggestion: SuggestionView, context: HookContext) -> None:
         """Queue the suggestion."""
-        self.sender.submit(
-            context.event_id,
-            "suggestion",
-            body_for(context.event_id, "suggestion", suggestion_data(suggestion)),
-        )
+        self._queue("suggestion", suggestion_data(suggestion), context)
 
     @hookimpl
     def on_suggestion_withdrawn(self, suggestion: SuggestionView, context: HookContext) -> None:
         """Queue the withdrawal (type `suggestion_withdrawn`, with `withdrawn_reason`)."""
         data = {**suggestion_data(suggestion), "withdrawn_reason": suggestion.withdrawn_reason}
-        self.sender.submit(
-            context.event_id,
-            "suggestion_withdrawn",
-            body_for(context.event_id, "suggestion_withdrawn", data),
-        )
+        self._queue("suggestion_withdrawn", data, context)
 
     @hookimpl
     def on_shutdown(self) -> None:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 
-from tmcaldav.domain import ICONS, MANUAL_ANSWERS, normalise_address
+from tmcaldav.domain import ICONS, MANUAL_ANSWERS, MAX_CLOCK_SKEW, normalise_address
 from tmcaldav.errors import TmcaldavError, UsageError
 from tmcaldav.publish import Publisher, PublishError
 from tmcaldav.store import Store, add_note, get_enrollment, get_person, get_session
@@ -30,10 +30,6 @@ from tmcaldav.sync import AnswerChange, apply_answers, is_newer
 from tmcaldav.words import plural
 
 log = logging.getLogger(__name__)
-
-# An answer's time may be this far ahead of the clock (another machine's clock).
-_FUTURE_SLACK = timedelta(minutes=5)
-
 
 # ---- people --------------------------------------------------------------------------------
 
@@ -212,7 +208,7 @@ def record_answer(
             f"unknown answer {status!r}; use one of: {', '.join(map(str, MANUAL_ANSWERS))}"
         )
     when = at or now
-    if when > now + _FUTURE_SLACK:
+    if when > now + MAX_CLOCK_SKEW:
         raise UsageError(f"--at {when.isoformat()} is in the future; give when they answered")
     if note is not None and not note.strip():
         raise UsageError("--note must not be empty")

@@ -375,3 +375,15 @@ def check_settings(settings: Mapping[str, Any], known: tuple[str, ...] = ()) -> 
     if unknown:
         takes = ", ".join(("days_before", "daily_hour", *known))
         raise ValueError(f"unknown setting(s) {', '.join(sorted(unknown))}; known: {takes}")
+
+
+class Plugin:
+    """A base for a plugin class that takes no settings of its own.
+
+    tmcaldav builds a plugin class from its `[plugins.NAME]` table; this one refuses any
+    key but those every plugin may have (`check_settings`). A plugin with settings of
+    its own checks them in its own `__init__`.
+    """
+
+    def __init__(self, settings: Mapping[str, Any]) -> None:
+        check_settings(settings)
