@@ -27,16 +27,15 @@ from tmcaldav.config import ConfigError, SecretError
 from tmcaldav.errors import TmcaldavError, TryLater, UsageError
 from tmcaldav.store import NotFoundError, StoreError
 from tmcaldav.web.actions import Actions, StaleSuggestion
-from tmcaldav.web.answers import LinkThrottle
 from tmcaldav.web.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
-    LoginThrottle,
     Proxies,
     csrf_ok,
     new_csrf_token,
 )
 from tmcaldav.web.feed import ChangeFeed
+from tmcaldav.web.throttle import LinkThrottle, LoginThrottle
 from tmcaldav.web.users import WebIdentity, user_by_id, user_by_token
 
 log = logging.getLogger(__name__)
@@ -54,12 +53,13 @@ class Web:
     feed: ChangeFeed
     templates: Jinja2Templates
     proxies: Proxies
+    # Failed logins and answers per link, counted in the store (shared by every node).
     throttle: LoginThrottle
+    link_throttle: LinkThrottle
     base_path: str = ""
     secure: bool = False
     # The answer links' HMAC key (tmcaldav.links.link_key of the web secret).
     link_key: bytes = b""
-    link_throttle: LinkThrottle = field(default_factory=LinkThrottle)
     # Seconds between keep-alive comments on a live stream.
     keepalive: float = 15.0
 
