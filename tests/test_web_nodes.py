@@ -11,6 +11,7 @@ throttled on one node is throttled on the other.
 from __future__ import annotations
 
 import contextlib
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -89,6 +90,7 @@ class LiveStream:
         )
         self.events: list[tuple[int, float]] = []
         self.failure: str | None = None
+        self._socket: socket.socket | None = None
         self._open = threading.Event()
         self._thread = threading.Thread(target=self._follow, args=(key,), daemon=True)
         self._thread.start()
@@ -102,6 +104,7 @@ class LiveStream:
             if response.status_code != 200:
                 self.failure = f"live channel: HTTP {response.status_code}"
                 return
+            self._socket = response.extensions["network_stream"].get_extra_info("socket")
             for line in response.iter_lines():
                 if line.startswith("retry:"):
                     self._open.set()
@@ -116,9 +119,12 @@ class LiveStream:
         )
 
     def close(self) -> None:
-        """Hang up."""
+        """Hang up (a shut-down socket wakes the thread blocked reading it)."""
+        if self._socket is not None:
+            with contextlib.suppress(OSError):
+                self._socket.shutdown(socket.SHUT_RDWR)
+        self._thread.join(10)
         self.client.close()
-        self._thread.join(5)
 
 
 def newest_change(store: Store) -> int:
