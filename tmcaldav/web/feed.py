@@ -203,7 +203,11 @@ class ChangeListener:
                 "psycopg 3 (pip install 'tmcaldav[postgres]')"
             )
             return
-        conninfo = self._conninfo()
+        try:
+            conninfo = self._conninfo()
+        except Exception as e:  # a URL libpq cannot read: the feed keeps polling
+            log.warning("live updates poll the store: cannot LISTEN (%s)", _first_line(e))
+            return
         failures = 0
         lost_since: float | None = None
         loop = asyncio.get_running_loop()
@@ -226,7 +230,7 @@ class ChangeListener:
                     self._wake()
                     async for _notification in conn.notifies():
                         self._wake()
-            except psycopg.Error as e:
+            except Exception as e:  # psycopg.Error mostly; whatever it is, listen again
                 reason = _first_line(e)
             self.listening = False
             failures += 1
