@@ -117,6 +117,9 @@ def test_the_api_serves_the_clis_objects(world: World) -> None:
     history = api.get("/api/sessions/API-1/students/ann@example.org/history")
     assert history.status_code == 200 and history.json() == []
     assert api.get("/api/me").json() == {"name": "boss", "role": "admin"}
+    # The token's use is recorded (to the minute), for `user list`.
+    users = {r["name"]: r for r in json.loads(world.tm.ok("user", "list", "--json").output)}
+    assert users["boss"]["tokens_last_used_at"] is not None
     missing = api.get("/api/sessions/NOPE")
     assert missing.status_code == 404 and "no session with key 'NOPE'" in missing.json()["error"]
     stranger = api.get("/api/sessions/API-1/students/zed@example.org/history")

@@ -21,7 +21,8 @@ from tmcaldav.store import Store, get_enrollment, get_session
 from tmcaldav.store.changes import changed_since, changes_after, latest_change
 from tmcaldav.store.model import ApiToken, Base, Change, Suggestion, WebUser, utcnow
 from tmcaldav.store.reports import answer_timing
-from tmcaldav.web.auth import LoginThrottle, Proxies, SecretFileError, load_secret
+from tmcaldav.web.auth import Proxies, SecretFileError, load_secret
+from tmcaldav.web.throttle import LinkThrottle, LoginThrottle
 from tmcaldav.web.users import check_password, hash_password, token_hash
 
 
@@ -125,9 +126,9 @@ def test_the_cookie_key_is_made_private_and_kept(tmp_path: Path) -> None:
         load_secret(tmp_path / "no" / "such" / "folder" / "web.secret")
 
 
-def test_logins_wait_longer_after_each_failure() -> None:
-    now = [1000.0]
-    throttle = LoginThrottle(cap=8, clock=lambda: now[0])
+def test_logins_wait_longer_after_each_failure(store: Store) -> None:
+    now = [1_000_000.0]
+    throttle = LoginThrottle(store, cap=8, clock=lambda: now[0])
     for _ in range(3):
         assert throttle.wait_needed("boss", "10.0.0.1") == 0
         throttle.failed("boss", "10.0.0.1")
@@ -142,6 +143,29 @@ def test_logins_wait_longer_after_each_failure() -> None:
         assert throttle.wait_needed("boss", "10.0.0.1") == expected
     throttle.succeeded("boss", "10.0.0.1")
     assert throttle.wait_needed("boss", "10.0.0.1") == 0
+    # Counted in the store: another web node (another throttle) sees the same counts,
+    # and a quiet quarter of an hour forgets them.
+    for _ in range(4):
+        throttle.failed("eve", "10.0.0.7")
+    other_node = LoginThrottle(store, cap=8, clock=lambda: now[0])
+    assert other_node.wait_needed("eve", "10.0.0.8") == 2
+    now[0] += LoginThrottle.FORGET + 1
+    assert other_node.wait_needed("eve", "10.0.0.7") == 0
+    other_node.failed("eve", "10.0.0.7")
+    assert throttle.wait_needed("eve", "10.0.0.7") == 0  # one failure, not five
+
+
+def test_an_answer_link_answers_a_few_times_per_window(store: Store) -> None:
+    now = [1_000_000.0]
+    throttle = LinkThrottle(store, limit=3, window=600, clock=lambda: now[0])
+    other_node = LinkThrottle(store, limit=3, window=600, clock=lambda: now[0])
+    assert [throttle.allow("tok-a"), other_node.allow("tok-a"), throttle.allow("tok-a")] == [
+        True, True, True,
+    ]
+    assert not other_node.allow("tok-a")
+    assert throttle.allow("tok-b")  # per link
+    now[0] += 601
+    assert other_node.allow("tok-a")  # a new window
 
 
 def test_only_trusted_proxies_are_believed() -> None:

@@ -10,8 +10,11 @@ primary key) and pushes the sessions that changed to the pages that show them.
 On PostgreSQL, ids come from a sequence and concurrent transactions could commit
 out of id order; a transaction-level advisory lock taken just before the row is
 written keeps commits in id order, so a reader never skips an id that commits
-late. That is also where a `NOTIFY` would go when several web nodes should wake at
-once instead of polling: the feed's readers only need "something after N".
+late. The same transaction also sends `NOTIFY tmcaldav_changes` with the newest
+change id: PostgreSQL delivers it only when (and only if) the transaction commits,
+so every web node LISTENing on the channel wakes at once and reads "after N" — the
+row it is woken for is already visible. On SQLite (one machine, one web process) the
+readers keep polling.
 """
 
 from __future__ import annotations
@@ -42,6 +45,8 @@ _WATCHED_TABLES = frozenset(
 )
 # Any key; the lock that keeps change ids committing in order on PostgreSQL.
 _ORDER_LOCK = 0x746D6364  # "tmcd"
+# The channel every change is announced on (PostgreSQL); the payload is the newest id.
+CHANNEL = "tmcaldav_changes"
 # Changes kept: the feed's readers are live pages, which catch up from the newest.
 KEEP = 20_000
 
@@ -111,7 +116,8 @@ def _before_commit(db: Session) -> None:
                 select(Enrollment.session_id).where(Enrollment.id.in_(touched.enrollments))
             )
         )
-    if db.get_bind().dialect.name == "postgresql":
+    postgresql = db.get_bind().dialect.name == "postgresql"
+    if postgresql:
         db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
     rows = (
         [Change(session_id=None)]
@@ -122,6 +128,12 @@ def _before_commit(db: Session) -> None:
     db.flush()
     db.info.pop(_PENDING, None)  # the flush above noted nothing that matters
     newest = rows[-1].id
+    if postgresql:
+        # Delivered at commit, after the rows are visible; never for a rollback.
+        db.execute(
+            text("SELECT pg_notify(:channel, :newest)"),
+            {"channel": CHANNEL, "newest": str(newest)},
+        )
     if newest % 1000 == 0:
         # Now and then, forget what no live page can still be waiting for.
         db.execute(delete(Change).where(Change.id <= newest - KEEP))

@@ -467,6 +467,26 @@ class ApiToken(Base):
     user: Mapped[WebUser] = relationship(back_populates="tokens")
 
 
+class WebThrottle(Base):
+    """A counter that slows the web interface's callers down, shared by every web node.
+
+    One row per (scope, key): failed logins per user name and per client address, and
+    answers per answer link. `key` is the SHA-256 of what is counted (a link's token
+    is a credential and is never kept). Rows are rewritten with one atomic upsert, so
+    two nodes counting at once both count.
+    """
+
+    __tablename__ = "web_throttles"
+    __table_args__ = (Index("ix_web_throttles_last_at", "last_at"),)
+
+    scope: Mapped[str] = mapped_column(String(20), primary_key=True)
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    hits: Mapped[int]
+    # When the current count started (a window's start) and when it last grew.
+    started_at: Mapped[datetime]
+    last_at: Mapped[datetime]
+
+
 class Change(Base):
     """The change feed: one row per session touched by a committed unit of work.
 

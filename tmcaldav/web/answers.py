@@ -19,8 +19,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import logging
-import threading
-import time
 from dataclasses import dataclass
 from datetime import datetime
 from urllib.parse import urlsplit
@@ -132,32 +130,7 @@ def language(accept_language: str | None) -> str:
 
 
 # ---- abuse resistance ------------------------------------------------------------------
-
-
-class LinkThrottle:
-    """At most `limit` answers per token within `window` seconds."""
-
-    def __init__(self, limit: int = 5, window: float = 600.0):
-        self.limit = limit
-        self.window = window
-        self._seen: dict[str, list[float]] = {}
-        self._lock = threading.Lock()
-
-    def allow(self, token: str) -> bool:
-        """Count one answer for `token`; False when it is over the limit."""
-        now = time.monotonic()
-        with self._lock:
-            if len(self._seen) > 10_000:
-                self._seen = {
-                    k: v for k, v in self._seen.items() if v and v[-1] > now - self.window
-                }
-            times = [t for t in self._seen.get(token, []) if t > now - self.window]
-            if len(times) >= self.limit:
-                self._seen[token] = times
-                return False
-            times.append(now)
-            self._seen[token] = times
-            return True
+# (How many answers one link may give is counted in the store: web/throttle.py.)
 
 
 def nonce(key: bytes, token: str) -> str:
@@ -401,7 +374,7 @@ async def answer_post(request: Request) -> Response:
         return _page(
             request, lang, 400, seen=seen, token=token, message=words["confirm"], form=True
         )
-    if not web.link_throttle.allow(posted):
+    if not await run_in_threadpool(web.link_throttle.allow, posted):
         return _page(request, lang, 429, message=words["too_many"], kind="error")
     try:
         await run_in_threadpool(
@@ -430,4 +403,4 @@ ROUTES = [
     Route("/a/{token}", answer_post, methods=["POST"]),
 ]
 
-__all__ = ["ROUTES", "WORDS", "LinkThrottle", "language", "nonce", "record"]
+__all__ = ["ROUTES", "WORDS", "language", "nonce", "record"]

@@ -11,8 +11,10 @@ failed) or 503 (the store or configuration is not usable now).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -27,6 +29,17 @@ from tmcaldav.web.http import Call, guarded
 
 def _json(data: Any, status: int = 200) -> JSONResponse:
     return JSONResponse(data, status)
+
+
+async def _read(call: Call, read: Callable[[Session], Any]) -> JSONResponse:
+    """`read` the store (in a worker thread, in a transaction that is rolled back) and
+    answer with what it returned, as JSON: every GET of the API."""
+
+    def in_store() -> Any:
+        with call.app.store.scratch() as db:
+            return read(db)
+
+    return _json(await run_in_threadpool(in_store))
 
 
 def _emails(call: Call, required: bool = True) -> list[str]:
@@ -56,24 +69,14 @@ async def me(call: Call) -> Response:
 @guarded(api=True)
 async def sessions(call: Call) -> Response:
     """Every session, soonest first: the objects of `session list --json`."""
-
-    def read() -> list[dict[str, Any]]:
-        with call.app.store.scratch() as db:
-            return session_list(db)
-
-    return _json(await run_in_threadpool(read))
+    return await _read(call, session_list)
 
 
 @guarded(api=True)
 async def session(call: Call) -> Response:
     """One session page: the object of `session show KEY --json`."""
     key = call.param("key")
-
-    def read() -> dict[str, Any]:
-        with call.app.store.scratch() as db:
-            return session_page_with_forecast(db, key, utcnow())
-
-    return _json(await run_in_threadpool(read))
+    return await _read(call, lambda db: session_page_with_forecast(db, key, utcnow()))
 
 
 @guarded(api=True)
@@ -81,12 +84,11 @@ async def student_history(call: Call) -> Response:
     """Every answer of one student: the rows of `session history KEY EMAIL --json`."""
     key, email = call.param("key"), call.param("email")
 
-    def read() -> list[dict[str, Any]]:
-        with call.app.store.scratch() as db:
-            enrollment = get_enrollment(db, get_session(db, key), email)
-            return history_rows(list(history(db, enrollment)))
+    def read(db: Session) -> list[dict[str, Any]]:
+        enrollment = get_enrollment(db, get_session(db, key), email)
+        return history_rows(list(history(db, enrollment)))
 
-    return _json(await run_in_threadpool(read))
+    return await _read(call, read)
 
 
 @guarded(api=True)
@@ -96,12 +98,9 @@ async def suggestions(call: Call) -> Response:
 
     key = call.request.query_params.get("session")
     everything = call.request.query_params.get("all") in ("1", "true")
-
-    def read() -> list[dict[str, Any]]:
-        with call.app.store.scratch() as db:
-            return list_suggestions(db, session_key=key, include_decided=everything)
-
-    return _json(await run_in_threadpool(read))
+    return await _read(
+        call, lambda db: list_suggestions(db, session_key=key, include_decided=everything)
+    )
 
 
 @guarded(api=True)
@@ -109,11 +108,7 @@ async def no_shows(call: Call) -> Response:
     """The rows of `report no-shows --json`."""
     from tmcaldav.store.reports import no_show_report
 
-    def read() -> list[dict[str, Any]]:
-        with call.app.store.scratch() as db:
-            return no_show_report(db)
-
-    return _json(await run_in_threadpool(read))
+    return await _read(call, no_show_report)
 
 
 @guarded(api=True)
@@ -121,11 +116,7 @@ async def timing(call: Call) -> Response:
     """How long after the invitation students answer."""
     from tmcaldav.store.reports import answer_timing
 
-    def read() -> dict[str, Any]:
-        with call.app.store.scratch() as db:
-            return answer_timing(db)
-
-    return _json(await run_in_threadpool(read))
+    return await _read(call, answer_timing)
 
 
 # ---- actions -------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from tmcaldav.domain import ANSWERS, ICONS
 from tmcaldav.links import link_key
 from tmcaldav.web import answers, api, pages
 from tmcaldav.web.actions import Actions
-from tmcaldav.web.auth import LoginThrottle, Proxies
+from tmcaldav.web.auth import Proxies
 from tmcaldav.web.feed import ChangeFeed
 from tmcaldav.web.http import Web
 from tmcaldav.web.present import (
@@ -41,6 +41,7 @@ from tmcaldav.web.present import (
     tooltip,
     when,
 )
+from tmcaldav.web.throttle import LinkThrottle, LoginThrottle
 
 HERE = Path(__file__).resolve().parent
 COOKIE = "tmcaldav_session"
@@ -136,7 +137,8 @@ def _web(app: App, secret: str, feed_interval: float) -> tuple[Web, bool]:
         feed=ChangeFeed(app.store, feed_interval),
         templates=templates(base_path),
         proxies=Proxies(config),
-        throttle=LoginThrottle(),
+        throttle=LoginThrottle(app.store),
+        link_throttle=LinkThrottle(app.store),
         base_path=base_path,
         secure=https,
         link_key=link_key(secret),

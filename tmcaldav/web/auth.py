@@ -1,5 +1,5 @@
-"""Who is asking: login cookies, bearer tokens, a trusted proxy's header; CSRF and
-the slow-down after failed logins.
+"""Who is asking: login cookies, bearer tokens, a trusted proxy's header; CSRF. (The
+slow-down after failed logins is in web/throttle.py, shared through the store.)
 
 A browser logs in with a password and then carries a signed, HttpOnly, SameSite=Lax
 cookie (Secure when `base_url` is https) naming the user; every state-changing
@@ -17,9 +17,6 @@ import ipaddress
 import os
 import secrets
 import stat
-import threading
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from tmcaldav.config import WebConfig
@@ -102,62 +99,3 @@ class Proxies:
             if not self.trusted(hop):
                 return hop
         return hops[0] if hops else (peer or "?")
-
-
-@dataclass
-class _Failures:
-    count: int = 0
-    last: float = 0.0
-
-
-class LoginThrottle:
-    """Slows logins down after failures, per user name and per client address.
-
-    Three failures are free (typos); after that each attempt must wait twice as long
-    as the one before (1 s, 2 s, 4 s … up to `cap`) after the last failure, and one
-    that comes early is refused without looking at the password. A success clears
-    the name's and the address's count.
-    """
-
-    FREE = 3
-
-    def __init__(self, cap: float = 60.0, clock: object = time.monotonic):
-        self.cap = cap
-        self._clock = clock
-        self._failures: dict[tuple[str, str], _Failures] = {}
-        self._lock = threading.Lock()
-
-    def _now(self) -> float:
-        return float(self._clock())  # type: ignore[operator]
-
-    def wait_needed(self, name: str, address: str) -> float:
-        """Seconds until a login for `name` from `address` may be tried (0: now)."""
-        now = self._now()
-        with self._lock:
-            wait = 0.0
-            for key in (("user", name.lower()), ("address", address)):
-                failures = self._failures.get(key)
-                if failures is None or failures.count < self.FREE:
-                    continue
-                delay = min(self.cap, 2.0 ** (failures.count - self.FREE))
-                wait = max(wait, failures.last + delay - now)
-            return max(wait, 0.0)
-
-    def failed(self, name: str, address: str) -> None:
-        """Count a failed login."""
-        now = self._now()
-        with self._lock:
-            if len(self._failures) > 10_000:
-                # Forget the old ones rather than grow without end.
-                horizon = now - 15 * 60
-                self._failures = {k: v for k, v in self._failures.items() if v.last > horizon}
-            for key in (("user", name.lower()), ("address", address)):
-                failures = self._failures.setdefault(key, _Failures())
-                failures.count += 1
-                failures.last = now
-
-    def succeeded(self, name: str, address: str) -> None:
-        """Clear the counts after a good login."""
-        with self._lock:
-            self._failures.pop(("user", name.lower()), None)
-            self._failures.pop(("address", address), None)

@@ -26,18 +26,24 @@ from tmcaldav.app import App
 from tmcaldav.config import ConfigError, SecretError
 from tmcaldav.errors import TmcaldavError, TryLater, UsageError
 from tmcaldav.store import NotFoundError, StoreError
+from tmcaldav.store.model import utcnow
 from tmcaldav.web.actions import Actions, StaleSuggestion
-from tmcaldav.web.answers import LinkThrottle
 from tmcaldav.web.auth import (
     CSRF_FIELD,
     CSRF_HEADER,
-    LoginThrottle,
     Proxies,
     csrf_ok,
     new_csrf_token,
 )
 from tmcaldav.web.feed import ChangeFeed
-from tmcaldav.web.users import WebIdentity, user_by_id, user_by_token
+from tmcaldav.web.throttle import LinkThrottle, LoginThrottle
+from tmcaldav.web.users import (
+    WebIdentity,
+    note_token_use,
+    token_use_is_old,
+    user_by_id,
+    user_by_token,
+)
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +60,13 @@ class Web:
     feed: ChangeFeed
     templates: Jinja2Templates
     proxies: Proxies
+    # Failed logins and answers per link, counted in the store (shared by every node).
     throttle: LoginThrottle
+    link_throttle: LinkThrottle
     base_path: str = ""
     secure: bool = False
     # The answer links' HMAC key (tmcaldav.links.link_key of the web secret).
     link_key: bytes = b""
-    link_throttle: LinkThrottle = field(default_factory=LinkThrottle)
     # Seconds between keep-alive comments on a live stream.
     keepalive: float = 15.0
 
@@ -137,10 +144,21 @@ async def authenticate(web: Web, request: Request) -> tuple[WebIdentity, str] | 
 
         def by_token() -> WebIdentity | None:
             with web.app.store.scratch() as db:
-                return user_by_token(db, token.strip())
+                found = user_by_token(db, token.strip())
+            if found is None:
+                return None
+            user, last_used_at = found
+            now = utcnow()
+            if token_use_is_old(last_used_at, now):
+                try:
+                    with web.app.store.transaction() as db:
+                        note_token_use(db, token.strip(), now)
+                except StoreError as e:  # a busy store does not refuse the caller
+                    log.info("could not record the use of %s's API token: %s", user.name, e)
+            return user
 
-        found = await run_in_threadpool(by_token)
-        return (found, "token") if found is not None else None
+        user = await run_in_threadpool(by_token)
+        return (user, "token") if user is not None else None
     user_id = request.session.get("uid")
     if isinstance(user_id, int):
 

@@ -81,7 +81,7 @@ async def login(request: Request) -> Response:
             403, "Your browser did not send this page's login cookie; allow cookies and retry."
         )
     address = client_address(web, request)
-    wait = web.throttle.wait_needed(name, address)
+    wait = await run_in_threadpool(web.throttle.wait_needed, name, address)
     if wait > 0:
         seconds = int(wait) + 1
         return await again(
@@ -97,9 +97,9 @@ async def login(request: Request) -> Response:
 
     user = await run_in_threadpool(check)
     if user is None:
-        web.throttle.failed(name, address)
+        await run_in_threadpool(web.throttle.failed, name, address)
         return await again(401, "Wrong name or password.")
-    web.throttle.succeeded(name, address)
+    await run_in_threadpool(web.throttle.succeeded, name, address)
     # A new browser session: nothing from before the login is carried over.
     request.session.clear()
     request.session["uid"] = user.id

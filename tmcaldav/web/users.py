@@ -16,8 +16,9 @@ import hmac
 import re
 import secrets
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from tmcaldav.errors import TmcaldavError, UsageError
@@ -28,6 +29,8 @@ SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**15, 8, 3
 _MAXMEM = 64 * 1024 * 1024
 MIN_PASSWORD = 8
 TOKEN_PREFIX = "tmc_"
+# A token's last use is recorded to this precision (one write a minute at most).
+TOKEN_USE_EVERY = timedelta(minutes=1)
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@+-]{0,99}")
 
 
@@ -154,7 +157,8 @@ def get_user(db: Session, name: str) -> WebUser:
 
 
 def list_users(db: Session) -> list[dict[str, object]]:
-    """Every user as JSON rows: name, role, created_at, tokens (how many)."""
+    """Every user as JSON rows: name, role, created_at, tokens (how many),
+    tokens_last_used_at (the newest use of any of their tokens, to the minute, or null)."""
     users = db.scalars(select(WebUser).order_by(WebUser.name)).all()
     return [
         {
@@ -162,9 +166,15 @@ def list_users(db: Session) -> list[dict[str, object]]:
             "role": u.role,
             "created_at": u.created_at.isoformat(timespec="seconds"),
             "tokens": len(u.tokens),
+            "tokens_last_used_at": _newest_use(u.tokens),
         }
         for u in users
     ]
+
+
+def _newest_use(tokens: list[ApiToken]) -> str | None:
+    used = [t.last_used_at for t in tokens if t.last_used_at is not None]
+    return max(used).isoformat(timespec="seconds") if used else None
 
 
 def remove_user(db: Session, name: str) -> None:
@@ -204,13 +214,31 @@ def user_by_id(db: Session, user_id: int) -> WebIdentity | None:
     return identity(user) if user is not None else None
 
 
-def user_by_token(db: Session, token: str) -> WebIdentity | None:
-    """The user a bearer token belongs to, or None."""
+def user_by_token(db: Session, token: str) -> tuple[WebIdentity, datetime | None] | None:
+    """The user a bearer token belongs to and when the token was last used, or None."""
     row = db.execute(
-        select(ApiToken, WebUser)
+        select(ApiToken.last_used_at, WebUser)
         .join(WebUser, WebUser.id == ApiToken.user_id)
         .where(ApiToken.token_hash == token_hash(token))
     ).one_or_none()
     if row is None:
         return None
-    return identity(row.WebUser)
+    return identity(row.WebUser), row.last_used_at
+
+
+def token_use_is_old(last_used_at: datetime | None, now: datetime) -> bool:
+    """True when a token's recorded last use should be moved to `now`: it is written at
+    most once per TOKEN_USE_EVERY, so a script's requests do not each write the store."""
+    return last_used_at is None or now - last_used_at >= TOKEN_USE_EVERY
+
+
+def note_token_use(db: Session, token: str, now: datetime) -> None:
+    """Record that `token` was used at `now` (unless a node recorded a use meanwhile)."""
+    db.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.token_hash == token_hash(token),
+            (ApiToken.last_used_at.is_(None)) | (ApiToken.last_used_at < now - TOKEN_USE_EVERY),
+        )
+        .values(last_used_at=now)
+    )
