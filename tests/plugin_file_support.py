@@ -15,6 +15,37 @@ import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+# The start of a plugin file: `Recording` appends each call to the file its `log_file`
+# setting names, one JSON line, flushed to disk (a test may kill the process next).
+RECORDING = '''
+import json
+import os
+from pathlib import Path
+
+from tmcaldav.hookspecs import hookimpl
+
+
+class Recording:
+    def __init__(self, settings):
+        self.log = Path(settings["log_file"])
+
+    def _record(self, hook, event_id):
+        with open(self.log, "a") as f:
+            f.write(json.dumps({"hook": hook, "event": event_id}) + "\\n")
+            f.flush()
+            os.fsync(f.fileno())
+'''
+
+
+def recording_plugin(*hooks: str) -> str:
+    """The source of a plugin file whose hooks (these) only record their calls."""
+    return (
+        RECORDING
+        + "\n\nclass Recorder(Recording):"
+        + recording_hooks(*hooks)
+        + "\n\ndef tmcaldav_plugin(settings):\n    return Recorder(settings)\n"
+    )
+
 
 def recording_hooks(*hooks: str) -> str:
     """The source of hookimpl methods, one per hook, that only record their call with

@@ -19,7 +19,7 @@ from tests.conftest import Cli
 from tests.plugin_file_support import (
     logged_calls,
     plugins_section,
-    recording_hooks,
+    recording_plugin,
     run_sync,
 )
 from tests.scenario import StudentSide, add_people, add_session, cli_for
@@ -32,25 +32,7 @@ from tmcaldav.store.model import Outbox, PluginAttempt
 from tmcaldav.testing import RadicaleServer
 
 # Records every call in a file: the side effect that must not be repeated.
-COUNTER = '''
-import json
-from pathlib import Path
-
-from tmcaldav.hookspecs import hookimpl
-
-
-class Counter:
-    def __init__(self, settings):
-        self.log = Path(settings["log_file"])
-
-    def _record(self, hook, event_id):
-        with open(self.log, "a") as f:
-            f.write(json.dumps({"hook": hook, "event": event_id}) + "\\n")
-''' + recording_hooks("on_response", "on_decline") + '''
-
-def tmcaldav_plugin(settings):
-    return Counter(settings)
-'''
+COUNTER = recording_plugin("on_response", "on_decline")
 
 # Misbehaves in on_response (and on_decline): the statement is filled in per test.
 GUEST = """

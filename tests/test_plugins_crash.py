@@ -18,6 +18,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.plugin_file_support import (
+    RECORDING,
     logged_calls,
     plugins_section,
     recording_hooks,
@@ -28,28 +29,17 @@ from tests.store_support import session_href
 from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
-CRASHY = '''
-import json
-import os
-from pathlib import Path
-
-from tmcaldav.hookspecs import hookimpl
+CRASHY = RECORDING + '''
 from tmcaldav.views import SuggestionSpec
 
 
-class Crashy:
+class Crashy(Recording):
     """Records each call; kills the process at the configured on_response call."""
 
     def __init__(self, settings):
-        self.log = Path(settings["log_file"])
+        super().__init__(settings)
         self.flag = Path(settings["crash_flag"])
         self.mode = settings["mode"]
-
-    def _record(self, hook, event_id):
-        with open(self.log, "a") as f:
-            f.write(json.dumps({"hook": hook, "event": event_id}) + "\\n")
-            f.flush()
-            os.fsync(f.fileno())
 
     def _responses(self):
         if not self.log.exists():
