@@ -15,8 +15,9 @@ import pytest
 from sqlalchemy import select
 
 from tests.imip_support import reply_bytes, smtp_section
+from tests.itip_method_support import as_method
 from tests.scenario import StudentSide, add_people, add_session, cli_for
-from tests.test_mail import World, setup_cli
+from tests.test_mail import World, maildir_world, setup_cli
 from tmcaldav.config import load_config
 from tmcaldav.domain import REASON_MAX
 from tmcaldav.imip.message import MAX_MESSAGE_BYTES
@@ -98,10 +99,7 @@ def test_twenty_refresh_mails_send_one_invitation(
     imip_world: World, smtp_sink: SmtpSink
 ) -> None:
     imip_world.tm.ok("invite", "TM-1", "cy@example.org")
-    refresh = reply_bytes(
-        "thunderbird_tentative.eml",
-        {"METHOD:REPLY": "METHOD:REFRESH", "method=REPLY": "method=REFRESH"},
-    )
+    refresh = as_method("thunderbird_tentative.eml", "REFRESH")
     outputs = [
         imip_world.tm.ok("mail", "ingest", "-", input=refresh).output  # type: ignore[arg-type]
         for _ in range(20)
@@ -117,11 +115,7 @@ def test_twenty_refresh_mails_send_one_invitation(
 def test_an_oversized_maildir_message_is_refused_and_recorded(
     tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink
 ) -> None:
-    maildir = tmp_path / "Maildir"
-    for sub in ("new", "cur", "tmp"):
-        (maildir / sub).mkdir(parents=True)
-    extra = smtp_section(smtp_sink.port) + f'\n[maildir]\npath = "{maildir}"\n'
-    world = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
+    world, maildir = maildir_world(tmp_path, radicale_server, smtp_sink)
     world.tm.ok("invite", "TM-1", "--all-enrolled")
     reply = reply_bytes("apple_accept.eml")
     head, _, body = reply.partition(b"\r\n\r\n") if b"\r\n\r\n" in reply else reply.partition(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -33,6 +34,13 @@ def test_minimal_config_has_defaults() -> None:
     assert config.scheduling.timezone == "UTC"
 
 
+def config_problems(data: dict[str, Any], path: str | None = None) -> list[str]:
+    """What parse_config refuses `data` for (it must refuse it)."""
+    with pytest.raises(ConfigError) as info:
+        parse_config(data, path)
+    return info.value.problems
+
+
 def test_every_problem_is_reported_at_once() -> None:
     data = {
         "store": {"url": "sqlite:///x.db", "colour": "blue"},
@@ -46,9 +54,8 @@ def test_every_problem_is_reported_at_once() -> None:
         "suggestions": {"auto_apply": ["nuke"]},
         "extra": {},
     }
-    with pytest.raises(ConfigError) as info:
-        parse_config(data, "t.toml")
-    problems = "\n".join(info.value.problems)
+    problems = config_problems(data, "t.toml")
+    report = "\n".join(problems)
     for expected in (
         "[extra]: unknown section",
         "store.colour: unknown key",
@@ -59,12 +66,12 @@ def test_every_problem_is_reported_at_once() -> None:
         "scheduling.timezone: unknown time zone 'Mars/Base'",
         "suggestions.auto_apply: unknown kind 'nuke'",
     ):
-        assert expected in problems
+        assert expected in report
     # caldav's username failed its type check; its URL and passwords are checked all the
     # same, so one run lists every problem (once each).
-    assert "caldav.url: not an http(s) URL" in problems
-    assert "caldav: set only one of password_file, password_env" in problems
-    assert len(info.value.problems) == 10
+    assert "caldav.url: not an http(s) URL" in report
+    assert "caldav: set only one of password_file, password_env" in report
+    assert len(problems) == 10
 
 
 def test_value_checks_and_missing_keys() -> None:
@@ -73,9 +80,7 @@ def test_value_checks_and_missing_keys() -> None:
         "caldav": {"url": "ftp://dav", "password_env": "X", "password_file": "f"},
         "scheduling": {},
     }
-    with pytest.raises(ConfigError) as info:
-        parse_config(data)
-    problems = info.value.problems
+    problems = config_problems(data)
     assert "caldav.username: missing key" in problems
     assert "scheduling.organizer_email: missing key" in problems
     assert any(p.startswith("store.url: not a database URL") for p in problems)
@@ -88,9 +93,7 @@ def test_bad_values_inside_valid_types() -> None:
         "scheduling": {"organizer_email": "t@example.org", "mode": "imip"},
         "smtp": {"host": "mail.example.org", "security": "none"},
     }
-    with pytest.raises(ConfigError) as info:
-        parse_config(data)
-    problems = info.value.problems
+    problems = config_problems(data)
     assert "caldav.url: not an http(s) URL: 'ftp://dav'" in problems
     assert "caldav: set only one of password_file, password_env" in problems
     assert 'smtp.security = "none" is allowed only for a loopback host' in problems

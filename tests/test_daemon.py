@@ -70,6 +70,11 @@ def scenario(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
         f"sqlite:///{tmp_path / 'store.db'}",
         extra="\n[daemon]\npoll_interval = 0.3\nbackoff_max = 1.5\n",
     )
+    return invite_students(tm)
+
+
+def invite_students(tm: Cli) -> Cli:
+    """TM-1 (4 January 2027, 09:00-12:00) with the three STUDENTS enrolled and invited."""
     for email in STUDENTS:
         tm.ok("person", "add", email, "--name", email.split("@")[0].title())
     add_session(tm, "TM-1", start="2027-01-04T09:00", end="2027-01-04T12:00")

@@ -72,7 +72,9 @@ def _alive(pid: int) -> bool:
     return stat.exists() and stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
 
 
-def test_a_demo_killed_half_way_leaves_no_process_behind(tmp_path: Path) -> None:
+def _demo_half_way(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    """A paced demo started in `tmp_path`, read until half-way: the daemon runs and
+    students are answering. Returns the process and what it printed so far."""
     demo = subprocess.Popen(
         [TMCALDAV, "demo", "--pace", "1"],
         stdout=subprocess.PIPE,
@@ -81,12 +83,16 @@ def test_a_demo_killed_half_way_leaves_no_process_behind(tmp_path: Path) -> None
         cwd=tmp_path,
     )
     assert demo.stdout is not None
-    # Half-way: the daemon runs and students are answering.
     seen = ""
     deadline = time.monotonic() + 120
     while "students answer" not in seen and time.monotonic() < deadline:
         seen += demo.stdout.readline()
     assert "students answer" in seen, seen
+    return demo, seen
+
+
+def test_a_demo_killed_half_way_leaves_no_process_behind(tmp_path: Path) -> None:
+    demo, seen = _demo_half_way(tmp_path)
     children = _children_of(demo.pid)
     assert len(children) >= 2, children  # Radicale and the daemon
     folder = seen.split("files in ", 1)[1].split()[0]
@@ -97,18 +103,7 @@ def test_a_demo_killed_half_way_leaves_no_process_behind(tmp_path: Path) -> None
 
 
 def test_a_demo_stopped_half_way_cleans_up(tmp_path: Path) -> None:
-    demo = subprocess.Popen(
-        [TMCALDAV, "demo", "--pace", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        cwd=tmp_path,
-    )
-    assert demo.stdout is not None
-    seen = ""
-    deadline = time.monotonic() + 120
-    while "students answer" not in seen and time.monotonic() < deadline:
-        seen += demo.stdout.readline()
+    demo, seen = _demo_half_way(tmp_path)
     children = _children_of(demo.pid)
     folder = Path(seen.split("files in ", 1)[1].split()[0])
     demo.send_signal(signal.SIGTERM)

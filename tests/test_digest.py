@@ -43,16 +43,17 @@ def digest_config(sink: SmtpSink, **settings: str) -> str:
     )
 
 
+def digest_cli(tmp_path: Path, server: RadicaleServer, extra: str) -> Cli:
+    """The CLI on a fresh SQLite store with `extra` config, and the PEOPLE added."""
+    tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}", extra=extra)
+    add_people(tm, PEOPLE)
+    return tm
+
+
 def test_daily_digest_and_decline_alert_arrive_once(
     tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink
 ) -> None:
-    tm = cli_for(
-        tmp_path,
-        radicale_server,
-        f"sqlite:///{tmp_path / 'store.db'}",
-        extra=digest_config(smtp_sink),
-    )
-    add_people(tm, PEOPLE)
+    tm = digest_cli(tmp_path, radicale_server, digest_config(smtp_sink))
     tm.ok("person", "edit", "cy@example.org", "--phone", "+49 30 555")
     add_session(tm, "TM-1", "--capacity", "4", start=future(2), end=future(2, 17))
     add_session(tm, "FAR", start=future(20), end=future(20, 17))
@@ -110,15 +111,10 @@ def test_daily_digest_and_decline_alert_arrive_once(
 def test_notices_never_go_to_students(
     tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink
 ) -> None:
-    tm = cli_for(
-        tmp_path,
-        radicale_server,
-        f"sqlite:///{tmp_path / 'store.db'}",
-        extra=digest_config(smtp_sink, send_empty="true").replace(
-            'to = ["office@example.org"]', 'to = ["Ann@Example.org"]'
-        ),
+    extra = digest_config(smtp_sink, send_empty="true").replace(
+        'to = ["office@example.org"]', 'to = ["Ann@Example.org"]'
     )
-    add_people(tm, PEOPLE)
+    tm = digest_cli(tmp_path, radicale_server, extra)
     tm.ok("sync")
     assert smtp_sink.received == []
     store = Store(f"sqlite:///{tmp_path / 'store.db'}")

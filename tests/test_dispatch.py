@@ -17,6 +17,7 @@ from tests.plugin_world import (
     dispatcher_for,
     seed,
 )
+from tmcaldav.hooks.dispatch import Dispatcher
 from tmcaldav.hookspecs import hookimpl
 from tmcaldav.store import Store, get_enrollment, get_session
 from tmcaldav.store.model import Outbox, Suggestion, utcnow
@@ -29,10 +30,16 @@ def suggestions(store: Store) -> list[tuple[str, str, str]]:
         return [(s.kind, s.plugin, s.dedupe_key) for s in rows]
 
 
+def recording(store: Store, recorder: Recorder | None = None) -> tuple[Dispatcher, Recorder]:
+    """A dispatcher over the store with one plugin, `recorder` (a fresh Recorder unless
+    given), named "recorder"; and that recorder."""
+    recorder = recorder or Recorder()
+    return dispatcher_for(config_for(store.url), store, ("recorder", recorder)), recorder
+
+
 def test_answers_fire_response_and_answer_hooks(store: Store) -> None:
     seed(store)
-    recorder = Recorder()
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    dispatcher, recorder = recording(store)
     answer(store, "TM-1", "ann@example.org", "accepted")
     answer(store, "TM-1", "bob@example.org", "declined")
     answer(store, "TM-1", "cy@example.org", "tentative")
@@ -58,8 +65,7 @@ def test_answers_fire_response_and_answer_hooks(store: Store) -> None:
 
 def test_delegated_and_reset_fire_on_response_only(store: Store) -> None:
     seed(store)
-    recorder = Recorder()
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    dispatcher, recorder = recording(store)
     answer(store, "TM-1", "ann@example.org", "delegated")
     answer(store, "TM-1", "bob@example.org", "accepted")
     answer(store, "TM-1", "bob@example.org", "invited")  # the student's client reset it
@@ -76,8 +82,7 @@ def test_answer_on_cancelled_enrollment_fires_no_seat_hooks(store: Store) -> Non
     seed(store)
     with store.transaction() as db:
         get_enrollment(db, get_session(db, "TM-1"), "bob@example.org").status = "cancelled"
-    recorder = Recorder()
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    dispatcher, recorder = recording(store)
     answer(store, "TM-1", "bob@example.org", "declined")
     answer(store, "TM-1", "bob@example.org", "accepted")
     dispatcher.run()
@@ -87,8 +92,8 @@ def test_answer_on_cancelled_enrollment_fires_no_seat_hooks(store: Store) -> Non
 
 def test_answers_to_a_cancelled_session_fire_no_seat_hooks(store: Store) -> None:
     seed(store, waitlisted=["dee@example.org"])
-    recorder = Recorder(advice={"on_decline": contact(), "on_accept": contact()})
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    advice = {"on_decline": contact(), "on_accept": contact()}
+    dispatcher, recorder = recording(store, Recorder(advice=advice))
     # One answer recorded before the cancel, dispatched after it; two that come later.
     answer(store, "TM-1", "ann@example.org", "declined")
     with store.transaction() as db:
@@ -295,8 +300,7 @@ def test_no_response_fires_once_for_a_plugin_with_a_very_long_name(store: Store)
 
 def test_a_row_that_cannot_be_prepared_is_left_pending_and_counted(store: Store) -> None:
     seed(store)
-    recorder = Recorder()
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    dispatcher, recorder = recording(store)
     with store.transaction() as db:
         session_id = get_session(db, "TM-1").id
         # A payload this version cannot read (no email, no old or new status).
@@ -312,8 +316,7 @@ def test_session_ended_fires_once_and_not_for_old_sessions(store: Store) -> None
     now = utcnow().replace(microsecond=0)
     seed(store, "OLD", start=now - timedelta(days=60))
     seed(store, "NEW", start=now + timedelta(hours=1), hours=2)
-    recorder = Recorder()
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    dispatcher, recorder = recording(store)
     dispatcher.run(now)
     assert recorder.hooks("on_session_ended") == []
     dispatcher.run(now + timedelta(hours=3))
@@ -403,8 +406,7 @@ def test_hooks_see_frozen_views_with_seat_counts_and_waitlist(store: Store) -> N
         course="EXC",
         start=utcnow() + timedelta(days=40),
     )
-    recorder = Recorder()
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    dispatcher, recorder = recording(store)
     with store.transaction() as db:
         from tmcaldav.store import add_note
 
@@ -463,8 +465,8 @@ def test_advice_is_withdrawn_when_its_session_has_ended(store: Store) -> None:
     withdrawn on the next tick (before auto-apply could act on it)."""
     start = (utcnow() + timedelta(days=2)).replace(microsecond=0)
     seed(store, start=start, hours=3)
-    recorder = Recorder(advice={"on_tentative": contact("ask if they come")})
-    dispatcher = dispatcher_for(config_for(store.url), store, ("recorder", recorder))
+    advice = {"on_tentative": contact("ask if they come")}
+    dispatcher, recorder = recording(store, Recorder(advice=advice))
     answer(store, "TM-1", "ann@example.org", "tentative")
     dispatcher.run()
     with store.transaction() as db:

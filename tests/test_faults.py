@@ -18,12 +18,13 @@ import pytest
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tests.store_support import session_href
 from tests.test_daemon import DaemonProcess
 from tmcaldav.caldav import Unreachable
 from tmcaldav.config import load_config
 from tmcaldav.localhost import wait_for
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import Store
 from tmcaldav.store.model import Response, SyncRetry, utcnow
 from tmcaldav.sync import Poller
 from tmcaldav.testing import FaultProxy, RadicaleServer
@@ -49,17 +50,6 @@ def tm(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
     runner.ok("invite", "TM-1", "--all-enrolled")
     runner.ok("sync")
     return runner
-
-
-def href_of(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
-    try:
-        with store.transaction() as db:
-            href = get_session(db, key).href
-    finally:
-        store.close()
-    assert href
-    return href
 
 
 def students(tm: Cli) -> dict[str, dict]:
@@ -107,7 +97,7 @@ def test_an_unreadable_object_is_read_again_and_its_answer_keeps_its_time(
     radicale_server: RadicaleServer,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    href = href_of(tm)
+    href = session_href(tm.config)
     StudentSide(radicale_server).answer(href, {"bob@example.org": "ACCEPTED"})
     radicale_faults.spoil_item(href.rsplit("/", 1)[-1], garbage=garbage)
     seen = utcnow()
@@ -147,7 +137,7 @@ def test_an_unreadable_object_is_read_again_and_its_answer_keeps_its_time(
 def test_an_object_that_stays_unreadable_is_counted_and_shown_by_doctor(
     tm: Cli, polling: Polling, radicale_faults: FaultProxy, radicale_server: RadicaleServer
 ) -> None:
-    href = href_of(tm)
+    href = session_href(tm.config)
     StudentSide(radicale_server).answer(href, {"cy@example.org": "DECLINED"})
     radicale_faults.spoil_item(href.rsplit("/", 1)[-1], count=3)
     for _ in range(3):
@@ -224,7 +214,9 @@ def test_sigusr1_and_sigterm_are_acted_on_while_a_request_is_in_flight(
     daemon = DaemonProcess(tm.config, tmp_path / "d.log")
     try:
         daemon.wait_log("tick:")
-        StudentSide(radicale_server).answer(href_of(tm), {"ann@example.org": "TENTATIVE"})
+        StudentSide(radicale_server).answer(
+            session_href(tm.config), {"ann@example.org": "TENTATIVE"}
+        )
         reports = sum(1 for method, _ in radicale_faults.seen if method == "REPORT")
         radicale_faults.trickle_next(0.5, methods=("REPORT",))
         wait_for(

@@ -8,54 +8,31 @@ hook that overruns `hook_timeout` is abandoned, and a stop request is honoured a
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
-import sys
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
+from tests.plugin_file_support import (
+    logged_calls,
+    plugins_section,
+    recording_plugin,
+    run_sync,
+)
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tests.store_support import session_href
 from tests.test_daemon import DaemonProcess
 from tmcaldav.config import load_config
 from tmcaldav.localhost import wait_for
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import Store
 from tmcaldav.store.model import Outbox, PluginAttempt
 from tmcaldav.testing import RadicaleServer
 
 # Records every call in a file: the side effect that must not be repeated.
-COUNTER = '''
-import json
-from pathlib import Path
-
-from tmcaldav.hookspecs import hookimpl
-
-
-class Counter:
-    def __init__(self, settings):
-        self.log = Path(settings["log_file"])
-
-    def _record(self, hook, event_id):
-        with open(self.log, "a") as f:
-            f.write(json.dumps({"hook": hook, "event": event_id}) + "\\n")
-
-    @hookimpl
-    def on_response(self, change, context):
-        self._record("on_response", context.event_id)
-
-    @hookimpl
-    def on_decline(self, change, context):
-        self._record("on_decline", context.event_id)
-
-
-def tmcaldav_plugin(settings):
-    return Counter(settings)
-'''
+COUNTER = recording_plugin("on_response", "on_decline")
 
 # Misbehaves in on_response (and on_decline): the statement is filled in per test.
 GUEST = """
@@ -86,17 +63,7 @@ def world(
     (folder / "counter.py").write_text(COUNTER)
     (folder / "guest.py").write_text(GUEST.format(statement=statement))
     log = tmp_path / "calls.jsonl"
-    extra = textwrap.dedent(
-        f"""
-        [plugins]
-        enable = ["guest", "counter"]
-        plugin_dirs = ["{folder}"]
-        {plugins}
-
-        [plugins.counter]
-        log_file = "{log}"
-        """
-    )
+    extra = plugins_section(folder, ["guest", "counter"], {"counter": {"log_file": log}}, plugins)
     tm = cli_for(tmp_path, server, f"sqlite:///{tmp_path / 'store.db'}", extra=extra)
     add_people(tm, STUDENTS)
     add_session(tm, "TM-1", start="2027-01-04T09:00", end="2027-01-04T12:00")
@@ -106,27 +73,15 @@ def world(
 
 
 def sync(tm: Cli, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TMCALDAV_CONFIG"}
-    return subprocess.run(
-        [sys.executable, "-m", "tmcaldav", "-c", str(tm.config), "sync"],
-        capture_output=True, text=True, timeout=timeout, env=env, check=False,
-    )
+    return run_sync(tm.config, timeout)
 
 
 def answer(tm: Cli, server: RadicaleServer, answers: dict[str, str]) -> None:
-    store = Store(load_config(tm.config).store.url)
-    try:
-        with store.transaction() as db:
-            href = get_session(db, "TM-1").href
-    finally:
-        store.close()
-    assert href
-    StudentSide(server).answer(href, answers)
+    StudentSide(server).answer(session_href(tm.config), answers)
 
 
 def calls(log: Path) -> Counter[tuple[str, str]]:
-    lines = log.read_text().splitlines() if log.exists() else []
-    return Counter((c["hook"], c["event"]) for c in map(json.loads, lines))
+    return Counter((c["hook"], c["event"]) for c in logged_calls(log))
 
 
 def attempts(tm: Cli) -> list[tuple[str, str, int, bool, bool]]:

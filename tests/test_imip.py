@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.imip_support import CLIENT_REPLIES, ORGANIZER, UID, check_imip, reply_bytes
+from tests.itip_method_support import as_method, next_day_counter
 from tmcaldav import ical
 from tmcaldav.imip import message as imip
 
@@ -132,12 +133,47 @@ def refused(result: object, words: str) -> None:
     assert words in result.reason, result.reason
 
 
-def test_wrong_sender_is_refused() -> None:
-    raw = reply_bytes(
-        "thunderbird_tentative.eml",
-        {"From: Cy O'Neil <cy@example.org>": "From: Mallory <mallory@evil.example>"},
-    )
-    refused(decide(raw), "does not match the attendee cy@example.org")
+@pytest.mark.parametrize(
+    ("name", "replace", "words"),
+    [
+        pytest.param(
+            "thunderbird_tentative.eml",
+            {"From: Cy O'Neil <cy@example.org>": "From: Mallory <mallory@evil.example>"},
+            "does not match the attendee cy@example.org",
+            id="wrong sender",
+        ),
+        pytest.param(
+            "gmail_decline.eml",
+            {"bob@example.org": "zed@example.org"},
+            "zed@example.org is not an invited attendee",
+            id="uninvited attendee",
+        ),
+        pytest.param(
+            "gmail_decline.eml",
+            {"bob@example.org": "nobody@example.org"},
+            "nobody@example.org is not an invited attendee",
+            id="unknown attendee",
+        ),
+        pytest.param(
+            "gmail_decline.eml",
+            {"CN=Training Office:mailto:training@": "CN=Training Office:mailto:other@"},
+            "ORGANIZER other@example.org",
+            id="organizer that is not us",
+        ),
+        pytest.param(
+            "forwarded_accept.eml",
+            {
+                "From: Training Office <training@example.org>": (
+                    "From: Mallory <mallory@evil.example>"
+                )
+            },
+            "forwarded by mallory@evil.example",
+            id="forwarded by a stranger",
+        ),
+    ],
+)
+def test_a_changed_reply_is_refused(name: str, replace: dict[str, str], words: str) -> None:
+    refused(decide(reply_bytes(name, replace)), words)
 
 
 def _mallory_declines_for_bob() -> bytes:
@@ -168,12 +204,11 @@ def test_envelope_sender_does_not_stand_for_from() -> None:
     )
     refused(decide(listed, envelope="<cy@example.org>"), "does not match the attendee cy")
     # Nor does it pick, in a COUNTER that lists every attendee, whose answer it is.
-    counter = reply_bytes(
+    counter = as_method(
         "thunderbird_tentative.eml",
+        "COUNTER",
         {
             "From: Cy O'Neil <cy@example.org>": "From: Mallory <mallory@evil.example>",
-            "METHOD:REPLY": "METHOD:COUNTER",
-            "method=REPLY": "method=COUNTER",
             "ATTENDEE;RSVP=TRUE;": "ATTENDEE;PARTSTAT=ACCEPTED:mailto:ann@example.org\r\n"
             "ATTENDEE;RSVP=TRUE;",
         },
@@ -189,13 +224,6 @@ def test_from_the_student_counts_whatever_the_envelope_sender() -> None:
     assert isinstance(reply, imip.Reply) and reply.email == "bob@example.org"
     srs = b"From SRS0=HHH=TT=example.org=bob@forwarder.example  Fri Nov 20 11:15:00 2026\n" + raw
     assert isinstance(decide(srs), imip.Reply)
-
-
-def test_uninvited_and_unknown_attendees_are_refused() -> None:
-    raw = reply_bytes("gmail_decline.eml", {"bob@example.org": "zed@example.org"})
-    refused(decide(raw), "zed@example.org is not an invited attendee")
-    raw = reply_bytes("gmail_decline.eml", {"bob@example.org": "nobody@example.org"})
-    refused(decide(raw), "nobody@example.org is not an invited attendee")
 
 
 def test_unknown_uid_is_refused() -> None:
@@ -245,14 +273,6 @@ def test_five_megabyte_attachment_is_refused() -> None:
     refused(decide(raw.as_bytes()), "too large")
 
 
-def test_organizer_that_is_not_us_is_refused() -> None:
-    raw = reply_bytes(
-        "gmail_decline.eml",
-        {"CN=Training Office:mailto:training@": "CN=Training Office:mailto:other@"},
-    )
-    refused(decide(raw), "ORGANIZER other@example.org")
-
-
 def test_sequence_from_the_future_is_refused_older_is_accepted() -> None:
     raw = reply_bytes("gmail_decline.eml", {"SEQUENCE:0": "SEQUENCE:3"})
     refused(decide(raw, event(sequence=2)), "answers SEQUENCE 3")
@@ -271,14 +291,6 @@ def test_sent_by_needs_trust() -> None:
     refused(decide(raw), "assistant@example.org is not in trust_sent_by")
     assert isinstance(decide(raw, trust_sent_by=["assistant@example.org"]), imip.Reply)
     assert isinstance(decide(raw, trust_sent_by=["@example.org"]), imip.Reply)
-
-
-def test_forwarded_by_a_stranger_is_refused() -> None:
-    raw = reply_bytes(
-        "forwarded_accept.eml",
-        {"From: Training Office <training@example.org>": "From: Mallory <mallory@evil.example>"},
-    )
-    refused(decide(raw), "forwarded by mallory@evil.example")
 
 
 def test_future_dtstamp_is_clamped_to_now() -> None:
@@ -313,22 +325,10 @@ def test_found_by_content_type_not_file_name() -> None:
 
 
 def test_counter_and_refresh() -> None:
-    counter = reply_bytes(
-        "thunderbird_tentative.eml",
-        {
-            "METHOD:REPLY": "METHOD:COUNTER",
-            "method=REPLY": "method=COUNTER",
-            "Berlin:20261201T090000": "Berlin:20261202T090000",
-            "Berlin:20261201T170000": "Berlin:20261202T170000",
-        },
-    )
-    reply = decide(counter)
+    reply = decide(next_day_counter())
     assert isinstance(reply, imip.Reply) and reply.method == "COUNTER"
     assert reply.proposed_start == datetime(2026, 12, 2, 8, 0, tzinfo=UTC)
-    refresh = reply_bytes(
-        "gmail_decline.eml", {"METHOD:REPLY": "METHOD:REFRESH", "method=REPLY": "method=REFRESH"}
-    )
-    reply = decide(refresh)
+    reply = decide(as_method("gmail_decline.eml", "REFRESH"))
     assert isinstance(reply, imip.Reply) and reply.method == "REFRESH"
 
 

@@ -4,6 +4,7 @@ server (Dovecot), the CLI and the MailService the daemon ticks."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from tests.imip_support import (
     reply_bytes,
     smtp_section,
 )
+from tests.itip_method_support import as_method, next_day_counter
 from tests.plugin_world import Recorder, config_for, dispatcher_for, seed
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav.config import load_config
@@ -98,18 +100,36 @@ def world(tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink) 
 # ---- the whole loop --------------------------------------------------------------------------
 
 
-def test_end_to_end_with_imap(
+ImapWorld = Callable[[str, str], tuple[World, Path]]
+
+
+@pytest.fixture
+def imap_world(
     tmp_path: Path,
     radicale_server: RadicaleServer,
     smtp_sink: SmtpSink,
     imap_server: DovecotServer,
     tls_files: TlsFiles,
+) -> ImapWorld:
+    """Builds the world that reads replies from Dovecot with `security` ("tls" on the TLS
+    port, "starttls" on the plain one), logging in with `password`; returns it and the
+    password file."""
+
+    def build(security: str, password: str) -> tuple[World, Path]:
+        pw = password_file(tmp_path, "imap.pw", password)
+        port = imap_server.tls_port if security == "tls" else imap_server.port
+        extra = smtp_section(smtp_sink.port) + imap_section(
+            port, pw, security=security, ca_file=tls_files.ca_file
+        )
+        return World(setup_cli(tmp_path, radicale_server, extra), radicale_server), pw
+
+    return build
+
+
+def test_end_to_end_with_imap(
+    imap_world: ImapWorld, smtp_sink: SmtpSink, imap_server: DovecotServer
 ) -> None:
-    pw = password_file(tmp_path, "imap.pw", "pw-imap")
-    extra = smtp_section(smtp_sink.port) + imap_section(
-        imap_server.tls_port, pw, security="tls", ca_file=tls_files.ca_file
-    )
-    w = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
+    w, _ = imap_world("tls", "pw-imap")
     three = ["ann@example.org", "bob@example.org", "cy@example.org"]
     w.tm.ok("invite", "TM-1", *three)
 
@@ -435,22 +455,11 @@ def test_smtp_down_then_up(tmp_path: Path, radicale_server: RadicaleServer) -> N
 
 def test_refresh_resends_and_counter_suggests(world: World, smtp_sink: SmtpSink) -> None:
     world.tm.ok("invite", "TM-1", "cy@example.org")
-    refresh = reply_bytes(
-        "thunderbird_tentative.eml",
-        {"METHOD:REPLY": "METHOD:REFRESH", "method=REPLY": "method=REFRESH"},
-    )
+    refresh = as_method("thunderbird_tentative.eml", "REFRESH")
     out = world.tm.ok("mail", "ingest", "-", input=refresh).stdout  # type: ignore[arg-type]
     assert out.startswith("refresh")
     assert [m.rcpt_tos[0] for m in smtp_sink.received] == ["cy@example.org"] * 2
-    counter = reply_bytes(
-        "thunderbird_tentative.eml",
-        {
-            "METHOD:REPLY": "METHOD:COUNTER",
-            "method=REPLY": "method=COUNTER",
-            "Berlin:20261201T090000": "Berlin:20261202T090000",
-            "Berlin:20261201T170000": "Berlin:20261202T170000",
-        },
-    )
+    counter = next_day_counter()
     for _ in range(2):  # the same proposal twice gives one suggestion
         out = world.tm.ok("mail", "ingest", "-", input=counter).stdout  # type: ignore[arg-type]
         assert out.startswith("counter")
@@ -509,17 +518,9 @@ def test_smtp_tls_is_verified(
 
 
 def test_imap_starttls_and_a_wrong_password(
-    tmp_path: Path,
-    radicale_server: RadicaleServer,
-    smtp_sink: SmtpSink,
-    imap_server: DovecotServer,
-    tls_files: TlsFiles,
+    imap_world: ImapWorld, imap_server: DovecotServer
 ) -> None:
-    wrong = password_file(tmp_path, "wrong.pw", "not-it")
-    extra = smtp_section(smtp_sink.port) + imap_section(
-        imap_server.port, wrong, security="starttls", ca_file=tls_files.ca_file
-    )
-    w = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
+    w, wrong = imap_world("starttls", "not-it")
     w.tm.ok("invite", "TM-1", "dee@example.org")
     imap_server.deliver(ORGANIZER, [reply_bytes("apple_accept.eml")])
     result = w.mail.tick()
@@ -532,12 +533,20 @@ def test_imap_starttls_and_a_wrong_password(
     assert w.partstats() == {"dee@example.org": "ACCEPTED"}
 
 
-def test_maildir(tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink) -> None:
+def maildir_world(
+    tmp_path: Path, server: RadicaleServer, smtp_sink: SmtpSink
+) -> tuple[World, Path]:
+    """The world that reads replies from a fresh Maildir (new, cur, tmp); returns it and
+    the Maildir."""
     maildir = tmp_path / "Maildir"
     for sub in ("new", "cur", "tmp"):
         (maildir / sub).mkdir(parents=True)
     extra = smtp_section(smtp_sink.port) + f'\n[maildir]\npath = "{maildir}"\n'
-    w = World(setup_cli(tmp_path, radicale_server, extra), radicale_server)
+    return World(setup_cli(tmp_path, server, extra), server), maildir
+
+
+def test_maildir(tmp_path: Path, radicale_server: RadicaleServer, smtp_sink: SmtpSink) -> None:
+    w, maildir = maildir_world(tmp_path, radicale_server, smtp_sink)
     w.tm.ok("invite", "TM-1", "--all-enrolled")
     (maildir / "new" / "1.host").write_bytes(reply_bytes("apple_accept.eml"))
     (maildir / "new" / "2.host").write_bytes(b"From: x@y.example\r\n\r\nhello\r\n")

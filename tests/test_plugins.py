@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import json
 import logging
-import textwrap
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli, write_config
+from tests.plugin_file_support import logged_calls, plugins_section, recording_hooks
 from tests.plugin_world import Recorder, answer, config_for, seed
 from tmcaldav.hooks.dispatch import Dispatcher
 from tmcaldav.hooks.plugins import get_plugin_manager, hook_names, register_plugin
@@ -31,18 +31,10 @@ class AcmePlugin:
     def __init__(self, settings):
         self.log = settings["log_file"]
 
-    def _write(self, hook, event_id):
+    def _record(self, hook, event_id):
         with open(self.log, "a") as f:
             f.write(json.dumps({"plugin": "acme", "hook": hook, "event": event_id}) + "\\n")
-
-    @hookimpl
-    def on_decline(self, change, context):
-        self._write("on_decline", context.event_id)
-
-    @hookimpl
-    def on_response(self, change, context):
-        self._write("on_response", context.event_id)
-"""
+""" + recording_hooks("on_decline", "on_response")
 
 # A local plugin file: module-level hooks and a settings factory.
 LOCAL = """
@@ -78,10 +70,6 @@ def install_entry_point(site: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(site))
 
 
-def lines(path: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
 def test_entry_point_and_plugin_dir_plugins_receive_hooks(
     store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -111,7 +99,7 @@ def test_entry_point_and_plugin_dir_plugins_receive_hooks(
     seed(store)
     answer(store, "TM-1", "bob@example.org", "declined")
     Dispatcher(config, store, Publisher(config, store), pm).run()
-    calls = lines(log)
+    calls = logged_calls(log)
     assert sorted((c["plugin"], c["hook"]) for c in calls) == [
         ("acme", "on_decline"),
         ("acme", "on_response"),
@@ -258,19 +246,8 @@ def test_plugins_command(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Non
     folder = tmp_path / "plugins"
     folder.mkdir()
     (folder / "local.py").write_text(LOCAL)
-    extra = textwrap.dedent(
-        f"""
-        [plugins]
-        enable = ["waitlist", "acme", "local", "nowhere"]
-        plugin_dirs = ["{folder}"]
-
-        [plugins.acme]
-        log_file = "{tmp_path / "acme.log"}"
-
-        [plugins.local]
-        log_file = "{tmp_path / "local.log"}"
-        """
-    )
+    logs = {name: {"log_file": tmp_path / f"{name}.log"} for name in ("acme", "local")}
+    extra = plugins_section(folder, ["waitlist", "acme", "local", "nowhere"], logs)
     tm = Cli(write_config(tmp_path / "daemon.toml", f"sqlite:///{tmp_path / 's.db'}", extra))
     tm.ok("db", "upgrade")
     result = tm("plugins", "--json")

@@ -10,10 +10,6 @@ runs again (side effects are at least once, deduplicated by event id).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from collections import Counter
 from datetime import timedelta
 from pathlib import Path
@@ -21,32 +17,29 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
+from tests.plugin_file_support import (
+    RECORDING,
+    logged_calls,
+    plugins_section,
+    recording_hooks,
+    run_sync,
+)
 from tests.scenario import StudentSide, add_session, cli_for
+from tests.store_support import session_href
 from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
-CRASHY = '''
-import json
-import os
-from pathlib import Path
-
-from tmcaldav.hookspecs import hookimpl
+CRASHY = RECORDING + '''
 from tmcaldav.views import SuggestionSpec
 
 
-class Crashy:
+class Crashy(Recording):
     """Records each call; kills the process at the configured on_response call."""
 
     def __init__(self, settings):
-        self.log = Path(settings["log_file"])
+        super().__init__(settings)
         self.flag = Path(settings["crash_flag"])
         self.mode = settings["mode"]
-
-    def _record(self, hook, event_id):
-        with open(self.log, "a") as f:
-            f.write(json.dumps({"hook": hook, "event": event_id}) + "\\n")
-            f.flush()
-            os.fsync(f.fileno())
 
     def _responses(self):
         if not self.log.exists():
@@ -63,19 +56,7 @@ class Crashy:
             self.flag.unlink()
             os._exit(137)
         return SuggestionSpec("contact_student", change.email, "answered: " + change.new)
-
-    @hookimpl
-    def on_accept(self, change, context):
-        self._record("on_accept", context.event_id)
-
-    @hookimpl
-    def on_decline(self, change, context):
-        self._record("on_decline", context.event_id)
-
-    @hookimpl
-    def on_tentative(self, change, context):
-        self._record("on_tentative", context.event_id)
-
+''' + recording_hooks("on_accept", "on_decline", "on_tentative") + '''
     @hookimpl
     def on_suggestion(self, suggestion, context):
         self._record("on_suggestion", context.event_id)
@@ -86,18 +67,6 @@ def tmcaldav_plugin(settings):
 '''
 
 
-def run_sync(config: Path) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if k != "TMCALDAV_CONFIG"}
-    return subprocess.run(
-        [sys.executable, "-m", "tmcaldav", "-c", str(config), "sync"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=env,
-        check=False,
-    )
-
-
 @pytest.mark.parametrize("mode", ["before_hooks", "mid_dispatch"])
 def test_a_kill_during_dispatch_loses_and_doubles_nothing(
     mode: str, tmp_path: Path, radicale_server: RadicaleServer
@@ -106,18 +75,8 @@ def test_a_kill_during_dispatch_loses_and_doubles_nothing(
     folder.mkdir()
     (folder / "crashy.py").write_text(CRASHY)
     log, flag = tmp_path / "calls.jsonl", tmp_path / "crash.flag"
-    extra = textwrap.dedent(
-        f"""
-        [plugins]
-        enable = ["waitlist", "crashy"]
-        plugin_dirs = ["{folder}"]
-
-        [plugins.crashy]
-        log_file = "{log}"
-        crash_flag = "{flag}"
-        mode = "{mode}"
-        """
-    )
+    settings = {"log_file": log, "crash_flag": flag, "mode": mode}
+    extra = plugins_section(folder, ["waitlist", "crashy"], {"crashy": settings})
     tm: Cli = cli_for(tmp_path, radicale_server, f"sqlite:///{tmp_path / 'store.db'}", extra=extra)
     people = ["ann", "bob", "cy", "dee", "eve"]
     for name in people:
@@ -137,7 +96,7 @@ def test_a_kill_during_dispatch_loses_and_doubles_nothing(
     tm.ok("invite", "TM-1", "--all-enrolled")
     tm.ok("sync")
     page = json.loads(tm.ok("session", "show", "TM-1", "--json").output)
-    href = _href(tm)
+    href = session_href(tm.config)
     StudentSide(radicale_server).answer(
         href,
         {
@@ -160,12 +119,12 @@ def test_a_kill_during_dispatch_loses_and_doubles_nothing(
         calendar["bob@example.org"],
         calendar["cy@example.org"],
     ) == ("declined", "tentative", "accepted")
-    before = _calls(log)
+    before = logged_calls(log)
 
     again = run_sync(tm.config)
     assert again.returncode == 0, again.stderr
     assert "0 answers recorded" in again.stdout
-    calls = _calls(log)
+    calls = logged_calls(log)
     counts = Counter((c["hook"], c["event"]) for c in calls)
     # Every hook of every event, once — except the event being dispatched at the kill,
     # whose hooks ran again (at least once, same event id).
@@ -193,22 +152,4 @@ def test_a_kill_during_dispatch_loses_and_doubles_nothing(
     assert sorted(suggestion_events) == sorted(f"suggestion:{r['id']}" for r in rows)
     # A third run has nothing left to do.
     assert "plugins told of 0 changes" in run_sync(tm.config).stdout
-    assert _calls(log) == calls
-
-
-def _calls(log: Path) -> list[dict[str, str]]:
-    return [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
-
-
-def _href(tm: Cli) -> str:
-    from tmcaldav.config import load_config
-    from tmcaldav.store import Store, get_session
-
-    store = Store(load_config(tm.config).store.url)
-    try:
-        with store.transaction() as db:
-            href = get_session(db, "TM-1").href
-    finally:
-        store.close()
-    assert href
-    return href
+    assert logged_calls(log) == calls

@@ -5,28 +5,21 @@ webhook receiver gets each event once, signed."""
 from __future__ import annotations
 
 import json
-import textwrap
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Cli
-from tests.scenario import StudentSide, add_session, cli_for
+from tests.plugin_file_support import plugins_section
+from tests.plugin_world import NAMES
+from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tests.store_support import session_href
 from tests.webhook_receiver import Receiver, receiving
-from tmcaldav.config import load_config
-from tmcaldav.store import Store, get_session
 from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
 SECRET = "e2e-webhook-secret"
-PEOPLE = {
-    "ann@example.org": "Ann",
-    "bob@example.org": "Bob",
-    "cy@example.org": "Cy",
-    "dee@example.org": "Dee",
-    "eve@example.org": "Eve",
-}
 
 # Records every hook call, to check on_invitation_sent against the real publisher.
 AUDIT = """
@@ -68,20 +61,13 @@ def plugins_config(tmp_path: Path, receiver: Receiver) -> str:
     folder = tmp_path / "local-plugins"
     folder.mkdir()
     (folder / "audit.py").write_text(AUDIT)
-    return textwrap.dedent(
-        f"""
-        [plugins]
-        enable = ["waitlist", "followup", "noshow", "reschedule", "webhook", "audit"]
-        plugin_dirs = ["{folder}"]
-
-        [plugins.webhook]
-        urls = ["{receiver.url}"]
-        secret_file = "{secret}"
-        backoff = 0.05
-
-        [plugins.audit]
-        log_file = "{tmp_path / "audit.jsonl"}"
-        """
+    return plugins_section(
+        folder,
+        ["waitlist", "followup", "noshow", "reschedule", "webhook", "audit"],
+        {
+            "webhook": {"urls": [receiver.url], "secret_file": secret, "backoff": 0.05},
+            "audit": {"log_file": tmp_path / "audit.jsonl"},
+        },
     )
 
 
@@ -99,8 +85,7 @@ def tm(tmp_path: Path, radicale_server: RadicaleServer, receiver: Receiver) -> C
         f"sqlite:///{tmp_path / 'store.db'}",
         extra=plugins_config(tmp_path, receiver),
     )
-    for email, name in PEOPLE.items():
-        runner.ok("person", "add", email, "--name", name)
+    add_people(runner, NAMES)
     return runner
 
 
@@ -114,14 +99,7 @@ def state(tm: Cli, key: str = "TM-1") -> dict[str, tuple[str, str]]:
 
 
 def href(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
-    try:
-        with store.transaction() as db:
-            found = get_session(db, key).href
-    finally:
-        store.close()
-    assert found
-    return found
+    return session_href(tm.config, key)
 
 
 def test_decline_frees_a_seat_for_the_waitlist(
@@ -205,39 +183,14 @@ def test_decline_frees_a_seat_for_the_waitlist(
 
 def test_offer_other_session_enrolls_and_invites(tm: Cli, radicale_server: RadicaleServer) -> None:
     student = StudentSide(radicale_server)
-    add_session(
-        tm,
-        "EXC-1",
-        "--capacity",
-        "2",
-        "--course",
-        "EXC",
-        title="Excel 1",
-        start=start(10),
-        end=start(11),
-    )
-    add_session(
-        tm,
-        "EXC-2",
-        "--capacity",
-        "2",
-        "--course",
-        "EXC",
-        title="Excel 1 again",
-        start=start(20),
-        end=start(21),
-    )
-    add_session(
-        tm,
-        "EXC-3",
-        "--capacity",
-        "1",
-        "--course",
-        "EXC",
-        title="Full one",
-        start=start(15),
-        end=start(16),
-    )
+    # Two sessions of the course with free seats, and a sooner one that is full.
+    for key, capacity, title, days in (
+        ("EXC-1", 2, "Excel 1", 10),
+        ("EXC-2", 2, "Excel 1 again", 20),
+        ("EXC-3", 1, "Full one", 15),
+    ):
+        options = ("--capacity", str(capacity), "--course", "EXC")
+        add_session(tm, key, *options, title=title, start=start(days), end=start(days + 1))
     tm.ok("enroll", "EXC-1", "ann@example.org", "bob@example.org")
     tm.ok("enroll", "EXC-3", "cy@example.org")
     tm.ok("invite", "EXC-1", "--all-enrolled")

@@ -7,6 +7,7 @@ its own file (it needs an HTTP server).
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -116,6 +117,17 @@ FULL = (
 )
 
 
+
+def with_calendar(
+    students: tuple[StudentView, ...], calendars: dict[str, str]
+) -> tuple[StudentView, ...]:
+    """`students`, with the calendar status of each one named in `calendars` changed."""
+    return tuple(
+        dataclasses.replace(s, calendar_status=calendars[s.email]) if s.email in calendars else s
+        for s in students
+    )
+
+
 def test_waitlist_decline_cancels_and_invites_the_first_in_line() -> None:
     plugin = WaitlistPlugin({})
     result = plugin.on_decline(change("ann@x.org", "declined"), session(*FULL))
@@ -126,11 +138,7 @@ def test_waitlist_decline_cancels_and_invites_the_first_in_line() -> None:
 def test_waitlist_counts_capacity_and_invitations_already_out() -> None:
     # Two seats free up (Ann and Bob declined), Dee already holds an invitation: one more.
     students = (
-        student("ann@x.org", calendar="declined"),
-        student("bob@x.org", calendar="declined"),
-        student("cy@x.org"),
-        student("dee@x.org", "waitlisted", "invited", 1),
-        student("eve@x.org", "waitlisted", "not_invited", 2),
+        *with_calendar(FULL, {"bob@x.org": "declined", "dee@x.org": "invited"}),
         student("fay@x.org", "waitlisted", "not_invited", 3),
     )
     assert next_in_line(session(*students)) == ["eve@x.org"]

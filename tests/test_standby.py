@@ -17,8 +17,8 @@ from sqlalchemy import text
 
 from tests.conftest import Cli
 from tests.postgres import PostgresServer
-from tests.scenario import StudentSide, add_session, cli_for
-from tests.test_daemon import RECORDER, STUDENTS, DaemonProcess, calendars, history
+from tests.scenario import StudentSide, cli_for
+from tests.test_daemon import RECORDER, DaemonProcess, calendars, history, invite_students
 from tmcaldav.app import App
 from tmcaldav.localhost import wait_for
 from tmcaldav.store import Store
@@ -63,12 +63,7 @@ def pg_scenario(
         f"takeover_after = {TAKEOVER}\n\n"
         f'[plugins]\nenable = ["recorder"]\nplugin_dirs = ["{plugins}"]\n',
     )
-    for email in STUDENTS:
-        tm.ok("person", "add", email, "--name", email.split("@")[0].title())
-    add_session(tm, "TM-1", start="2027-01-04T09:00", end="2027-01-04T12:00")
-    tm.ok("enroll", "TM-1", *STUDENTS)
-    tm.ok("invite", "TM-1", "--all-enrolled")
-    return tm
+    return invite_students(tm)
 
 
 @pytest.fixture
@@ -87,6 +82,17 @@ def start(
     daemon = DaemonProcess(tm.config, log, {"TM_HOOK_LOG": str(hook_log)}, args)
     daemons.append(daemon)
     return daemon
+
+
+def active_and_standby(
+    tm: Cli, tmp_path: Path, hook_log: Path, daemons: list[DaemonProcess]
+) -> tuple[DaemonProcess, DaemonProcess]:
+    """An active daemon that has ticked (log a.log), then a standby (b.log) standing by."""
+    active = start(tm, tmp_path / "a.log", hook_log, daemons)
+    active.wait_log("tick:")
+    standby = start(tm, tmp_path / "b.log", hook_log, daemons, "--standby")
+    standby.wait_log(STANDING_BY)
+    return active, standby
 
 
 def href(tm: Cli) -> str:
@@ -123,10 +129,7 @@ def test_kill_9_of_the_active_while_answers_arrive_standby_takes_over(
     event = href(tm)
     # The daemons talk to the server through a proxy that can hold a request.
     tm.config.write_text(tm.config.read_text().replace(radicale_server.url, radicale_faults.url))
-    active = start(tm, tmp_path / "a.log", hook_log, daemons)
-    active.wait_log("tick:")
-    standby = start(tm, tmp_path / "b.log", hook_log, daemons, "--standby")
-    standby.wait_log(STANDING_BY)
+    active, standby = active_and_standby(tm, tmp_path, hook_log, daemons)
     student.answer(event, {"ann@example.org": "ACCEPTED"})
     wait_for(lambda: calendars(tm)["ann@example.org"] == "accepted", what="ann's answer")
     # Bob answers, and the active daemon dies in the middle of the poll that reads it.
@@ -193,10 +196,7 @@ def test_a_paused_active_is_fenced_and_writes_nothing_after_it_wakes(
 ) -> None:
     tm = pg_scenario
     event = href(tm)
-    active = start(tm, tmp_path / "a.log", hook_log, daemons)
-    active.wait_log("tick:")
-    standby = start(tm, tmp_path / "b.log", hook_log, daemons, "--standby")
-    standby.wait_log(STANDING_BY)
+    active, standby = active_and_standby(tm, tmp_path, hook_log, daemons)
     student.answer(event, {"ann@example.org": "ACCEPTED"})
     wait_for(lambda: calendars(tm)["ann@example.org"] == "accepted", what="ann's answer")
     # A frozen machine, a long pause: its connections stay open, PostgreSQL cannot tell.
