@@ -67,6 +67,7 @@ __all__ = [
     "SchedulingServer",
     "ServerProfile",
     "ServerUnavailable",
+    "UrlLayout",
     "XandikosServer",
     "cyrus_server_fixture",
     "processes_under",
@@ -128,6 +129,18 @@ class DavAnswer:
         return ET.fromstring(self.body)
 
 
+@dataclass(frozen=True)
+class UrlLayout:
+    """Where a server keeps a user's collections: paths below its root, in which
+    ``{user}`` stands for the user's name."""
+
+    principal: str
+    #: The schedule-default calendar, where invitations land.
+    calendar: str
+    #: The schedule inbox.
+    inbox: str
+
+
 class SchedulingServer:
     """What both servers offer the tests: URLs, addresses and authenticated requests.
 
@@ -137,6 +150,8 @@ class SchedulingServer:
 
     #: "cyrus" or "xandikos".
     name: ClassVar[str] = ""
+    #: Where the server keeps each user's collections.
+    layout: ClassVar[UrlLayout]
     #: The random realm of the server's Basic challenge: what tells it is ours.
     realm: str
 
@@ -183,15 +198,15 @@ class SchedulingServer:
 
     def principal_url(self, user: str) -> str:
         """URL of the user's principal."""
-        raise NotImplementedError
+        return self.url + self.layout.principal.format(user=user)
 
     def calendar_url(self, user: str) -> str:
         """URL of the user's schedule-default calendar (where invitations land)."""
-        raise NotImplementedError
+        return self.url + self.layout.calendar.format(user=user)
 
     def inbox_url(self, user: str) -> str:
         """URL of the user's schedule inbox."""
-        raise NotImplementedError
+        return self.url + self.layout.inbox.format(user=user)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -438,6 +453,13 @@ class CyrusServer(SchedulingServer):
     """
 
     name = "cyrus"
+    # Cyrus makes ``Default`` (its schedule-default calendar), ``Inbox`` and ``Outbox``
+    # in the calendar home the first time a user logs in.
+    layout = UrlLayout(
+        principal="dav/principals/user/{user}/",
+        calendar="dav/calendars/user/{user}/Default/",
+        inbox="dav/calendars/user/{user}/Inbox/",
+    )
 
     def __init__(self, base_dir: Path, users: Mapping[str, str]) -> None:
         """Prepare (not start) a server; its files live in ``base_dir`` if the cyrus user
@@ -450,23 +472,9 @@ class CyrusServer(SchedulingServer):
         self.servername = f"tmcaldav-{self._token}"
         self.realm = f"tmcaldav-cyrus-{self._token}"
 
-    # -- URLs ----------------------------------------------------------------------------
-
-    def principal_url(self, user: str) -> str:
-        """``/dav/principals/user/USER/``."""
-        return f"{self.url}dav/principals/user/{user}/"
-
     def calendar_home_url(self, user: str) -> str:
         """``/dav/calendars/user/USER/``."""
         return f"{self.url}dav/calendars/user/{user}/"
-
-    def calendar_url(self, user: str) -> str:
-        """The autoprovisioned ``Default`` calendar, Cyrus's schedule-default calendar."""
-        return f"{self.calendar_home_url(user)}Default/"
-
-    def inbox_url(self, user: str) -> str:
-        """``/dav/calendars/user/USER/Inbox/``."""
-        return f"{self.calendar_home_url(user)}Inbox/"
 
     # -- life cycle ----------------------------------------------------------------------
 
@@ -746,6 +754,9 @@ class XandikosServer(SchedulingServer):
     """
 
     name = "xandikos"
+    layout = UrlLayout(
+        principal="{user}/", calendar="{user}/calendars/calendar/", inbox="{user}/inbox/"
+    )
 
     def __init__(self, base_dir: Path, users: Mapping[str, str]) -> None:
         """Prepare (not start) a server whose files live in ``base_dir``."""
@@ -755,18 +766,6 @@ class XandikosServer(SchedulingServer):
         self.realm = f"tmcaldav-xandikos-{self._token}"
         self._proxy: _XandikosProxy | None = None
         self._socket_dir: Path | None = None
-
-    def principal_url(self, user: str) -> str:
-        """``/USER/``."""
-        return f"{self.url}{user}/"
-
-    def calendar_url(self, user: str) -> str:
-        """``/USER/calendars/calendar/``, made by ``--defaults`` and set as schedule-default."""
-        return f"{self.url}{user}/calendars/calendar/"
-
-    def inbox_url(self, user: str) -> str:
-        """``/USER/inbox/``."""
-        return f"{self.url}{user}/inbox/"
 
     @property
     def socket_path(self) -> Path:

@@ -11,6 +11,7 @@ Radicale through it.
 
 from __future__ import annotations
 
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -86,11 +87,12 @@ class ServerProcess:
             time.sleep(step)
         return f"{self.what} not ready after {timeout:g} s\n{self.log_text()[self._log_offset :]}"
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """SIGTERM the process, wait for it, SIGKILL it if it lingers; close the log."""
+    def stop(self, timeout: float = STOP_TIMEOUT, how: signal.Signals = signal.SIGTERM) -> None:
+        """Signal the process (`how`: SIGTERM), wait for it, SIGKILL it if it lingers;
+        close the log."""
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
-            process.terminate()
+            process.send_signal(how)
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
