@@ -14,8 +14,6 @@ import niquests
 
 from tests.conftest import Cli, write_config
 from tmcaldav import ical
-from tmcaldav.config import load_config
-from tmcaldav.store import Store, get_session
 from tmcaldav.testing import RadicaleServer
 
 CALENDAR = "trainings"
@@ -106,18 +104,6 @@ class StudentSide:
 
         found = re.findall(r"<(?:\w+:)?href>([^<]+\.ics)</(?:\w+:)?href>", r.text)
         return sorted(found)
-
-
-def session_href(tm: Cli, key: str = "TM-1") -> str:
-    """Where the session's event is on the server, as the store of `tm`'s config has it."""
-    store = Store(load_config(tm.config).store.url)
-    try:
-        with store.transaction() as db:
-            href = get_session(db, key).href
-    finally:
-        store.close()
-    assert href, f"{key} has no event on the server"
-    return href
 
 
 def add_people(tm: Cli, people: dict[str, str]) -> None:

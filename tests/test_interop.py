@@ -26,13 +26,13 @@ from alembic.migration import MigrationContext
 from tests import scheduling_servers
 from tests.auth_proxy import AuthProxy, start_auth_proxy
 from tests.conftest import Cli, write_config
-from tests.scenario import StudentSide, add_people, add_session, cli_for, session_href
+from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav import ical
 from tmcaldav.app import App
 from tmcaldav.caldav.profiles import GENERIC, PROFILES, detect_profile
-from tmcaldav.config import ConfigError, parse_config
+from tmcaldav.config import ConfigError, load_config, parse_config
 from tmcaldav.domain import AnswerEvidence, ServerDelivery
-from tmcaldav.store import Store
+from tmcaldav.store import Store, get_session
 from tmcaldav.store.engine import _alembic_config, head_revision
 from tmcaldav.store.model import Base
 from tmcaldav.sync import KnownEnrollment, KnownSession, ServerEvent, diff
@@ -368,6 +368,17 @@ def test_migration_0007_matches_the_models_and_goes_down_and_up(store_url: str) 
 # ---- on Radicale, in server mode: notes and the server's answer time ---------------------------
 
 
+def _href(tm: Cli, key: str = "TM-1") -> str:
+    store = Store(load_config(tm.config).store.url)
+    try:
+        with store.transaction() as db:
+            href = get_session(db, key).href
+    finally:
+        store.close()
+    assert href is not None
+    return href
+
+
 def _answer_with(student: StudentSide, href: str, email: str, partstat: str, params: str) -> None:
     """The student's answer as a scheduling server writes it into the organizer's copy,
     with extra ATTENDEE parameters (``;X-DTSTAMP=...``)."""
@@ -410,7 +421,7 @@ def test_a_note_on_the_attendee_line_becomes_the_students_note(
     page = _page(tm)
     # Radicale schedules nothing: no delivery is read back, nothing is claimed.
     assert [s["delivery_status"] for s in page.values()] == [None, None]
-    href = session_href(tm)
+    href = _href(tm)
     _answer_with(
         student,
         href,
@@ -447,7 +458,7 @@ def test_the_servers_answer_time_is_responded_at(
     add_session(tm, "TM-1")
     tm.ok("enroll", "TM-1", "ann@example.org")
     tm.ok("invite", "TM-1", "ann@example.org")
-    student, href = StudentSide(radicale_server), session_href(tm)
+    student, href = StudentSide(radicale_server), _href(tm)
 
     _answer_with(student, href, "ann@example.org", "TENTATIVE", ";X-DTSTAMP=20261110T083000Z")
     tm.ok("sync")
@@ -545,7 +556,7 @@ def test_bearer_token_is_fetched_again_once_after_a_401(
         assert _fetches(folder) == 2 and bearer_proxy.refused == 0
         # The token expires; the service issues a new one.
         (folder / "token").write_text(bearer_proxy.rotate())
-        StudentSide(radicale_server).answer(session_href(tm), {"ann@example.org": "ACCEPTED"})
+        StudentSide(radicale_server).answer(_href(tm), {"ann@example.org": "ACCEPTED"})
         result = app.poll()
     finally:
         app.close()
@@ -586,7 +597,7 @@ def test_digest_login(
     pw.chmod(0o600)
     tm = _proxied_cli(tmp_path, digest_proxy.url, f'auth = "digest"\npassword_file = "{pw}"\n')
     tm.ok("invite", "TM-1", "ann@example.org")
-    StudentSide(radicale_server).answer(session_href(tm), {"ann@example.org": "DECLINED"})
+    StudentSide(radicale_server).answer(_href(tm), {"ann@example.org": "DECLINED"})
     tm.ok("sync")
     assert _page(tm)["ann@example.org"]["calendar"] == "declined"
     assert all(
@@ -606,7 +617,7 @@ def test_a_poll_records_the_servers_later_word_on_delivery(
     poll: a failure shows as ⚠ not delivered, a later success clears it."""
     tm, student = on_radicale, StudentSide(radicale_server)
     tm.ok("invite", "TM-1", "--all-enrolled")
-    href = session_href(tm)
+    href = _href(tm)
     _answer_with(student, href, "bob@example.org", "NEEDS-ACTION", ";SCHEDULE-STATUS=5.1")
     tm.ok("sync")
     bob = _page(tm)["bob@example.org"]
