@@ -9,11 +9,12 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import niquests
@@ -23,6 +24,8 @@ from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
 from tmcaldav.store.model import Enrollment, Person, TrainingSession
 from tmcaldav.testing import RadicaleServer, start_radicale
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -171,7 +174,7 @@ class RawClient:
         return r.content or b""
 
 
-def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
     """(seconds, result) of one call."""
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)

@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tmcaldav.localhost import free_port
 from tmcaldav.process import ServerProcess
@@ -72,7 +73,7 @@ def start_postgres() -> PostgresServer:
     folder = Path(tempfile.mkdtemp(prefix="tmcaldav-pg-"))
     data = folder / "data"
     data.mkdir()
-    run_as: dict[str, object] = {}
+    run_as: dict[str, Any] = {}
     if os.geteuid() == 0:
         user = "postgres" if _user_exists("postgres") else "nobody"
         entry = pwd.getpwnam(user)
