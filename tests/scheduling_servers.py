@@ -217,6 +217,8 @@ class SchedulingServer:
         url: str,
         body: bytes | str = b"",
         headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 30,
     ) -> DavAnswer:
         """Send one request as ``user`` (Basic credentials up front; None: anonymous).
 
@@ -232,7 +234,7 @@ class SchedulingServer:
             sent["Authorization"] = f"Basic {token}"
         if data and not any(k.lower() == "content-type" for k in sent):
             sent["Content-Type"] = "application/xml; charset=utf-8"
-        connection = http.client.HTTPConnection(_HOST, self.port, timeout=30)
+        connection = http.client.HTTPConnection(_HOST, self.port, timeout=timeout)
         try:
             connection.request(method, path, body=data or None, headers=sent)
             response = connection.getresponse()
@@ -272,6 +274,16 @@ class SchedulingServer:
         self.stop()
 
     # -- shared helpers ------------------------------------------------------------------
+
+    def _challenges_with_our_realm(self, path: str, timeout: float = 30) -> bool:
+        """Is an anonymous PROPFIND of `path` challenged with our random realm? (Then the
+        server on the port is ours, not another that happens to listen there.)"""
+        try:
+            answer = self.request(None, "PROPFIND", path, headers={"Depth": "0"}, timeout=timeout)
+        except OSError:
+            return False
+        challenge = answer.header("WWW-Authenticate") or ""
+        return answer.status == 401 and f'realm="{self.realm}"' in challenge
 
     def _propfind_status(self, user: str, url: str) -> DavAnswer:
         body = (
@@ -601,28 +613,14 @@ EVENTS {{
             )
 
     def _ready(self) -> bool:
-        """Our Cyrus answers with our realm, and LMTP listens."""
+        """Our Cyrus answers with our realm, and LMTP listens. (Cyrus challenges on a
+        calendar home, not on ``/``.)"""
         assert self.folder is not None
-        return self._answers_with_our_realm() and (self.folder / "socket" / "lmtp").exists()
-
-    def _answers_with_our_realm(self) -> bool:
-        try:
-            answer = self._request_quick(f"/dav/calendars/user/{self.organizer}/")
-        except OSError:
-            return False
-        challenge = answer.header("WWW-Authenticate") or ""
-        return answer.status == 401 and f'realm="{self.realm}"' in challenge
-
-    def _request_quick(self, path: str) -> DavAnswer:
-        connection = http.client.HTTPConnection(_HOST, self.port, timeout=1)
-        try:
-            connection.request("PROPFIND", path, headers={"Depth": "0"})
-            response = connection.getresponse()
-            return DavAnswer(
-                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-            )
-        finally:
-            connection.close()
+        home = self.calendar_home_url(self.organizer)
+        return (
+            self._challenges_with_our_realm(home, timeout=1)
+            and (self.folder / "socket" / "lmtp").exists()
+        )
 
     def _provision_users(self) -> None:
         """One LMTP delivery makes each mailbox; one login then makes its calendars."""
@@ -775,10 +773,8 @@ class XandikosServer(SchedulingServer):
         self._proxy.start()
         self.port = self._proxy.port
         try:
-            anonymous = self.request(None, "PROPFIND", "/", headers={"Depth": "0"})
-            challenge = anonymous.header("WWW-Authenticate") or ""
-            if anonymous.status != 401 or self.realm not in challenge:
-                raise RuntimeError(f"the proxy on port {self.port} is not ours: {anonymous}")
+            if not self._challenges_with_our_realm("/"):
+                raise RuntimeError(f"the proxy on port {self.port} is not ours")
             self.provision_users()
         except BaseException:
             self.stop()
