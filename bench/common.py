@@ -6,20 +6,26 @@ keep-alive connection: what any client must at least spend talking to the server
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any, TypeVar
 from urllib.parse import urljoin
 
 import niquests
 
 from tmcaldav.config import Config, parse_config
+from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
 from tmcaldav.store.model import Enrollment, Person, TrainingSession
 from tmcaldav.testing import RadicaleServer, start_radicale
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -89,6 +95,41 @@ def seed(store: Store, sessions: int, students: int, *, invited: bool = False) -
     return keys
 
 
+def size_arguments(description: str | None) -> argparse.ArgumentParser:
+    """An argument parser with the calendar's size: ``--sessions`` and ``--students``."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--sessions", type=int, default=1000)
+    parser.add_argument("--students", type=int, default=30)
+    return parser
+
+
+@dataclass
+class PublishedCalendar:
+    """A Radicale whose calendar holds every seeded session, all students invited."""
+
+    server: RadicaleServer
+    folder: Path
+    config: Config
+    store: Store
+    publisher: Publisher
+    keys: list[str]
+    #: How long publishing every session took (set-up, not a figure).
+    publish_seconds: float
+
+
+@contextmanager
+def published_calendar(sessions: int, students: int) -> Iterator[PublishedCalendar]:
+    """A Radicale, a store seeded with `sessions` × `students` (invited), all published."""
+    with radicale() as (server, folder):
+        config = bench_config(server, folder)
+        store = Store(config.store.url)
+        store.upgrade()
+        keys = seed(store, sessions, students, invited=True)
+        publisher = Publisher(config, store)
+        publish_seconds, _ = timed(lambda: [publisher.publish(key) for key in keys])
+        yield PublishedCalendar(server, folder, config, store, publisher, keys, publish_seconds)
+
+
 class RawClient:
     """Plain HTTP to the server as the organizer: the floor every figure is compared to."""
 
@@ -133,7 +174,7 @@ class RawClient:
         return r.content or b""
 
 
-def timed(fn, *args, **kwargs):  # type: ignore[no-untyped-def]
+def timed(fn: Callable[..., T], *args: Any, **kwargs: Any) -> tuple[float, T]:
     """(seconds, result) of one call."""
     t0 = time.perf_counter()
     result = fn(*args, **kwargs)

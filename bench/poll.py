@@ -12,7 +12,6 @@ Figures, each next to the raw floor measured in the same run with plain HTTP:
 
 from __future__ import annotations
 
-import argparse
 import re
 import statistics
 import sys
@@ -21,10 +20,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RawClient, bench_config, radicale, ratio_line, seed
+from bench.common import RawClient, published_calendar, ratio_line, size_arguments, timed
 from tests.scenario import StudentSide
 from tmcaldav import ical, sync
-from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
 from tmcaldav.store.model import SyncState, TrainingSession
 
@@ -59,23 +57,15 @@ def current_token(store: Store) -> str:
 
 def main() -> None:
     """Run the benchmark and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--students", type=int, default=30)
+    parser = size_arguments(__doc__)
     parser.add_argument("--rounds", type=int, default=15)
     args = parser.parse_args()
-    with radicale() as (server, folder):
-        config = bench_config(server, folder)
-        store = Store(config.store.url)
-        store.upgrade()
-        keys = seed(store, args.sessions, args.students, invited=True)
-        publisher = Publisher(config, store)
-        t0 = time.perf_counter()
-        for key in keys:
-            publisher.publish(key)
+    with published_calendar(args.sessions, args.students) as calendar:
+        server, store, publisher = calendar.server, calendar.store, calendar.publisher
+        keys = calendar.keys
         print(
             f"poll: {args.sessions} sessions × {args.students} students on Radicale "
-            f"(set-up publish took {time.perf_counter() - t0:.1f} s)"
+            f"(set-up publish took {calendar.publish_seconds:.1f} s)"
         )
         poller = sync.Poller(store, publisher.calendar, "training@example.org")
         raw = RawClient(server)
@@ -96,7 +86,7 @@ def main() -> None:
         t_parse = time.perf_counter() - t_parse0
         ours_full, result = _timed_poll(poller)
         assert result.full and result.changed_events == args.sessions, result
-        raw_full, (_, listed) = _timed(raw_poll, raw, path, "")
+        raw_full, (_, listed) = timed(raw_poll, raw, path, "")
         assert listed == args.sessions
 
         # (a) no change.
@@ -105,7 +95,7 @@ def main() -> None:
             seconds, result = _timed_poll(poller)
             assert result.changed_events == 0 and result.answers == 0
             ours_idle.append(seconds)
-            raw_idle.append(_timed(raw_poll, raw, path, current_token(store))[0])
+            raw_idle.append(timed(raw_poll, raw, path, current_token(store))[0])
 
         # (b) ten changed sessions per round.
         ours_ten, raw_ten = [], []
@@ -115,8 +105,8 @@ def main() -> None:
             for i in range(10):
                 key = keys[(round_ * 10 + i) % len(keys)]
                 student.answer(hrefs[key], {f"s{i:05d}@example.org": answers[round_ % 3]})
-            seconds, listed = _timed(raw_poll, raw, path, token)
-            assert listed[1] == 10, listed
+            seconds, (_, changed) = timed(raw_poll, raw, path, token)
+            assert changed == 10, changed
             raw_ten.append(seconds)
             seconds, result = _timed_poll(poller)
             assert result.changed_events == 10 and result.answers == 10, result
@@ -139,14 +129,8 @@ def main() -> None:
         store.close()
 
 
-def _timed(fn, *args):  # type: ignore[no-untyped-def]
-    t0 = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t0, out
-
-
 def _timed_poll(poller: sync.Poller):  # type: ignore[no-untyped-def]
-    return _timed(poller.poll)
+    return timed(poller.poll)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,6 @@ sync-collection REPORT with plain HTTP.
 
 from __future__ import annotations
 
-import argparse
 import gc
 import statistics
 import sys
@@ -19,12 +18,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from bench.common import RawClient, bench_config, radicale, seed
+from bench.common import RawClient, published_calendar, size_arguments
 from bench.poll import SYNC, current_token
 from tests.scenario import StudentSide
 from tmcaldav.daemon import Daemon
-from tmcaldav.publish import Publisher
-from tmcaldav.store import Store
 from tmcaldav.store.model import TrainingSession
 
 
@@ -38,28 +35,20 @@ def rss_kib() -> int:
 
 def main() -> None:
     """Run the soak and print its figures."""
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--sessions", type=int, default=1000)
-    parser.add_argument("--students", type=int, default=30)
+    parser = size_arguments(__doc__)
     parser.add_argument("--ticks", type=int, default=1000)
     parser.add_argument("--answer-every", type=int, default=10)
     parser.add_argument("--warmup", type=int, default=20)
     args = parser.parse_args()
-    with radicale() as (server, folder):
-        config = bench_config(server, folder)
-        config_path = folder / "daemon.toml"
+    with published_calendar(args.sessions, args.students) as calendar:
+        server, config, store = calendar.server, calendar.config, calendar.store
+        config_path = calendar.folder / "daemon.toml"
         pw = config.caldav.password_file if config.caldav else ""
         config_path.write_text(
             f'[store]\nurl = "{config.store.url}"\n[caldav]\nurl = "{server.url}"\n'
             f'username = "{server.organizer}"\npassword_file = "{pw}"\n'
             'calendar = "trainings"\n[scheduling]\norganizer_email = "training@example.org"\n'
         )
-        store = Store(config.store.url)
-        store.upgrade()
-        keys = seed(store, args.sessions, args.students, invited=True)
-        publisher = Publisher(config, store)
-        for key in keys:
-            publisher.publish(key)
         with store.transaction() as db:
             hrefs = [s.href for s in db.query(TrainingSession).order_by(TrainingSession.id)]
         store.close()
@@ -86,7 +75,7 @@ def main() -> None:
             tick_times.append(time.perf_counter() - t0)
             if not result.ok:
                 raise SystemExit(f"tick {n} failed: {result.summary}")
-            recorded += int(result.summary.split(" answer(s)")[0].rsplit(" ", 1)[-1])
+            recorded += result.answers
             if n % 50 == 0:
                 token = current_token(daemon.store)
                 t0 = time.perf_counter()

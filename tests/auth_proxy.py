@@ -1,9 +1,13 @@
-"""A login-checking proxy for tests: demands a bearer token or HTTP Digest, then forwards to
-a real server (Radicale) with that server's own Basic credentials.
+"""Login-checking proxies for tests, in front of a real server.
 
-Radicale can do neither a bearer token nor Digest; this proxy stands in for the servers
-that do (Google's CalDAV wants an OAuth 2.0 bearer token; several servers offer Digest).
-It listens on 127.0.0.1 and a port the kernel picks, and counts what it refused.
+:class:`LoginProxy` is what they share: check the client's Authorization, answer 401
+with a challenge, or relay the request upstream with the upstream's own login instead.
+:class:`AuthProxy` demands a bearer token or HTTP Digest and logs in to Radicale with
+Basic credentials: Radicale can do neither a bearer token nor Digest, and this proxy
+stands in for the servers that do (Google's CalDAV wants an OAuth 2.0 bearer token;
+several servers offer Digest). It counts what it refused. The Xandikos proxy of
+tests/scheduling_servers.py is the other one. Both listen on 127.0.0.1 and a port the
+kernel picks.
 """
 
 from __future__ import annotations
@@ -12,16 +16,16 @@ import base64
 import hashlib
 import hmac
 import http.client
-import http.server
 import secrets
 import threading
 from collections.abc import Iterator, Mapping
 from urllib.parse import urlsplit
 
-from tests.relay import HOP_BY_HOP as _HOP_BY_HOP
-from tests.relay import relay, reply
+from tmcaldav.localhost import HOST as _HOST
+from tmcaldav.localhost import BodyHandler, LocalServer, ThreadedHTTPServer, relay, reply
 
-_HOST = "127.0.0.1"
+#: Headers that say who the client is: a proxy never passes the client's own on.
+_LOGIN_HEADERS = ("authorization", "x-remote-user")
 
 
 def _md5(text: str) -> str:
@@ -45,7 +49,67 @@ def _digest_fields(header: str) -> dict[str, str]:
     return fields
 
 
-class AuthProxy:
+class LoginProxy(LocalServer):
+    """A proxy that relays only requests whose Authorization header :meth:`login` accepts,
+    with the headers it returns (the upstream's login) instead of the client's."""
+
+    def __init__(self, name: str) -> None:
+        """Prepare (not start) a proxy; `name` names its thread."""
+        self._name = name
+        self._http: ThreadedHTTPServer | None = None
+
+    @property
+    def port(self) -> int:
+        """The port the proxy listens on."""
+        assert self._http is not None, "start the proxy first"
+        return self._http.port
+
+    @property
+    def url(self) -> str:
+        """The proxy's root URL."""
+        return f"http://{_HOST}:{self.port}/"
+
+    def login(self, authorization: str | None, method: str) -> Mapping[str, str] | None:
+        """The headers that log the request in upstream, or None to refuse it."""
+        raise NotImplementedError
+
+    def challenge(self) -> str:
+        """The WWW-Authenticate header of a 401."""
+        raise NotImplementedError
+
+    def upstream(self) -> http.client.HTTPConnection:
+        """A new connection to the server behind the proxy."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Listen on a free port."""
+        proxy = self
+
+        class Handler(BodyHandler):
+            def answer(self, body: bytes) -> None:
+                upstream_login = proxy.login(self.headers.get("Authorization"), self.command)
+                if upstream_login is None:
+                    headers = {"WWW-Authenticate": proxy.challenge(), "Content-Type": "text/plain"}
+                    reply(self, 401, headers, b"login required\n")
+                    return
+                sent = {
+                    name: value
+                    for name, value in self.headers.items()
+                    if name.lower() not in _LOGIN_HEADERS
+                }
+                relay(self, proxy.upstream(), body, {**sent, **upstream_login})
+
+        self._http = ThreadedHTTPServer(Handler, self._name)
+        self._http.start()
+
+    def stop(self) -> None:
+        """Stop listening."""
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
+
+
+class AuthProxy(LoginProxy):
     """Checks ``Authorization`` (``scheme`` "bearer" or "digest"), then forwards upstream.
 
     Bearer: only ``token`` is accepted; :meth:`rotate` replaces it (the old one is then
@@ -66,6 +130,7 @@ class AuthProxy:
         """Prepare (not start) a proxy in front of ``upstream`` (an http URL)."""
         if scheme not in ("bearer", "digest"):
             raise ValueError(f"unknown scheme {scheme!r}")
+        super().__init__(f"tmcaldav-{scheme}-proxy")
         parts = urlsplit(upstream)
         self._upstream = (parts.hostname or _HOST, parts.port or 80)
         basic = f"{upstream_user}:{upstream_password}".encode()
@@ -82,14 +147,6 @@ class AuthProxy:
         self.passed = 0
         #: Every Authorization header seen (to check what a client sends).
         self.authorizations: list[str] = []
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        """The proxy's root URL."""
-        assert self._server is not None, "start the proxy first"
-        return f"http://{_HOST}:{self._server.server_address[1]}/"
 
     def rotate(self) -> str:
         """Invalidate the bearer token and return the new one (what a token service issues)."""
@@ -136,74 +193,25 @@ class AuthProxy:
             self._nonces.add(nonce)
         return f'Digest realm="{self.realm}", qop="auth", algorithm=MD5, nonce="{nonce}"'
 
-    def start(self) -> None:
-        """Listen on a free port."""
-        proxy = self
+    def login(self, authorization: str | None, method: str) -> Mapping[str, str] | None:
+        """Radicale's Basic login when :meth:`allowed`; counts what passes and what not."""
+        self.authorizations.append(authorization or "")
+        allowed = self.allowed(authorization, method)
+        with self._lock:
+            if not allowed:
+                self.refused += 1
+                return None
+            self.passed += 1
+        return {"Authorization": self._upstream_auth}
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                authorization = self.headers.get("Authorization")
-                proxy.authorizations.append(authorization or "")
-                if not proxy.allowed(authorization, self.command):
-                    with proxy._lock:
-                        proxy.refused += 1
-                    self._reply(
-                        401,
-                        {"WWW-Authenticate": proxy.challenge(), "Content-Type": "text/plain"},
-                        b"login required\n",
-                    )
-                    return
-                with proxy._lock:
-                    proxy.passed += 1
-                headers = {
-                    name: value
-                    for name, value in self.headers.items()
-                    if name.lower() not in _HOP_BY_HOP and name.lower() != "authorization"
-                }
-                headers["Authorization"] = proxy._upstream_auth
-                relay(self, http.client.HTTPConnection(*proxy._upstream, timeout=30), body, headers)
-
-            def _reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-                reply(self, status, headers, body)
-
-            do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = do_POST = _handle
-            do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle
-
-        self._server = http.server.ThreadingHTTPServer((_HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name=f"tmcaldav-{self.scheme}-proxy",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        """Stop listening."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=10)
-            self._thread = None
+    def upstream(self) -> http.client.HTTPConnection:
+        """A connection to Radicale."""
+        return http.client.HTTPConnection(*self._upstream, timeout=30)
 
 
 def start_auth_proxy(
     upstream: str, upstream_user: str, upstream_password: str, **options: str
 ) -> Iterator[AuthProxy]:
     """A started proxy for a fixture: yields it, stops it afterwards."""
-    proxy = AuthProxy(upstream, upstream_user, upstream_password, **options)
-    proxy.start()
-    try:
+    with AuthProxy(upstream, upstream_user, upstream_password, **options) as proxy:
         yield proxy
-    finally:
-        proxy.stop()

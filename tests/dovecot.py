@@ -12,20 +12,16 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
 import tempfile
-import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from tmcaldav.localhost import HOST as _HOST
+from tmcaldav.localhost import LocalServer
 from tmcaldav.localhost import free_port as _free_port
+from tmcaldav.process import ServerProcess, start_with_retries
 from tmcaldav.testing_mail import TlsFiles
-
-_READY_TIMEOUT = 20.0
-_PORT_ATTEMPTS = 5
-
 
 
 class ImapUnavailable(RuntimeError):
@@ -44,7 +40,7 @@ def _dovecot_binary() -> str:
     return found
 
 
-class DovecotServer:
+class DovecotServer(LocalServer):
     """A Dovecot IMAP server on 127.0.0.1 with passwd-file users and Maildirs in a temp dir.
 
     ``port`` speaks IMAP with STARTTLS (when TLS files are given) and ``tls_port``
@@ -67,51 +63,52 @@ class DovecotServer:
         self.tls_port = 0
         self.base_dir: Path | None = None
         self._token = secrets.token_hex(8)
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
+        self._process: ServerProcess | None = None
 
     # -- life cycle ----------------------------------------------------------------------
 
     def start(self) -> None:
         """Start Dovecot (retrying on a port clash); ImapUnavailable when not installed."""
         binary = _dovecot_binary()
-        self.base_dir = Path(tempfile.mkdtemp(prefix="tmcaldav-dovecot-"))
+        base_dir = self.base_dir = Path(tempfile.mkdtemp(prefix="tmcaldav-dovecot-"))
+        process = self._process = ServerProcess("Dovecot", base_dir / "stdout.log")
         uid, gid, user, group = self._identity()
-        failure = ""
-        for _attempt in range(_PORT_ATTEMPTS):
+
+        def start_once() -> str:
             self.port, self.tls_port = _free_port(), _free_port()
             self._write_files(user, group, uid, gid)
+            extra: dict[str, Any] = {}
             if os.geteuid() == 0:
-                for path in [self.base_dir, *self.base_dir.rglob("*")]:
+                for path in [base_dir, *base_dir.rglob("*")]:
                     os.chown(path, uid, gid)
-            self._spawn(binary, uid, gid)
-            failure = self._wait_until_ready()
-            if not failure:
-                return
-            self._stop_process()
-            if "address already in use" not in failure.lower():
-                break
-        self.stop()
-        raise RuntimeError(f"Dovecot did not start on {_HOST}:{self.port}:\n{failure}")
+                extra = {"user": uid, "group": gid, "extra_groups": []}
+            process.spawn(
+                [binary, "-F", "-c", str(base_dir / "dovecot.conf")],
+                cwd=base_dir,
+                env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
+                **extra,
+            )
+            failure = process.wait_until_ready(self._greets_with_our_token)
+            # Dovecot's own log says why it failed; stdout rarely does.
+            return failure and f"{failure}\n{self.log_text()}"
+
+        failure = start_with_retries(start_once, process.stop)
+        if failure:
+            self.stop()
+            raise RuntimeError(f"Dovecot did not start on {_HOST}:{self.port}:\n{failure}")
 
     def stop(self) -> None:
         """Stop Dovecot and remove its folder."""
-        self._stop_process()
+        if self._process is not None:
+            self._process.stop()
         if self.base_dir is not None:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             self.base_dir = None
 
-    def __enter__(self) -> DovecotServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
-
     @property
     def running(self) -> bool:
         """True while our Dovecot master process is alive."""
-        return self._process is not None and self._process.poll() is None
+        return self._process is not None and self._process.running
 
     def log_text(self) -> str:
         """Dovecot's log so far (for failure messages)."""
@@ -250,33 +247,6 @@ service auth-worker {{
 """
         (base / "dovecot.conf").write_text(config + self.extra_config, encoding="utf-8")
 
-    def _spawn(self, binary: str, uid: int, gid: int) -> None:
-        assert self.base_dir is not None
-        self._log = (self.base_dir / "stdout.log").open("ab")
-        extra: dict[str, Any] = {}
-        if os.geteuid() == 0:
-            extra = {"user": uid, "group": gid, "extra_groups": []}
-        self._process = subprocess.Popen(
-            [binary, "-F", "-c", str(self.base_dir / "dovecot.conf")],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.base_dir,
-            env={"PATH": os.environ.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")},
-            **extra,
-        )
-
-    def _wait_until_ready(self) -> str:
-        assert self._process is not None
-        deadline = time.monotonic() + _READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return self.log_text() or f"exited with status {self._process.returncode}"
-            if self._greets_with_our_token():
-                return ""
-            time.sleep(0.05)
-        return f"not ready after {_READY_TIMEOUT:.0f} s\n{self.log_text()}"
-
     def _greets_with_our_token(self) -> bool:
         try:
             with socket.create_connection((_HOST, self.port), timeout=0.5) as s:
@@ -284,16 +254,3 @@ service auth-worker {{
         except OSError:
             return False
         return f"tmcaldav-test-{self._token}".encode() in greeting
-
-    def _stop_process(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        if self._log is not None:
-            self._log.close()
-            self._log = None

@@ -115,6 +115,25 @@ class Call:
     subject: Any
 
 
+def _records(hook: str, subject: str = "change") -> Callable[..., Any]:
+    """A Recorder's implementation of `hook`, whose arguments are (`subject`, session,
+    context), `subject` being "change" (the answer hooks) or "suggestion".
+
+    pluggy passes an implementation the arguments its code names, so each of the two
+    signatures is spelled out once here.
+    """
+
+    @hookimpl
+    def record_change(self: Recorder, change: Any, session: Any, context: Any) -> Any:
+        return self._seen(hook, context, change, session=session)
+
+    @hookimpl
+    def record_suggestion(self: Recorder, suggestion: Any, session: Any, context: Any) -> Any:
+        return self._seen(hook, context, suggestion, session=session)
+
+    return record_suggestion if subject == "suggestion" else record_change
+
+
 # eq=False: pluggy tells plugins apart by equality, and two empty recorders are equal.
 @dataclass(eq=False)
 class Recorder:
@@ -132,21 +151,12 @@ class Recorder:
         """The calls of one hook."""
         return [c for c in self.calls if c.hook == name]
 
-    @hookimpl
-    def on_response(self, change, session, context):  # type: ignore[no-untyped-def]
-        return self._seen("on_response", context, change, session=session)
-
-    @hookimpl
-    def on_accept(self, change, session, context):  # type: ignore[no-untyped-def]
-        return self._seen("on_accept", context, change, session=session)
-
-    @hookimpl
-    def on_decline(self, change, session, context):  # type: ignore[no-untyped-def]
-        return self._seen("on_decline", context, change, session=session)
-
-    @hookimpl
-    def on_tentative(self, change, session, context):  # type: ignore[no-untyped-def]
-        return self._seen("on_tentative", context, change, session=session)
+    on_response = _records("on_response")
+    on_accept = _records("on_accept")
+    on_decline = _records("on_decline")
+    on_tentative = _records("on_tentative")
+    on_suggestion = _records("on_suggestion", "suggestion")
+    on_suggestion_withdrawn = _records("on_suggestion_withdrawn", "suggestion")
 
     @hookimpl
     def on_no_response(self, student, session, context):  # type: ignore[no-untyped-def]
@@ -159,14 +169,6 @@ class Recorder:
     @hookimpl
     def on_invitation_sent(self, students, session, context):  # type: ignore[no-untyped-def]
         return self._seen("on_invitation_sent", context, students, session=session)
-
-    @hookimpl
-    def on_suggestion(self, suggestion, session, context):  # type: ignore[no-untyped-def]
-        return self._seen("on_suggestion", context, suggestion, session=session)
-
-    @hookimpl
-    def on_suggestion_withdrawn(self, suggestion, session, context):  # type: ignore[no-untyped-def]
-        return self._seen("on_suggestion_withdrawn", context, suggestion, session=session)
 
     @hookimpl
     def on_shutdown(self):  # type: ignore[no-untyped-def]

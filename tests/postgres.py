@@ -10,12 +10,14 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+
+from tmcaldav.localhost import free_port
+from tmcaldav.process import ServerProcess
 
 
 class PostgresUnavailable(RuntimeError):
@@ -36,17 +38,11 @@ def postgres_bin() -> Path:
     return versions[-1].parent
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @dataclass
 class PostgresServer:
     """A running PostgreSQL server; `url(db)` is a SQLAlchemy URL for one database."""
 
-    process: subprocess.Popen[bytes]
+    process: ServerProcess
     port: int
     folder: Path
 
@@ -66,14 +62,8 @@ class PostgresServer:
 
     def stop(self) -> None:
         """Stop the server and remove its folder."""
-        if self.process.poll() is None:
-            # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        # SIGINT is PostgreSQL's fast shutdown: it does not wait for clients to leave.
+        self.process.stop(timeout=20, how=signal.SIGINT)
         shutil.rmtree(self.folder, ignore_errors=True)
 
 
@@ -83,7 +73,7 @@ def start_postgres() -> PostgresServer:
     folder = Path(tempfile.mkdtemp(prefix="tmcaldav-pg-"))
     data = folder / "data"
     data.mkdir()
-    run_as: dict[str, object] = {}
+    run_as: dict[str, Any] = {}
     if os.geteuid() == 0:
         user = "postgres" if _user_exists("postgres") else "nobody"
         entry = pwd.getpwnam(user)
@@ -108,9 +98,9 @@ def start_postgres() -> PostgresServer:
         cwd=folder,
         **run_as,  # type: ignore[call-overload]
     )
-    port = _free_port()
-    log = open(folder / "postgres.log", "wb")  # noqa: SIM115 - the server keeps it open
-    process = subprocess.Popen(
+    port = free_port()
+    process = ServerProcess("postgres", folder / "postgres.log")
+    process.spawn(
         [
             str(bindir / "postgres"),
             "-D",
@@ -126,33 +116,27 @@ def start_postgres() -> PostgresServer:
             "-c",
             "full_page_writes=off",
         ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
         cwd=folder,
-        **run_as,  # type: ignore[call-overload]
+        **run_as,
     )
     server = PostgresServer(process, port, folder)
-    deadline = time.monotonic() + 30
-    while True:
-        if process.poll() is not None:
-            text = (folder / "postgres.log").read_text(errors="replace")
-            server.stop()
-            raise RuntimeError(f"postgres exited {process.returncode}:\n{text}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-            import psycopg
+    failure = process.wait_until_ready(lambda: _accepts_connections(port), timeout=30, step=0.1)
+    if failure:
+        server.stop()
+        raise RuntimeError(failure)
+    return server
 
-            with psycopg.connect(f"host=127.0.0.1 port={port} user=tmcaldav dbname=postgres"):
-                return server
-        except OSError:
-            pass
-        except Exception:  # psycopg.OperationalError while the server starts up
-            pass
-        if time.monotonic() > deadline:
-            server.stop()
-            raise RuntimeError("postgres did not accept connections within 30 s")
-        time.sleep(0.1)
+
+def _accepts_connections(port: int) -> bool:
+    import psycopg
+
+    try:
+        with psycopg.connect(
+            f"host=127.0.0.1 port={port} user=tmcaldav dbname=postgres connect_timeout=2"
+        ):
+            return True
+    except psycopg.OperationalError:  # refused, or still starting up
+        return False
 
 
 def _user_exists(name: str) -> bool:

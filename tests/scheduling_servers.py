@@ -30,7 +30,6 @@ import base64
 import contextlib
 import hmac
 import http.client
-import http.server
 import importlib.util
 import os
 import pwd
@@ -43,20 +42,20 @@ import stat
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import xml.etree.ElementTree as ET
 import zlib
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, ClassVar
+from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import pytest
 
-from tests.relay import HOP_BY_HOP as _HOP_BY_HOP
-from tests.relay import relay, reply
+from tests.auth_proxy import LoginProxy
+from tmcaldav.localhost import HOST as _HOST
+from tmcaldav.localhost import free_port
+from tmcaldav.process import ServerProcess, start_with_retries
 
 __all__ = [
     "DEFAULT_USERS",
@@ -68,6 +67,7 @@ __all__ = [
     "SchedulingServer",
     "ServerProfile",
     "ServerUnavailable",
+    "UrlLayout",
     "XandikosServer",
     "cyrus_server_fixture",
     "processes_under",
@@ -93,10 +93,9 @@ DEFAULT_USERS: Mapping[str, str] = {
 #: The names the ``scheduling_server`` fixture is parametrised over.
 SCHEDULING_SERVERS = ("cyrus", "xandikos")
 
-_HOST = "127.0.0.1"
-_READY_TIMEOUT = 20.0
-_STOP_TIMEOUT = 10.0
-_PORT_ATTEMPTS = 3
+# Cyrus's httpd says nothing we could read when its port is taken (it logs to syslog),
+# so every failed start is tried again on a fresh port, a few times.
+_CYRUS_ATTEMPTS = 3
 # sockaddr_un holds 108 bytes; keep well below it.
 _MAX_SOCKET_PATH = 100
 
@@ -130,6 +129,18 @@ class DavAnswer:
         return ET.fromstring(self.body)
 
 
+@dataclass(frozen=True)
+class UrlLayout:
+    """Where a server keeps a user's collections: paths below its root, in which
+    ``{user}`` stands for the user's name."""
+
+    principal: str
+    #: The schedule-default calendar, where invitations land.
+    calendar: str
+    #: The schedule inbox.
+    inbox: str
+
+
 class SchedulingServer:
     """What both servers offer the tests: URLs, addresses and authenticated requests.
 
@@ -139,6 +150,8 @@ class SchedulingServer:
 
     #: "cyrus" or "xandikos".
     name: ClassVar[str] = ""
+    #: Where the server keeps each user's collections.
+    layout: ClassVar[UrlLayout]
     #: The random realm of the server's Basic challenge: what tells it is ours.
     realm: str
 
@@ -153,6 +166,7 @@ class SchedulingServer:
                 raise ValueError(f"the password of {user!r} cannot be stored")
         self.users: dict[str, str] = dict(users)
         self.port = 0
+        self._process: ServerProcess | None = None
 
     # -- addresses and URLs --------------------------------------------------------------
 
@@ -184,15 +198,15 @@ class SchedulingServer:
 
     def principal_url(self, user: str) -> str:
         """URL of the user's principal."""
-        raise NotImplementedError
+        return self.url + self.layout.principal.format(user=user)
 
     def calendar_url(self, user: str) -> str:
         """URL of the user's schedule-default calendar (where invitations land)."""
-        raise NotImplementedError
+        return self.url + self.layout.calendar.format(user=user)
 
     def inbox_url(self, user: str) -> str:
         """URL of the user's schedule inbox."""
-        raise NotImplementedError
+        return self.url + self.layout.inbox.format(user=user)
 
     # -- requests ------------------------------------------------------------------------
 
@@ -203,6 +217,8 @@ class SchedulingServer:
         url: str,
         body: bytes | str = b"",
         headers: Mapping[str, str] | None = None,
+        *,
+        timeout: float = 30,
     ) -> DavAnswer:
         """Send one request as ``user`` (Basic credentials up front; None: anonymous).
 
@@ -218,7 +234,7 @@ class SchedulingServer:
             sent["Authorization"] = f"Basic {token}"
         if data and not any(k.lower() == "content-type" for k in sent):
             sent["Content-Type"] = "application/xml; charset=utf-8"
-        connection = http.client.HTTPConnection(_HOST, self.port, timeout=30)
+        connection = http.client.HTTPConnection(_HOST, self.port, timeout=timeout)
         try:
             connection.request(method, path, body=data or None, headers=sent)
             response = connection.getresponse()
@@ -240,11 +256,16 @@ class SchedulingServer:
     @property
     def pid(self) -> int | None:
         """Process id of the server's main process while it runs."""
-        raise NotImplementedError
+        return self._process.pid if self._process is not None else None
+
+    @property
+    def running(self) -> bool:
+        """True while the server's main process is alive."""
+        return self._process is not None and self._process.running
 
     def log_text(self) -> str:
-        """What the server wrote so far (for failure messages)."""
-        raise NotImplementedError
+        """What the server's main process wrote so far (for failure messages)."""
+        return self._process.log_text() if self._process is not None else ""
 
     def __enter__(self) -> SchedulingServer:
         return self
@@ -253,6 +274,16 @@ class SchedulingServer:
         self.stop()
 
     # -- shared helpers ------------------------------------------------------------------
+
+    def _challenges_with_our_realm(self, path: str, timeout: float = 30) -> bool:
+        """Is an anonymous PROPFIND of `path` challenged with our random realm? (Then the
+        server on the port is ours, not another that happens to listen there.)"""
+        try:
+            answer = self.request(None, "PROPFIND", path, headers={"Depth": "0"}, timeout=timeout)
+        except OSError:
+            return False
+        challenge = answer.header("WWW-Authenticate") or ""
+        return answer.status == 401 and f'realm="{self.realm}"' in challenge
 
     def _propfind_status(self, user: str, url: str) -> DavAnswer:
         body = (
@@ -316,51 +347,33 @@ class ServerProfile:
     replies_in_any_calendar: bool
 
 
+# Each field's value on (cyrus, xandikos): side by side, so that what differs shows.
+_MEASURED: Mapping[str, tuple[Any, Any]] = {
+    "delivered_status": ("1.2", "2.0;Success"),
+    "unknown_user_status": ("1.1", "3.7;Invalid calendar user"),
+    "default_calendar_property_on": ("inbox", "inbox"),
+    "default_calendar_href": ("Default/", "calendars/calendar"),
+    "put_returns_etag": (False, True),
+    "weak_etag_when_compressed": (True, False),
+    "sync_token_prefix": ("data:,", ""),
+    "first_delivery_sequence": (1, 0),
+    "reply_params": (("X-DTSTAMP", "X-SEQUENCE"), ()),
+    "reply_keeps_schedule_status": (False, True),
+    "reschedule_resets_partstat": (True, False),
+    "cancel_method": ("CANCEL", "REQUEST"),
+    "force_send_reaches": ("that", "all"),
+    "force_send_param_stored": (True, False),
+    "organizer_match_ignores_case": (True, False),
+    "schedule_tag_changes_on_reply": (True, False),
+    "attendee_may_edit_event": (True, False),
+    "attendee_delete_declines": (True, False),
+    "forgets_users_on_restart": (False, True),
+    "replies_in_any_calendar": (True, False),
+}
+
 PROFILES: Mapping[str, ServerProfile] = {
-    "cyrus": ServerProfile(
-        delivered_status="1.2",
-        unknown_user_status="1.1",
-        default_calendar_property_on="inbox",
-        default_calendar_href="Default/",
-        put_returns_etag=False,
-        weak_etag_when_compressed=True,
-        sync_token_prefix="data:,",
-        first_delivery_sequence=1,
-        reply_params=("X-DTSTAMP", "X-SEQUENCE"),
-        reply_keeps_schedule_status=False,
-        reschedule_resets_partstat=True,
-        cancel_method="CANCEL",
-        force_send_reaches="that",
-        force_send_param_stored=True,
-        organizer_match_ignores_case=True,
-        schedule_tag_changes_on_reply=True,
-        attendee_may_edit_event=True,
-        attendee_delete_declines=True,
-        forgets_users_on_restart=False,
-        replies_in_any_calendar=True,
-    ),
-    "xandikos": ServerProfile(
-        delivered_status="2.0;Success",
-        unknown_user_status="3.7;Invalid calendar user",
-        default_calendar_property_on="inbox",
-        default_calendar_href="calendars/calendar",
-        put_returns_etag=True,
-        weak_etag_when_compressed=False,
-        sync_token_prefix="",
-        first_delivery_sequence=0,
-        reply_params=(),
-        reply_keeps_schedule_status=True,
-        reschedule_resets_partstat=False,
-        cancel_method="REQUEST",
-        force_send_reaches="all",
-        force_send_param_stored=False,
-        organizer_match_ignores_case=False,
-        schedule_tag_changes_on_reply=False,
-        attendee_may_edit_event=False,
-        attendee_delete_declines=False,
-        forgets_users_on_restart=True,
-        replies_in_any_calendar=False,
-    ),
+    name: ServerProfile(**{field: values[column] for field, values in _MEASURED.items()})
+    for column, name in enumerate(SCHEDULING_SERVERS)
 }
 
 
@@ -429,10 +442,18 @@ class CyrusServer(SchedulingServer):
     Readiness: an anonymous request for a calendar home is challenged with a random
     realm (``caldav_realm``), so another server on the port is never taken for ours.
     Note that Cyrus answers an anonymous PROPFIND on ``/`` with 207, not 401: clients
-    must send credentials up front.
+    must send credentials up front. Its log is master's own output: Cyrus's services
+    log to syslog, which tests do not have.
     """
 
     name = "cyrus"
+    # Cyrus makes ``Default`` (its schedule-default calendar), ``Inbox`` and ``Outbox``
+    # in the calendar home the first time a user logs in.
+    layout = UrlLayout(
+        principal="dav/principals/user/{user}/",
+        calendar="dav/calendars/user/{user}/Default/",
+        inbox="dav/calendars/user/{user}/Inbox/",
+    )
 
     def __init__(self, base_dir: Path, users: Mapping[str, str]) -> None:
         """Prepare (not start) a server; its files live in ``base_dir`` if the cyrus user
@@ -444,38 +465,12 @@ class CyrusServer(SchedulingServer):
         self._token = secrets.token_hex(6)
         self.servername = f"tmcaldav-{self._token}"
         self.realm = f"tmcaldav-cyrus-{self._token}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-
-    # -- URLs ----------------------------------------------------------------------------
-
-    def principal_url(self, user: str) -> str:
-        """``/dav/principals/user/USER/``."""
-        return f"{self.url}dav/principals/user/{user}/"
 
     def calendar_home_url(self, user: str) -> str:
         """``/dav/calendars/user/USER/``."""
         return f"{self.url}dav/calendars/user/{user}/"
 
-    def calendar_url(self, user: str) -> str:
-        """The autoprovisioned ``Default`` calendar, Cyrus's schedule-default calendar."""
-        return f"{self.calendar_home_url(user)}Default/"
-
-    def inbox_url(self, user: str) -> str:
-        """``/dav/calendars/user/USER/Inbox/``."""
-        return f"{self.calendar_home_url(user)}Inbox/"
-
     # -- life cycle ----------------------------------------------------------------------
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of ``master``."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while our master process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     def start(self) -> None:
         """Write the config, start master on a free port, make every user's calendars."""
@@ -488,22 +483,40 @@ class CyrusServer(SchedulingServer):
             cyrus = pwd.getpwnam("cyrus")
         except KeyError:
             raise ServerUnavailable("there is no `cyrus` user (Debian: cyrus-common)") from None
-        self.folder = self._make_folder(cyrus.pw_uid, cyrus.pw_gid)
-        failure = ""
-        for _attempt in range(_PORT_ATTEMPTS):
-            self.port = _free_port()
+        folder = self.folder = self._make_folder(cyrus.pw_uid, cyrus.pw_gid)
+        process = self._process = ServerProcess("Cyrus's master", folder / "master.log")
+
+        def start_once() -> str:
+            self.port = free_port()
             self._write_files(saslpasswd2)
-            for path in [self.folder, *self.folder.rglob("*")]:
+            for path in [folder, *folder.rglob("*")]:
                 os.chown(path, cyrus.pw_uid, cyrus.pw_gid, follow_symlinks=False)
-            self._spawn(master)
-            failure = self._wait_until_ready()
-            if not failure:
-                break
-            self._stop_processes()
-        else:
-            log = self.log_text()
+            process.spawn(
+                [
+                    str(master),
+                    "-C",
+                    str(folder / "imapd.conf"),
+                    "-M",
+                    str(folder / "cyrus.conf"),
+                    "-p",
+                    str(folder / "master.pid"),
+                ],
+                cwd=folder,
+                # A fresh session: master's services are ours alone, and a terminal's
+                # signals to the test run do not reach them first.
+                start_new_session=True,
+            )
+            return process.wait_until_ready(self._ready)
+
+        failure = start_with_retries(
+            start_once,
+            self._stop_processes,
+            attempts=_CYRUS_ATTEMPTS,
+            retry_if=lambda _failure: True,
+        )
+        if failure:
             self.stop()
-            raise RuntimeError(f"Cyrus did not start on {_HOST}:{self.port}: {failure}\n{log}")
+            raise RuntimeError(f"Cyrus did not start on {_HOST}:{self.port}: {failure}")
         try:
             self._provision_users()
         except BaseException:
@@ -516,15 +529,6 @@ class CyrusServer(SchedulingServer):
         if self.folder is not None and self._own_folder:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
-
-    def log_text(self) -> str:
-        """master's own output (Cyrus's services log to syslog, which tests do not have)."""
-        if self.folder is None:
-            return ""
-        try:
-            return (self.folder / "master.log").read_text("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
 
     def sent_mail(self) -> list[bytes]:
         """Every message Cyrus handed to its ``sendmail`` (iMIP to non-local addresses)."""
@@ -608,58 +612,15 @@ EVENTS {{
                 capture_output=True,
             )
 
-    def _spawn(self, master: Path) -> None:
+    def _ready(self) -> bool:
+        """Our Cyrus answers with our realm, and LMTP listens. (Cyrus challenges on a
+        calendar home, not on ``/``.)"""
         assert self.folder is not None
-        self._log = (self.folder / "master.log").open("ab")
-        self._process = subprocess.Popen(
-            [
-                str(master),
-                "-C",
-                str(self.folder / "imapd.conf"),
-                "-M",
-                str(self.folder / "cyrus.conf"),
-                "-p",
-                str(self.folder / "master.pid"),
-            ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=self.folder,
-            # A fresh session: master's services are ours alone, and a terminal's
-            # signals to the test run do not reach them first.
-            start_new_session=True,
+        home = self.calendar_home_url(self.organizer)
+        return (
+            self._challenges_with_our_realm(home, timeout=1)
+            and (self.folder / "socket" / "lmtp").exists()
         )
-
-    def _wait_until_ready(self) -> str:
-        """Empty when our Cyrus answers with our realm and LMTP listens, else why not."""
-        assert self._process is not None and self.folder is not None
-        deadline = time.monotonic() + _READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return f"master exited with status {self._process.returncode}"
-            if self._answers_with_our_realm() and (self.folder / "socket" / "lmtp").exists():
-                return ""
-            time.sleep(0.05)
-        return f"no answer with realm {self.realm!r} within {_READY_TIMEOUT:.0f} s"
-
-    def _answers_with_our_realm(self) -> bool:
-        try:
-            answer = self._request_quick(f"/dav/calendars/user/{self.organizer}/")
-        except OSError:
-            return False
-        challenge = answer.header("WWW-Authenticate") or ""
-        return answer.status == 401 and f'realm="{self.realm}"' in challenge
-
-    def _request_quick(self, path: str) -> DavAnswer:
-        connection = http.client.HTTPConnection(_HOST, self.port, timeout=1)
-        try:
-            connection.request("PROPFIND", path, headers={"Depth": "0"})
-            response = connection.getresponse()
-            return DavAnswer(
-                response.status, {k.lower(): v for k, v in response.getheaders()}, response.read()
-            )
-        finally:
-            connection.close()
 
     def _provision_users(self) -> None:
         """One LMTP delivery makes each mailbox; one login then makes its calendars."""
@@ -688,14 +649,8 @@ EVENTS {{
                 raise RuntimeError(f"{user} has no Default calendar: {default.status}")
 
     def _stop_processes(self) -> None:
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=_STOP_TIMEOUT)
+        if self._process is not None:
+            self._process.stop()
         # master ends its services on SIGTERM; any that outlived it (a service busy with
         # a client, our sendmail) is found by our folder on its command line, and killed
         # by pid.
@@ -703,9 +658,6 @@ EVENTS {{
             for pid in processes_under(self.folder):
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
 
 
 def start_cyrus(base_dir: Path | str, users: Mapping[str, str] = DEFAULT_USERS) -> CyrusServer:
@@ -739,7 +691,7 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 
-class _AuthProxy:
+class _XandikosProxy(LoginProxy):
     """Basic auth against a user table, then X-Remote-User to Xandikos's unix socket.
 
     Any X-Remote-User sent by a client is dropped, so only this proxy names the user;
@@ -747,86 +699,29 @@ class _AuthProxy:
     """
 
     def __init__(self, users: Mapping[str, str], socket_path: str, realm: str) -> None:
+        super().__init__("xandikos-auth-proxy")
         self.users = users
         self.socket_path = socket_path
         self.realm = realm
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
-    @property
-    def port(self) -> int:
-        assert self._server is not None
-        return int(self._server.server_address[1])
+    def upstream(self) -> http.client.HTTPConnection:
+        return _UnixHTTPConnection(self.socket_path)
 
-    def start(self) -> None:
-        proxy = self
+    def challenge(self) -> str:
+        return f'Basic realm="{self.realm}"'
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
-                user = proxy._authenticate(self.headers.get("Authorization"))
-                if user is None:
-                    self._reply(
-                        401,
-                        {
-                            "WWW-Authenticate": f'Basic realm="{proxy.realm}"',
-                            "Content-Type": "text/plain",
-                        },
-                        b"authentication required\n",
-                    )
-                    return
-                headers = {
-                    name: value
-                    for name, value in self.headers.items()
-                    if name.lower() not in _HOP_BY_HOP
-                    and name.lower() not in ("authorization", "x-remote-user")
-                }
-                headers["X-Remote-User"] = user
-                relay(self, _UnixHTTPConnection(proxy.socket_path), body, headers)
-
-            def _reply(self, status: int, headers: Mapping[str, str], body: bytes) -> None:
-                reply(self, status, headers, body)
-
-            do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = do_POST = _handle
-            do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle
-            do_MOVE = do_COPY = _handle
-
-        self._server = http.server.ThreadingHTTPServer((_HOST, 0), Handler)
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.05},
-            name="xandikos-auth-proxy",
-            daemon=True,
-        )
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=_STOP_TIMEOUT)
-            self._thread = None
-
-    def _authenticate(self, header: str | None) -> str | None:
-        if not header or not header.lower().startswith("basic "):
+    def login(self, authorization: str | None, method: str) -> Mapping[str, str] | None:
+        if not authorization or not authorization.lower().startswith("basic "):
             return None
         try:
-            user, _, password = base64.b64decode(header[6:].strip()).decode().partition(":")
+            credentials = base64.b64decode(authorization[6:].strip()).decode()
         except (ValueError, UnicodeDecodeError):
             return None
+        user, _, password = credentials.partition(":")
         expected = self.users.get(user)
         if expected is None or not hmac.compare_digest(expected, password):
             return None
-        return user
+        return {"X-Remote-User": user}
 
 
 class XandikosServer(SchedulingServer):
@@ -839,6 +734,9 @@ class XandikosServer(SchedulingServer):
     """
 
     name = "xandikos"
+    layout = UrlLayout(
+        principal="{user}/", calendar="{user}/calendars/calendar/", inbox="{user}/inbox/"
+    )
 
     def __init__(self, base_dir: Path, users: Mapping[str, str]) -> None:
         """Prepare (not start) a server whose files live in ``base_dir``."""
@@ -846,32 +744,8 @@ class XandikosServer(SchedulingServer):
         self.base_dir = Path(base_dir)
         self._token = secrets.token_hex(6)
         self.realm = f"tmcaldav-xandikos-{self._token}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log: IO[bytes] | None = None
-        self._proxy: _AuthProxy | None = None
+        self._proxy: _XandikosProxy | None = None
         self._socket_dir: Path | None = None
-
-    def principal_url(self, user: str) -> str:
-        """``/USER/``."""
-        return f"{self.url}{user}/"
-
-    def calendar_url(self, user: str) -> str:
-        """``/USER/calendars/calendar/``, made by ``--defaults`` and set as schedule-default."""
-        return f"{self.url}{user}/calendars/calendar/"
-
-    def inbox_url(self, user: str) -> str:
-        """``/USER/inbox/``."""
-        return f"{self.url}{user}/inbox/"
-
-    @property
-    def pid(self) -> int | None:
-        """Process id of the Xandikos server."""
-        return self._process.pid if self._process is not None else None
-
-    @property
-    def running(self) -> bool:
-        """True while our Xandikos process is alive."""
-        return self._process is not None and self._process.poll() is None
 
     @property
     def socket_path(self) -> Path:
@@ -890,20 +764,17 @@ class XandikosServer(SchedulingServer):
             self._socket_dir = self.base_dir
         else:
             self._socket_dir = Path(tempfile.mkdtemp(prefix="tmcaldav-xsock-"))
-        self._spawn()
-        failure = self._wait_for_socket()
+        self._process = ServerProcess("Xandikos", self.base_dir / "xandikos.log")
+        failure = self._spawn()
         if failure:
-            log = self.log_text()
             self.stop()
-            raise RuntimeError(f"Xandikos did not start: {failure}\n{log}")
-        self._proxy = _AuthProxy(self.users, str(self.socket_path), self.realm)
+            raise RuntimeError(f"Xandikos did not start: {failure}")
+        self._proxy = _XandikosProxy(self.users, str(self.socket_path), self.realm)
         self._proxy.start()
         self.port = self._proxy.port
         try:
-            anonymous = self.request(None, "PROPFIND", "/", headers={"Depth": "0"})
-            challenge = anonymous.header("WWW-Authenticate") or ""
-            if anonymous.status != 401 or self.realm not in challenge:
-                raise RuntimeError(f"the proxy on port {self.port} is not ours: {anonymous}")
+            if not self._challenges_with_our_realm("/"):
+                raise RuntimeError(f"the proxy on port {self.port} is not ours")
             self.provision_users()
         except BaseException:
             self.stop()
@@ -915,47 +786,27 @@ class XandikosServer(SchedulingServer):
         Xandikos keeps the set of known principals in memory: after this, a user is
         not a scheduling recipient until they make a request (:meth:`provision_users`).
         """
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            process.wait(timeout=_STOP_TIMEOUT)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        assert self._process is not None, "start the server first"
+        self._process.stop()
         self.socket_path.unlink(missing_ok=True)
-        self._spawn()
-        failure = self._wait_for_socket()
+        failure = self._spawn()
         if failure:
-            raise RuntimeError(f"Xandikos did not restart: {failure}\n{self.log_text()}")
+            raise RuntimeError(f"Xandikos did not restart: {failure}")
 
     def stop(self) -> None:
         """Stop the proxy, then SIGTERM Xandikos (SIGKILL if it lingers)."""
         if self._proxy is not None:
             self._proxy.stop()
             self._proxy = None
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=_STOP_TIMEOUT)
-        if self._log is not None:
-            self._log.close()
-            self._log = None
+        if self._process is not None:
+            self._process.stop()
         if self._socket_dir is not None and self._socket_dir != self.base_dir:
             shutil.rmtree(self._socket_dir, ignore_errors=True)
         self._socket_dir = None
 
-    def log_text(self) -> str:
-        """Xandikos's log so far."""
-        try:
-            return (self.base_dir / "xandikos.log").read_text("utf-8", "replace")
-        except FileNotFoundError:
-            return ""
-
-    def _spawn(self) -> None:
+    def _spawn(self) -> str:
+        """Start Xandikos; "" once it answers on its socket, else why not."""
+        assert self._process is not None
         data = self.base_dir / "data"
         state = self.base_dir / "state"
         state.mkdir(exist_ok=True)
@@ -965,8 +816,7 @@ class XandikosServer(SchedulingServer):
         env = {
             k: v for k, v in os.environ.items() if k not in scrub and not k.startswith("XANDIKOS_")
         }
-        self._log = (self.base_dir / "xandikos.log").open("ab")
-        self._process = subprocess.Popen(
+        self._process.spawn(
             [
                 sys.executable,
                 "-m",
@@ -984,33 +834,23 @@ class XandikosServer(SchedulingServer):
                 "--trust-x-remote-user-unix",
                 "--no-detect-systemd",
             ],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
             cwd=self.base_dir,
             env=env,
         )
+        return self._process.wait_until_ready(self._answers_on_socket)
 
-    def _wait_for_socket(self) -> str:
-        assert self._process is not None
-        deadline = time.monotonic() + _READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return f"xandikos exited with status {self._process.returncode}"
-            if self.socket_path.exists():
-                connection = _UnixHTTPConnection(str(self.socket_path), timeout=1)
-                try:
-                    connection.request("GET", "/")
-                    response = connection.getresponse()
-                    page = response.read()
-                    if response.status == 200 and b"Xandikos" in page:
-                        return ""
-                except OSError:
-                    pass
-                finally:
-                    connection.close()
-            time.sleep(0.05)
-        return f"no answer on {self.socket_path} within {_READY_TIMEOUT:.0f} s"
+    def _answers_on_socket(self) -> bool:
+        if not self.socket_path.exists():
+            return False
+        connection = _UnixHTTPConnection(str(self.socket_path), timeout=1)
+        try:
+            connection.request("GET", "/")
+            response = connection.getresponse()
+            return response.status == 200 and b"Xandikos" in response.read()
+        except OSError:
+            return False
+        finally:
+            connection.close()
 
     def provision_users(self) -> None:
         """A first request creates each principal (``--defaults``: calendar, inbox);
@@ -1068,13 +908,6 @@ def start_scheduling_server(
 
 
 # ---- helpers ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind((_HOST, 0))
-        port: int = probe.getsockname()[1]
-        return port
 
 
 def _reachable_by(path: Path, uid: int, gid: int) -> bool:

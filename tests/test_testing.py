@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,7 @@ from caldav.collection import Calendar
 from caldav.davclient import DAVClient
 from caldav.lib.error import DAVError
 
+from tmcaldav.process import ServerProcess, start_with_retries
 from tmcaldav.testing import FaultProxy, RadicaleServer, make_client, start_radicale
 
 EVENT = (
@@ -104,3 +106,52 @@ def test_fault_proxy_passes_through_and_injects(radicale_faults: FaultProxy) -> 
     assert (first.status_code, first.headers["Retry-After"]) == (503, "3")
     assert second.status_code == 401  # Radicale itself, asking for a login
     assert [method for method, _ in radicale_faults.seen] == ["PROPFIND", "PROPFIND"]
+
+
+# ---- the launcher every server process goes through (tmcaldav.process) ------------------
+
+
+def _python(tmp_path: Path, code: str) -> ServerProcess:
+    process = ServerProcess("the test program", tmp_path / "program.log")
+    process.spawn([sys.executable, "-c", code], cwd=tmp_path)
+    return process
+
+
+def test_a_process_that_dies_is_reported_with_its_status_and_output(tmp_path: Path) -> None:
+    process = _python(tmp_path, "import sys; print('no config here', flush=True); sys.exit(3)")
+    failure = process.wait_until_ready(lambda: False)
+    assert "the test program exited with status 3" in failure
+    assert "no config here" in failure
+    process.stop()
+    assert process.pid is None and not process.running
+
+
+def test_a_process_that_ignores_sigterm_is_killed(tmp_path: Path) -> None:
+    process = _python(
+        tmp_path,
+        "import signal, time\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n",
+    )
+    assert process.wait_until_ready(lambda: "ready" in process.log_text()) == ""
+    pid = process.pid
+    assert pid is not None
+    process.stop(timeout=0.5)
+    assert not process.running and not Path(f"/proc/{pid}").exists()
+
+
+def test_a_port_clash_is_tried_again_and_other_failures_are_not() -> None:
+    clash_then_up = ["error: [Errno 98] Address already in use", ""]
+    cleaned_up: list[str] = []
+    failure = start_with_retries(lambda: clash_then_up.pop(0), lambda: cleaned_up.append("!"))
+    assert failure == "" and clash_then_up == [] and cleaned_up == ["!"]
+
+    tries: list[str] = []
+
+    def broken() -> str:
+        tries.append("!")
+        return "unknown option --frobnicate"
+
+    assert start_with_retries(broken, lambda: None) == "unknown option --frobnicate"
+    assert tries == ["!"]

@@ -13,6 +13,8 @@ from typing import Any
 
 from tmcaldav_plugins.webhook import EVENT_ID_HEADER, SIGNATURE_HEADER, verify
 
+from tmcaldav.localhost import HOST, LocalServer, ThreadedHTTPServer
+
 
 @dataclass(frozen=True)
 class Received:
@@ -34,7 +36,7 @@ class Received:
         return verify(secret, self.body, self.headers.get(SIGNATURE_HEADER))
 
 
-class Receiver:
+class Receiver(LocalServer):
     """Records every POST; answers queued statuses first (503, 400...), then 204."""
 
     def __init__(self) -> None:
@@ -62,15 +64,11 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        )
+        self.http = ThreadedHTTPServer(Handler, "webhook-receiver")
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        return f"http://{HOST}:{self.http.port}/hook"
 
     def wait_for(self, count: int, timeout: float = 15.0) -> list[Received]:
         """Wait until `count` requests arrived (or the timeout passed); return them all."""
@@ -79,20 +77,15 @@ class Receiver:
             return list(self.received)
 
     def start(self) -> None:
-        self.thread.start()
+        self.http.start()
 
     def stop(self) -> None:
         self.gate.set()
-        self.server.shutdown()
-        self.server.server_close()
+        self.http.stop()
 
 
 @contextmanager
 def receiving() -> Iterator[Receiver]:
     """A running receiver, stopped afterwards."""
-    receiver = Receiver()
-    receiver.start()
-    try:
+    with Receiver() as receiver:
         yield receiver
-    finally:
-        receiver.stop()

@@ -10,16 +10,15 @@ from __future__ import annotations
 import http.client
 import os
 import secrets
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import IO, TYPE_CHECKING
+from typing import TYPE_CHECKING
 
 from tmcaldav.localhost import HOST as _HOST
-from tmcaldav.localhost import die_with_parent
+from tmcaldav.localhost import LocalServer, die_with_parent
 from tmcaldav.localhost import free_port as _free_port
+from tmcaldav.process import PORT_ATTEMPTS, ServerProcess, start_with_retries
 
 if TYPE_CHECKING:
     from caldav.davclient import DAVClient
@@ -28,14 +27,8 @@ if TYPE_CHECKING:
 #: the part of a student's scheduling server and may edit the organizer's events.
 DEFAULT_USERS: Mapping[str, str] = {"organizer": "pw-organizer", "student": "pw-student"}
 
-_READY_TIMEOUT = 20.0
-_STOP_TIMEOUT = 10.0
-# A port we picked ourselves can be taken by someone else between our probe and
-# Radicale's bind (parallel test workers do exactly that): try a fresh one.
-_PORT_ATTEMPTS = 5
 
-
-class RadicaleServer:
+class RadicaleServer(LocalServer):
     """One Radicale process serving a temporary storage folder on 127.0.0.1.
 
     The server is identified by a random authentication realm: readiness means an
@@ -73,8 +66,7 @@ class RadicaleServer:
         self.config_path = base_dir / "radicale.conf"
         self.log_path = base_dir / "radicale.log"
         self._realm = f"tmcaldav-test-{secrets.token_hex(8)}"
-        self._process: subprocess.Popen[bytes] | None = None
-        self._log_file: IO[bytes] | None = None
+        self._process = ServerProcess("Radicale", self.log_path)
         self.die_with_parent = die_with_parent
 
     @property
@@ -92,12 +84,12 @@ class RadicaleServer:
     @property
     def pid(self) -> int | None:
         """Process id of the running server, or None when it is stopped."""
-        return self._process.pid if self._process is not None else None
+        return self._process.pid
 
     @property
     def running(self) -> bool:
         """True while our Radicale process is alive."""
-        return self._process is not None and self._process.poll() is None
+        return self._process.running
 
     def principal_url(self, user: str) -> str:
         """URL of ``user``'s principal collection (Radicale keeps it at ``/<user>/``)."""
@@ -115,35 +107,15 @@ class RadicaleServer:
             # if someone else holds it, trying again will not help.
             self._start_with_retries(lambda: self.port, attempts=1)
         else:
-            self._start_with_retries(_free_port, attempts=_PORT_ATTEMPTS)
+            self._start_with_retries(_free_port, attempts=PORT_ATTEMPTS)
 
     def stop(self) -> None:
         """Stop the server by its process id: terminate, wait, kill if it lingers."""
-        process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=_STOP_TIMEOUT)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=_STOP_TIMEOUT)
-        if self._log_file is not None:
-            self._log_file.close()
-            self._log_file = None
-
-    def __enter__(self) -> RadicaleServer:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
+        self._process.stop()
 
     def log_text(self) -> str:
         """What Radicale wrote to stderr/stdout so far (for failure messages)."""
-        try:
-            return self.log_path.read_text(encoding="utf-8", errors="replace")
-        except FileNotFoundError:
-            return ""
+        return self._process.log_text()
 
     # -- internals ---------------------------------------------------------------------
 
@@ -223,49 +195,23 @@ level = warning
         self.config_path.write_text(config, encoding="utf-8")
 
     def _start_with_retries(self, pick_port: Callable[[], int], attempts: int) -> None:
-        failure = ""
-        for _attempt in range(attempts):
+        def start_once() -> str:
             self.port = pick_port()
             self._write_config()
-            self._spawn()
-            failure = self._wait_until_ready()
-            if not failure:
-                return
-            self.stop()
-            if not _looks_like_port_clash(failure):
-                break
-            time.sleep(0.2)
-        raise RuntimeError(f"Radicale did not start on {_HOST}:{self.port}; its output:\n{failure}")
+            env = {key: value for key, value in os.environ.items() if key != "RADICALE_CONFIG"}
+            self._process.spawn(
+                [sys.executable, "-m", "radicale", "--config", str(self.config_path)],
+                cwd=self.base_dir,
+                env=env,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
+            )
+            return self._process.wait_until_ready(self._answers_with_our_realm, step=0.02)
 
-    def _spawn(self) -> None:
-        # Output goes to a file rather than a pipe: nobody drains a pipe while tests run,
-        # and a full pipe would block the server mid-request.
-        self._log_file = self.log_path.open("ab")
-        env = {key: value for key, value in os.environ.items() if key != "RADICALE_CONFIG"}
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "radicale", "--config", str(self.config_path)],
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.base_dir,
-            env=env,
-            preexec_fn=die_with_parent if self.die_with_parent else None,
-        )
-
-    def _wait_until_ready(self) -> str:
-        """Return "" once our server answers, else the reason it will not."""
-        assert self._process is not None
-        log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
-        deadline = time.monotonic() + _READY_TIMEOUT
-        while time.monotonic() < deadline:
-            if self._process.poll() is not None:
-                return self.log_text()[log_offset:] or (
-                    f"process exited with status {self._process.returncode}"
-                )
-            if self._answers_with_our_realm():
-                return ""
-            time.sleep(0.02)
-        return f"not ready after {_READY_TIMEOUT:.0f} s\n{self.log_text()[log_offset:]}"
+        failure = start_with_retries(start_once, self.stop, attempts=attempts)
+        if failure:
+            raise RuntimeError(
+                f"Radicale did not start on {_HOST}:{self.port}; its output:\n{failure}"
+            )
 
     def _answers_with_our_realm(self) -> bool:
         # A short timeout: a squatter that accepts but never answers must not hold up
@@ -281,11 +227,6 @@ level = warning
             connection.close()
         challenge = response.getheader("WWW-Authenticate") or ""
         return response.status == 401 and f'realm="{self._realm}"' in challenge
-
-
-def _looks_like_port_clash(output: str) -> bool:
-    lowered = output.lower()
-    return "address already in use" in lowered or "no servers started" in lowered
 
 
 def start_radicale(

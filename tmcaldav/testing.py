@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import http.client
-import http.server
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -21,13 +20,15 @@ from urllib.parse import urlsplit
 import pytest
 
 from tmcaldav.localhost import HOST as _HOST
-from tmcaldav.radicale import (
-    _STOP_TIMEOUT,
-    DEFAULT_USERS,
-    RadicaleServer,
-    make_client,
-    start_radicale,
+from tmcaldav.localhost import (
+    BodyHandler,
+    LocalServer,
+    ThreadedHTTPServer,
+    forward,
+    reply,
+    send_head,
 )
+from tmcaldav.radicale import DEFAULT_USERS, RadicaleServer, make_client, start_radicale
 
 if TYPE_CHECKING:
     from caldav.davclient import DAVClient
@@ -68,7 +69,7 @@ class _Fault:
         return self.when is None or self.when(method, path, body)
 
 
-class FaultProxy:
+class FaultProxy(LocalServer):
     """A reverse proxy on 127.0.0.1 in front of a real server that can misbehave on cue.
 
     Requests pass through to ``upstream`` unchanged until a fault is queued; each queued
@@ -90,18 +91,17 @@ class FaultProxy:
         self._faults: deque[_Fault] = deque()
         self._lock = threading.Lock()
         self._closing = threading.Event()
-        self._server: http.server.ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
+        self._http: ThreadedHTTPServer | None = None
         #: Requests that reached the proxy (method, path), faulted or not.
         self.seen: list[tuple[str, str]] = []
 
     @property
     def url(self) -> str:
         """The proxy's root URL; use it wherever the server's URL would go."""
-        if self._server is None:
+        if self._http is None:
             raise RuntimeError("the proxy has not been started")
         scheme = "https" if self._tls else "http"
-        return f"{scheme}://{_HOST}:{self._server.server_address[1]}/"
+        return f"{scheme}://{_HOST}:{self._http.port}/"
 
     @property
     def pending_faults(self) -> int:
@@ -179,47 +179,34 @@ class FaultProxy:
         """Listen on a free port (the kernel picks it, so there is no race)."""
         proxy = self
 
-        class Handler(http.server.BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, format: str, *args: object) -> None:
-                pass  # keep test output quiet
-
-            def _handle(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length) if length else b""
+        class Handler(BodyHandler):
+            def answer(self, body: bytes) -> None:
                 proxy.seen.append((self.command, self.path))
                 fault = proxy._take_fault(self.command, self.path, body)
                 if fault is not None and fault.stall:
                     proxy._closing.wait(fault.stall)
                 elif fault is not None and not (fault.trickle or fault.rewrite):
-                    self._reply(fault.status, fault.headers, fault.body)
+                    reply(self, fault.status, fault.headers, fault.body)
                     return
                 asked = dict(self.headers.items())
                 if fault is not None and fault.rewrite is not None:
                     # The answer is read and changed here: it must not come compressed.
                     asked = {k: v for k, v in asked.items() if k.lower() != "accept-encoding"}
-                status, headers, answer = proxy._forward(self.command, self.path, asked, body)
+                connection = http.client.HTTPConnection(*proxy._upstream, timeout=30)
+                status, headers, answer = forward(
+                    connection, self.command, self.path, asked, body
+                )
                 if fault is not None and fault.rewrite is not None:
                     status, headers, answer = fault.rewrite(status, headers, answer)
-                self._reply(status, headers, answer, fault.trickle if fault else 0.0)
+                if fault is not None and fault.trickle:
+                    self._trickle(status, headers, answer, fault.trickle)
+                else:
+                    reply(self, status, headers, answer)
 
-            def _reply(
-                self,
-                status: int,
-                headers: Mapping[str, str],
-                body: bytes,
-                trickle: float = 0.0,
+            def _trickle(
+                self, status: int, headers: Mapping[str, str], body: bytes, trickle: float
             ) -> None:
-                self.send_response(status)
-                for name, value in headers.items():
-                    if name.lower() not in _HOP_BY_HOP:
-                        self.send_header(name, value)
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                if not trickle:
-                    self.wfile.write(body)
-                    return
+                send_head(self, status, headers, len(body))
                 self.wfile.flush()
                 try:
                     for offset in range(len(body)):
@@ -231,42 +218,27 @@ class FaultProxy:
                     pass  # the client gave up: what a deadline is for
                 self.close_connection = True
 
-            do_GET = do_PUT = do_DELETE = do_OPTIONS = do_HEAD = _handle
-            do_PROPFIND = do_PROPPATCH = do_REPORT = do_MKCALENDAR = do_MKCOL = _handle
-            do_POST = do_MOVE = _handle
-
-        self._server = http.server.ThreadingHTTPServer((_HOST, 0), Handler)
-        self._server.daemon_threads = True
+        self._http = ThreadedHTTPServer(Handler, "tmcaldav-fault-proxy")
         if self._tls is not None:
             import ssl
 
+            server = self._http.server
             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             context.load_cert_chain(*self._tls)
             # The handshake happens in the request's thread, not in the accept loop.
-            self._server.socket = context.wrap_socket(
-                self._server.socket, server_side=True, do_handshake_on_connect=False
+            server.socket = context.wrap_socket(
+                server.socket, server_side=True, do_handshake_on_connect=False
             )
             # A client refusing our certificate is what TLS tests are about: no traceback.
-            self._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
-        self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            # A short poll keeps stop() quick: shutdown waits for the next poll.
-            kwargs={"poll_interval": 0.05},
-            name="tmcaldav-fault-proxy",
-            daemon=True,
-        )
-        self._thread.start()
+            server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        self._http.start()
 
     def stop(self) -> None:
         """Stop listening and release stalled requests."""
         self._closing.set()
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-        if self._thread is not None:
-            self._thread.join(timeout=_STOP_TIMEOUT)
-            self._thread = None
+        if self._http is not None:
+            self._http.stop()
+            self._http = None
 
     def _take_fault(self, method: str, path: str, body: bytes) -> _Fault | None:
         with self._lock:
@@ -275,22 +247,6 @@ class FaultProxy:
                     self._faults.remove(fault)
                     return fault
         return None
-
-    def _forward(
-        self, method: str, path: str, headers: Mapping[str, str], body: bytes
-    ) -> tuple[int, dict[str, str], bytes]:
-        connection = http.client.HTTPConnection(*self._upstream, timeout=30)
-        try:
-            forwarded = {
-                name: value for name, value in headers.items() if name.lower() not in _HOP_BY_HOP
-            }
-            connection.request(method, path, body=body, headers=forwarded)
-            response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
-        except OSError as exc:
-            return 502, {"Content-Type": "text/plain"}, f"upstream failed: {exc}".encode()
-        finally:
-            connection.close()
 
 
 def _spoil_multistatus(body: bytes, href_part: str, garbage: bool) -> bytes:
@@ -321,11 +277,6 @@ def _spoil_multistatus(body: bytes, href_part: str, garbage: bool) -> bytes:
     return bytes(ET.tostring(root, xml_declaration=True, encoding="utf-8"))
 
 
-_HOP_BY_HOP = frozenset(
-    {"connection", "keep-alive", "transfer-encoding", "content-length", "te", "upgrade"}
-)
-
-
 @pytest.fixture
 def radicale_server(tmp_path: Path) -> Iterator[RadicaleServer]:
     """A fresh Radicale with the users ``organizer`` and ``student``, stopped afterwards."""
@@ -351,12 +302,8 @@ def organizer_password(radicale_server: RadicaleServer) -> str:
 @pytest.fixture
 def radicale_faults(radicale_server: RadicaleServer) -> Iterator[FaultProxy]:
     """A :class:`FaultProxy` in front of ``radicale_server``: connect to its ``url``."""
-    proxy = FaultProxy(radicale_server.url)
-    proxy.start()
-    try:
+    with FaultProxy(radicale_server.url) as proxy:
         yield proxy
-    finally:
-        proxy.stop()
 
 
 @pytest.fixture
@@ -393,9 +340,5 @@ def smtp_sink() -> Iterator[object]:
     """An aiosmtpd SMTP server on 127.0.0.1 (no TLS, no auth) that keeps every message."""
     from tmcaldav.testing_mail import SmtpSink
 
-    sink = SmtpSink()
-    sink.start()
-    try:
+    with SmtpSink() as sink:
         yield sink
-    finally:
-        sink.stop()

@@ -1,6 +1,6 @@
 """A real SMTP sink for tests (aiosmtpd) and the TLS files the mail tests use.
 
-It listens on 127.0.0.1 and a port a retry loop picks, and is stopped by the fixtures
+It listens on 127.0.0.1 and a port the kernel picks, and is stopped by the fixtures
 in :mod:`tmcaldav.testing`.
 """
 
@@ -18,6 +18,10 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
+from tmcaldav.localhost import HOST as _HOST
+from tmcaldav.localhost import LocalServer
+from tmcaldav.process import READY_TIMEOUT
+
 __all__ = [
     "ReceivedMail",
     "SmtpSink",
@@ -25,9 +29,6 @@ __all__ = [
     "make_tls_files",
 ]
 
-_HOST = "127.0.0.1"
-_READY_TIMEOUT = 20.0
-_PORT_ATTEMPTS = 5
 
 
 # ---- TLS -------------------------------------------------------------------------------
@@ -117,7 +118,7 @@ class _SinkHandler:
         return "250 Message accepted"
 
 
-class SmtpSink:
+class SmtpSink(LocalServer):
     """An aiosmtpd SMTP server on 127.0.0.1 that keeps every message it accepts.
 
     `security`: "none", "starttls" (offered and required before AUTH) or "tls"
@@ -211,7 +212,7 @@ class SmtpSink:
             hostname=_HOST,
             port=0,
             ssl_context=self.tls.server_context() if self.security == "tls" and self.tls else None,
-            ready_timeout=_READY_TIMEOUT,
+            ready_timeout=READY_TIMEOUT,
             **kwargs,
         )
         self._controller.start()
@@ -221,13 +222,6 @@ class SmtpSink:
         if self._controller is not None:
             self._controller.stop()
             self._controller = None
-
-    def __enter__(self) -> SmtpSink:
-        self.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.stop()
 
     def wait_for(self, count: int, timeout: float = 10.0) -> list[ReceivedMail]:
         """Wait until at least `count` messages arrived; returns them."""
