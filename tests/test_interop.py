@@ -27,12 +27,13 @@ from tests import scheduling_servers
 from tests.auth_proxy import AuthProxy, start_auth_proxy
 from tests.conftest import Cli, write_config
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tests.store_support import session_href
 from tmcaldav import ical
 from tmcaldav.app import App
 from tmcaldav.caldav.profiles import GENERIC, PROFILES, detect_profile
-from tmcaldav.config import ConfigError, load_config, parse_config
+from tmcaldav.config import ConfigError, parse_config
 from tmcaldav.domain import AnswerEvidence, ServerDelivery
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import Store
 from tmcaldav.store.engine import _alembic_config, head_revision
 from tmcaldav.store.model import Base
 from tmcaldav.sync import KnownEnrollment, KnownSession, ServerEvent, diff
@@ -369,14 +370,7 @@ def test_migration_0007_matches_the_models_and_goes_down_and_up(store_url: str) 
 
 
 def _href(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
-    try:
-        with store.transaction() as db:
-            href = get_session(db, key).href
-    finally:
-        store.close()
-    assert href is not None
-    return href
+    return session_href(tm.config, key)
 
 
 def _answer_with(student: StudentSide, href: str, email: str, partstat: str, params: str) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli
+from tests.plugin_world import NAMES
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav.config import load_config
 from tmcaldav.publish import Publisher
@@ -18,14 +19,7 @@ from tmcaldav.store.model import SyncState
 from tmcaldav.sync import EmptyCalendar, Poller
 from tmcaldav.testing import FaultProxy, RadicaleServer
 
-STUDENTS = {
-    "ann@example.org": "Ann",
-    "bob@example.org": "Bob",
-    "cy@example.org": "Cy",
-    "dee@example.org": "Dee",
-    "eve@example.org": "Eve",
-    "fay@example.org": "Fay",
-}
+STUDENTS = NAMES
 
 
 @pytest.fixture
