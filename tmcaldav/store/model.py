@@ -81,7 +81,8 @@ def _in(column: str, values: tuple[str, ...]) -> str:
 
 
 class Base(DeclarativeBase):
-    """Base of all models; constraint names are fixed so migrations can name them."""
+    """Base of all models: every table is keyed by an integer ``id``; constraint names are
+    fixed so migrations can name them."""
 
     metadata = MetaData(
         naming_convention={
@@ -93,6 +94,18 @@ class Base(DeclarativeBase):
         }
     )
     type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - read by SQLAlchemy
+
+    # sort_order: the first column, as the migrations create it.
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=-1)
+
+
+class OfEnrollment:
+    """A row that belongs to one enrollment (an answer, a note, a mail, ...) and goes
+    when the enrollment is deleted."""
+
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
 
 
 class TrainingSession(Base):
@@ -106,7 +119,6 @@ class TrainingSession(Base):
         CheckConstraint("end_at > start_at", name="times"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     title: Mapped[str] = mapped_column(String(500))
     course: Mapped[str | None] = mapped_column(String(200))
@@ -139,7 +151,6 @@ class Person(Base):
 
     __tablename__ = "people"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(300))
     phone: Mapped[str | None] = mapped_column(String(50))
@@ -163,7 +174,6 @@ class Enrollment(Base):
         CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"))
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="RESTRICT"))
     status: Mapped[str] = mapped_column(String(20), default="enrolled")
@@ -201,7 +211,7 @@ class Enrollment(Base):
     )
 
 
-class Response(Base):
+class Response(OfEnrollment, Base):
     """One answer as it was seen: the history behind the Calendar column."""
 
     __tablename__ = "responses"
@@ -211,10 +221,6 @@ class Response(Base):
         CheckConstraint(_in("evidence", ANSWER_EVIDENCE), name="evidence"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     calendar_status: Mapped[str] = mapped_column(String(20))
     responded_at: Mapped[datetime]
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -229,7 +235,7 @@ class Response(Base):
     enrollment: Mapped[Enrollment] = relationship(back_populates="responses")
 
 
-class ScheduleCheck(Base):
+class ScheduleCheck(OfEnrollment, Base):
     """What the CalDAV server said it did with one student's invitation (server mode).
 
     Written after each write that should reach the student (invite, resend, reschedule,
@@ -242,10 +248,6 @@ class ScheduleCheck(Base):
         CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The event's SEQUENCE as written.
     sequence: Mapped[int | None]
@@ -258,15 +260,11 @@ class ScheduleCheck(Base):
     enrollment: Mapped[Enrollment] = relationship(back_populates="schedule_checks")
 
 
-class Note(Base):
+class Note(OfEnrollment, Base):
     """A follow-up note on an enrollment ("phoned, will come")."""
 
     __tablename__ = "notes"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     author: Mapped[str | None] = mapped_column(String(100))
@@ -280,7 +278,6 @@ class Suggestion(Base):
     __tablename__ = "suggestions"
     __table_args__ = (CheckConstraint(_in("state", SUGGESTION_STATES), name="state"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(
         ForeignKey("training_sessions.id", ondelete="CASCADE"), index=True
     )
@@ -308,7 +305,6 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "done_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     # Unique per change: hooks and webhook receivers use it as an idempotency key.
     event_id: Mapped[str] = mapped_column(String(100), unique=True)
     hook: Mapped[str] = mapped_column(String(50))
@@ -328,7 +324,6 @@ class SyncState(Base):
 
     __tablename__ = "sync_state"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     calendar_url: Mapped[str] = mapped_column(String(1000), unique=True)
     sync_token: Mapped[str | None] = mapped_column(String(1000))
     ctag: Mapped[str | None] = mapped_column(String(300))
@@ -339,7 +334,7 @@ class SyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class Delivery(Base):
+class Delivery(OfEnrollment, Base):
     """One iMIP message to one attendee (imip mode): what was sent, or why it failed.
 
     A delivery that is `sent` is never sent again, except on purpose (`invite --resend`).
@@ -351,10 +346,6 @@ class Delivery(Base):
         Index("ix_deliveries_due", "state", "next_attempt_at"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     # REQUEST, CANCEL (or a REFRESH answered with a REQUEST).
     method: Mapped[str] = mapped_column(String(20))
     sequence: Mapped[int]
@@ -372,16 +363,12 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Reminder(Base):
+class Reminder(OfEnrollment, Base):
     """A reminder sent to one student (`tmcaldav remind`): when, and how it travelled."""
 
     __tablename__ = "reminders"
     __table_args__ = (CheckConstraint(_in("channel", REMINDER_CHANNELS), name="channel"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     channel: Mapped[str] = mapped_column(String(10))
     # The calendar status the student had when reminded, and the event's SEQUENCE.
@@ -401,7 +388,6 @@ class Notice(Base):
         Index("ix_notices_due", "state", "next_attempt_at"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(500), unique=True)
     plugin: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(String(500))
@@ -421,7 +407,6 @@ class MailRefusal(Base):
 
     __tablename__ = "mail_refusals"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     sender: Mapped[str | None] = mapped_column(String(320))
     message_id: Mapped[str | None] = mapped_column(String(300))
@@ -439,7 +424,6 @@ class WebUser(Base):
     __tablename__ = "web_users"
     __table_args__ = (CheckConstraint(_in("role", WEB_ROLES), name="role"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[str] = mapped_column(String(20), default="viewer")
     # scrypt$N$r$p$salt$hash (base64): never the password itself.
@@ -456,7 +440,6 @@ class ApiToken(Base):
 
     __tablename__ = "api_tokens"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(
         ForeignKey("web_users.id", ondelete="CASCADE"), index=True
     )
@@ -477,7 +460,6 @@ class Change(Base):
 
     __tablename__ = "changes"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     # No foreign key: a deleted session's last change must still be seen.
     session_id: Mapped[int | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -494,7 +476,6 @@ class SyncRetry(Base):
     __tablename__ = "sync_retries"
     __table_args__ = (UniqueConstraint("sync_state_id", "href", name="state_href"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     sync_state_id: Mapped[int] = mapped_column(ForeignKey("sync_state.id", ondelete="CASCADE"))
     href: Mapped[str] = mapped_column(String(1000))
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -516,7 +497,6 @@ class PluginAttempt(Base):
         Index("ix_plugin_attempts_parked", "parked_at"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
     plugin: Mapped[str] = mapped_column(String(100))
     hook: Mapped[str] = mapped_column(String(50))
@@ -537,7 +517,6 @@ class DaemonRecord(Base):
     __tablename__ = "daemons"
     __table_args__ = (CheckConstraint(_in("role", DAEMON_ROLES), name="role"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
     role: Mapped[str] = mapped_column(String(20))
