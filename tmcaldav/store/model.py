@@ -8,6 +8,7 @@ migration is not needed to read them with any SQL tool.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -42,16 +43,6 @@ from tmcaldav.domain import (
 
 ENROLLMENT_STATUSES = values(EnrollmentStatus)
 CALENDAR_STATUSES = values(CalendarStatus)
-SESSION_STATUSES = values(SessionStatus)
-CALENDAR_STATES = values(CalendarState)
-RESPONSE_SOURCES = values(ResponseSource)
-DELIVERY_STATES = values(DeliveryState)
-SUGGESTION_STATES = values(SuggestionState)
-DAEMON_ROLES = values(DaemonRole)
-NOTICE_STATES = values(NoticeState)
-REMINDER_CHANNELS = values(ReminderChannel)
-SERVER_DELIVERIES = values(ServerDelivery)
-ANSWER_EVIDENCE = values(AnswerEvidence)
 
 
 def utcnow() -> datetime:
@@ -76,8 +67,11 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, allowed: type[StrEnum] | tuple[str, ...]) -> str:
+    """The CHECK condition that `column` holds one of the `allowed` values (a vocabulary
+    of tmcaldav.domain, or the strings themselves)."""
+    names = values(allowed) if isinstance(allowed, type) else allowed
+    return f"{column} IN ({', '.join(repr(v) for v in names)})"
 
 
 class Base(DeclarativeBase):
@@ -108,13 +102,25 @@ class OfEnrollment:
     )
 
 
+class Outgoing:
+    """A mail tmcaldav sends, tried again until it goes: its state (pending, sent,
+    failed, ...: each table checks its own), the attempts, the last error, when to try
+    next (each table's "due" index is on state and next_attempt_at) and when it went."""
+
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+
+
 class TrainingSession(Base):
     """One scheduled training, published as one CalDAV event."""
 
     __tablename__ = "training_sessions"
     __table_args__ = (
-        CheckConstraint(_in("status", SESSION_STATUSES), name="status"),
-        CheckConstraint(_in("calendar_state", CALENDAR_STATES), name="calendar_state"),
+        CheckConstraint(_in("status", SessionStatus), name="status"),
+        CheckConstraint(_in("calendar_state", CalendarState), name="calendar_state"),
         CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity"),
         CheckConstraint("end_at > start_at", name="times"),
     )
@@ -171,7 +177,7 @@ class Enrollment(Base):
             "calendar_seen IS NULL OR " + _in("calendar_seen", CALENDAR_STATUSES),
             name="calendar_seen",
         ),
-        CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
+        CheckConstraint(_in("delivery_status", ServerDelivery), name="delivery_status"),
     )
 
     session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"))
@@ -217,8 +223,8 @@ class Response(OfEnrollment, Base):
     __tablename__ = "responses"
     __table_args__ = (
         CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
-        CheckConstraint(_in("source", RESPONSE_SOURCES), name="source"),
-        CheckConstraint(_in("evidence", ANSWER_EVIDENCE), name="evidence"),
+        CheckConstraint(_in("source", ResponseSource), name="source"),
+        CheckConstraint(_in("evidence", AnswerEvidence), name="evidence"),
     )
 
     calendar_status: Mapped[str] = mapped_column(String(20))
@@ -245,7 +251,7 @@ class ScheduleCheck(OfEnrollment, Base):
 
     __tablename__ = "schedule_checks"
     __table_args__ = (
-        CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
+        CheckConstraint(_in("delivery_status", ServerDelivery), name="delivery_status"),
     )
 
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -276,7 +282,7 @@ class Suggestion(Base):
     """Advice from a plugin; the dedupe key keeps the same advice from being given twice."""
 
     __tablename__ = "suggestions"
-    __table_args__ = (CheckConstraint(_in("state", SUGGESTION_STATES), name="state"),)
+    __table_args__ = (CheckConstraint(_in("state", SuggestionState), name="state"),)
 
     session_id: Mapped[int] = mapped_column(
         ForeignKey("training_sessions.id", ondelete="CASCADE"), index=True
@@ -334,7 +340,7 @@ class SyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class Delivery(OfEnrollment, Base):
+class Delivery(OfEnrollment, Outgoing, Base):
     """One iMIP message to one attendee (imip mode): what was sent, or why it failed.
 
     A delivery that is `sent` is never sent again, except on purpose (`invite --resend`).
@@ -342,7 +348,7 @@ class Delivery(OfEnrollment, Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        CheckConstraint(_in("state", DeliveryState), name="state"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
     )
 
@@ -351,11 +357,6 @@ class Delivery(OfEnrollment, Base):
     sequence: Mapped[int]
     # Why it is sent: invite, update, reschedule, cancel, remove, resend or refresh.
     reason: Mapped[str | None] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime | None]
-    sent_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(300))
     # Where the message goes when it is not the person's address now: the CANCEL to an
     # address that `person edit --email` replaced.
@@ -367,7 +368,7 @@ class Reminder(OfEnrollment, Base):
     """A reminder sent to one student (`tmcaldav remind`): when, and how it travelled."""
 
     __tablename__ = "reminders"
-    __table_args__ = (CheckConstraint(_in("channel", REMINDER_CHANNELS), name="channel"),)
+    __table_args__ = (CheckConstraint(_in("channel", ReminderChannel), name="channel"),)
 
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     channel: Mapped[str] = mapped_column(String(10))
@@ -376,7 +377,7 @@ class Reminder(OfEnrollment, Base):
     sequence: Mapped[int]
 
 
-class Notice(Base):
+class Notice(Outgoing, Base):
     """A plain-text mail to the administrator that a plugin asked for (a digest, an alert).
 
     The unique key makes it once: the same notice is stored, and sent, one time.
@@ -384,7 +385,7 @@ class Notice(Base):
 
     __tablename__ = "notices"
     __table_args__ = (
-        CheckConstraint(_in("state", NOTICE_STATES), name="state"),
+        CheckConstraint(_in("state", NoticeState), name="state"),
         Index("ix_notices_due", "state", "next_attempt_at"),
     )
 
@@ -394,11 +395,6 @@ class Notice(Base):
     body: Mapped[str] = mapped_column(Text)
     # Addresses; empty: the organizer's mailbox ([scheduling] organizer_email).
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
-    state: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime | None]
-    sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -515,7 +511,7 @@ class DaemonRecord(Base):
     """
 
     __tablename__ = "daemons"
-    __table_args__ = (CheckConstraint(_in("role", DAEMON_ROLES), name="role"),)
+    __table_args__ = (CheckConstraint(_in("role", DaemonRole), name="role"),)
 
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
