@@ -171,10 +171,10 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("session_id", "person_id", name="session_person"),
-        CheckConstraint(_in("status", ENROLLMENT_STATUSES), name="status"),
-        CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
+        CheckConstraint(_in("status", EnrollmentStatus), name="status"),
+        CheckConstraint(_in("calendar_status", CalendarStatus), name="calendar_status"),
         CheckConstraint(
-            "calendar_seen IS NULL OR " + _in("calendar_seen", CALENDAR_STATUSES),
+            "calendar_seen IS NULL OR " + _in("calendar_seen", CalendarStatus),
             name="calendar_seen",
         ),
         CheckConstraint(_in("delivery_status", ServerDelivery), name="delivery_status"),
@@ -222,7 +222,7 @@ class Response(OfEnrollment, Base):
 
     __tablename__ = "responses"
     __table_args__ = (
-        CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
+        CheckConstraint(_in("calendar_status", CalendarStatus), name="calendar_status"),
         CheckConstraint(_in("source", ResponseSource), name="source"),
         CheckConstraint(_in("evidence", AnswerEvidence), name="evidence"),
     )
