@@ -1,7 +1,7 @@
 """What differs between CalDAV servers, as data: one profile per server tmcaldav was tried on.
 
 Each row was measured on the real server (tests/test_scheduling_servers.py, docs/servers.md;
-tests/test_profiles.py checks this table against those measurements). The adapter and its
+tests/test_interop.py checks this table against those measurements). The adapter and its
 callers read a field here instead of asking which server they talk to; an unknown server
 gets ``generic``, the RFCs' defaults. The profile is picked from what the server says
 about itself (its ``Server`` header, the form of its sync tokens) or set in
@@ -62,25 +62,28 @@ class ServerProfile:
 #: RFCs' defaults, for any other server) last.
 _SERVERS: Final = ("cyrus", "xandikos", "radicale", "generic")
 
-#: How each server behaves: one row per field of ServerProfile, one column per server.
+#: How each server behaves: one row per field of ServerProfile, one column per server
+#: (aligned by hand: the formatter leaves it alone).
+# fmt: off
 _BEHAVIOUR: Final[Mapping[str, tuple[Any, ...]]] = {
-    #                                  cyrus        xandikos           radicale      generic
+    #                                   cyrus        xandikos           radicale   generic
     "server_header": (("cyrus",), ("xandikos", "aiohttp"), ("radicale",), ()),
-    "sync_token_form": (None, r"[0-9a-f]{40}", None, None),
-    "schedules": (True, True, False, True),
+    "sync_token_form":                 (None,        r"[0-9a-f]{40}",   None,      None),
+    "schedules":                       (True,        True,              False,     True),
     # generic: no RFC names one; X-DTSTAMP is Cyrus's, which other servers built on it
     # may share (Fastmail runs Cyrus behind its own front end).
-    "answer_time_param": ("X-DTSTAMP", None, None, "X-DTSTAMP"),
-    "reply_drops_schedule_status": (True, False, False, False),
-    "reschedule_resets_student_copy": (True, False, False, True),
+    "answer_time_param":               ("X-DTSTAMP", None,              None,      "X-DTSTAMP"),
+    "reply_drops_schedule_status":     (True,        False,             False,     False),
+    "reschedule_resets_student_copy":  (True,        False,             False,     True),
     # generic: RFC 6638 lets a server apply replies only in the schedule-default calendar.
-    "schedules_from_any_calendar": (True, True, False, False),
-    "replies_in_any_calendar": (True, False, False, False),
-    "organizer_match_ignores_case": (True, False, False, False),
-    "organizer_change_allowed": (False, True, True, False),
-    "force_send_reaches": ("that", "all", "that", "that"),
-    "keeps_attendee_note": (False, False, False, False),
+    "schedules_from_any_calendar":     (True,        True,              False,     False),
+    "replies_in_any_calendar":         (True,        False,             False,     False),
+    "organizer_match_ignores_case":    (True,        False,             False,     False),
+    "organizer_change_allowed":        (False,       True,              True,      False),
+    "force_send_reaches":              ("that",      "all",             "that",    "that"),
+    "keeps_attendee_note":             (False,       False,             False,     False),
 }
+# fmt: on
 
 _NOTES: Final = {
     "cyrus": (
