@@ -118,6 +118,24 @@ def read_password_file(path: str) -> str:
     return p.read_text(encoding="utf-8").rstrip("\r\n")
 
 
+@dataclass(frozen=True, kw_only=True)
+class ServerLogin:
+    """The keys of every section that logs in to a server ([caldav], [smtp], [imap]): the
+    password source (at most one of the three, see `PasswordSource`), the CA file that
+    vouches for the server besides the system's, and the seconds one request may take."""
+
+    password_file: str | None = None
+    password_command: tuple[str, ...] | None = None
+    password_env: str | None = None
+    tls_ca_file: str | None = None
+    timeout: float = 30.0
+
+    @property
+    def password(self) -> PasswordSource:
+        """The password source of this section."""
+        return PasswordSource(self.password_file, self.password_command, self.password_env)
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """[store]: where the enrollment store lives."""
@@ -126,18 +144,15 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
-class CaldavConfig:
-    """[caldav]: the CalDAV server and the calendar the sessions are published in."""
+class CaldavConfig(ServerLogin):
+    """[caldav]: the CalDAV server and the calendar the sessions are published in.
+
+    Its ``timeout`` bounds one whole request: connect, send, and the complete answer.
+    """
 
     url: str
     username: str
-    password_file: str | None = None
-    password_command: tuple[str, ...] | None = None
-    password_env: str | None = None
     calendar: str | None = None
-    tls_ca_file: str | None = None
-    # Seconds one whole request may take: connect, send, and the complete answer.
-    timeout: float = 30.0
     # The login method: "basic" or "digest" with a password source, or "bearer" with a
     # token_command (an argv list printing an access token, run again after a 401).
     auth: str = "basic"
@@ -147,11 +162,6 @@ class CaldavConfig:
     # Plain http:// to a host other than this machine sends the password in clear
     # text: refused unless set to true (and then warned about at every start).
     allow_insecure_http: bool = False
-
-    @property
-    def password(self) -> PasswordSource:
-        """The password source of this section."""
-        return PasswordSource(self.password_file, self.password_command, self.password_env)
 
     def fetch_token(self) -> str:
         """Run token_command and return the access token it prints (SecretError if not)."""
@@ -239,46 +249,26 @@ class InvitationConfig:
 
 
 @dataclass(frozen=True)
-class SmtpConfig:
+class SmtpConfig(ServerLogin):
     """[smtp]: outgoing iMIP mail."""
 
     host: str
     port: int = 587
     security: str = "starttls"
     username: str | None = None
-    password_file: str | None = None
-    password_command: tuple[str, ...] | None = None
-    password_env: str | None = None
-    timeout: float = 30.0
-    tls_ca_file: str | None = None
-
-    @property
-    def password(self) -> PasswordSource:
-        """The password source of this section."""
-        return PasswordSource(self.password_file, self.password_command, self.password_env)
 
 
 @dataclass(frozen=True)
-class ImapConfig:
+class ImapConfig(ServerLogin):
     """[imap]: the organizer mailbox that receives iMIP REPLYs."""
 
     host: str
     username: str
     port: int = 993
     security: str = "tls"
-    password_file: str | None = None
-    password_command: tuple[str, ...] | None = None
-    password_env: str | None = None
     folder: str = "INBOX"
     processed_folder: str = "tmcaldav-processed"
     trust_sent_by: tuple[str, ...] = ()
-    timeout: float = 30.0
-    tls_ca_file: str | None = None
-
-    @property
-    def password(self) -> PasswordSource:
-        """The password source of this section."""
-        return PasswordSource(self.password_file, self.password_command, self.password_env)
 
 
 @dataclass(frozen=True)

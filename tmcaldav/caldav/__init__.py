@@ -8,16 +8,9 @@ a sync token (RFC 6578) or a listing, and turns every failure into a typed error
 
 from typing import TYPE_CHECKING, Any
 
-from tmcaldav.caldav.errors import (
-    AuthFailed,
-    CalendarError,
-    InvalidSyncToken,
-    NotFound,
-    OrganizerChangeRefused,
-    PreconditionFailed,
-    ServerError,
-    Unreachable,
-)
+# Every typed error is part of the adapter's face (``errors.__all__``).
+from tmcaldav.caldav import errors
+from tmcaldav.caldav.errors import *  # noqa: F403
 
 if TYPE_CHECKING:
     from tmcaldav.caldav.service import (
@@ -30,20 +23,20 @@ if TYPE_CHECKING:
         resource_name,
     )
 
+__all__ = [
+    "CalendarService",
+    "CalendarSettings",
+    "Changes",
+    "Fetched",
+    "StoredEvent",
+    "Unreadable",
+    "resource_name",
+]
 # The service pulls in the CalDAV client library (a fifth of a second): it is loaded on
 # first use, so that reading the config (which checks server profile names) or the
 # errors stays cheap for every command.
-_SERVICE_NAMES = frozenset(
-    {
-        "CalendarService",
-        "CalendarSettings",
-        "Changes",
-        "Fetched",
-        "StoredEvent",
-        "Unreadable",
-        "resource_name",
-    }
-)
+_SERVICE_NAMES = frozenset(__all__)
+__all__ += errors.__all__
 
 
 def __getattr__(name: str) -> Any:
@@ -52,21 +45,3 @@ def __getattr__(name: str) -> Any:
 
         return getattr(service, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-__all__ = [
-    "AuthFailed",
-    "CalendarError",
-    "CalendarService",
-    "CalendarSettings",
-    "Changes",
-    "Fetched",
-    "InvalidSyncToken",
-    "NotFound",
-    "OrganizerChangeRefused",
-    "PreconditionFailed",
-    "ServerError",
-    "StoredEvent",
-    "Unreachable",
-    "Unreadable",
-    "resource_name",
-]

@@ -69,3 +69,15 @@ class Unreachable(CalendarError):
 
 class InvalidSyncToken(CalendarError):
     """The server no longer knows the sync token: call ``changes_since(None)``."""
+
+
+__all__ = [
+    "AuthFailed",
+    "CalendarError",
+    "InvalidSyncToken",
+    "NotFound",
+    "OrganizerChangeRefused",
+    "PreconditionFailed",
+    "ServerError",
+    "Unreachable",
+]

@@ -1,7 +1,7 @@
 """What differs between CalDAV servers, as data: one profile per server tmcaldav was tried on.
 
 Each row was measured on the real server (tests/test_scheduling_servers.py, docs/servers.md;
-tests/test_profiles.py checks this table against those measurements). The adapter and its
+tests/test_interop.py checks this table against those measurements). The adapter and its
 callers read a field here instead of asking which server they talk to; an unknown server
 gets ``generic``, the RFCs' defaults. The profile is picked from what the server says
 about itself (its ``Server`` header, the form of its sync tokens) or set in
@@ -14,7 +14,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
-from typing import Final
+from typing import Any, Final
 
 
 @dataclass(frozen=True)
@@ -58,86 +58,58 @@ class ServerProfile:
     notes: str
 
 
-GENERIC: Final = ServerProfile(
-    name="generic",
-    server_header=(),
-    sync_token_form=None,
-    schedules=True,
-    # No RFC names one; X-DTSTAMP is Cyrus's, which other servers built on it may share
-    # (Fastmail runs Cyrus behind its own front end).
-    answer_time_param="X-DTSTAMP",
-    reply_drops_schedule_status=False,
-    reschedule_resets_student_copy=True,
-    # RFC 6638 lets a server apply replies only in the schedule-default calendar.
-    schedules_from_any_calendar=False,
-    replies_in_any_calendar=False,
-    organizer_match_ignores_case=False,
-    organizer_change_allowed=False,
-    force_send_reaches="that",
-    keeps_attendee_note=False,
-    notes="an unknown server: RFC 6638 defaults are assumed",
-)
+#: The servers tmcaldav was measured on, in the order of the columns below; ``generic`` (the
+#: RFCs' defaults, for any other server) last.
+_SERVERS: Final = ("cyrus", "xandikos", "radicale", "generic")
+
+#: How each server behaves: one row per field of ServerProfile, one column per server
+#: (aligned by hand: the formatter leaves it alone).
+# fmt: off
+_BEHAVIOUR: Final[Mapping[str, tuple[Any, ...]]] = {
+    #                                   cyrus        xandikos           radicale   generic
+    "server_header": (("cyrus",), ("xandikos", "aiohttp"), ("radicale",), ()),
+    "sync_token_form":                 (None,        r"[0-9a-f]{40}",   None,      None),
+    "schedules":                       (True,        True,              False,     True),
+    # generic: no RFC names one; X-DTSTAMP is Cyrus's, which other servers built on it
+    # may share (Fastmail runs Cyrus behind its own front end).
+    "answer_time_param":               ("X-DTSTAMP", None,              None,      "X-DTSTAMP"),
+    "reply_drops_schedule_status":     (True,        False,             False,     False),
+    "reschedule_resets_student_copy":  (True,        False,             False,     True),
+    # generic: RFC 6638 lets a server apply replies only in the schedule-default calendar.
+    "schedules_from_any_calendar":     (True,        True,              False,     False),
+    "replies_in_any_calendar":         (True,        False,             False,     False),
+    "organizer_match_ignores_case":    (True,        False,             False,     False),
+    "organizer_change_allowed":        (False,       True,              True,      False),
+    "force_send_reaches":              ("that",      "all",             "that",    "that"),
+    "keeps_attendee_note":             (False,       False,             False,     False),
+}
+# fmt: on
+
+_NOTES: Final = {
+    "cyrus": (
+        "schedules only when ORGANIZER is one of the login's addresses; "
+        "records each answer's time (X-DTSTAMP)"
+    ),
+    "xandikos": (
+        "multi-user mode only; answers come back only into the schedule-default "
+        "calendar; addresses match exactly (case too); a reschedule leaves the "
+        "students' own answers in their calendars"
+    ),
+    "radicale": 'no scheduling: use scheduling.mode = "imip"',
+    "generic": "an unknown server: RFC 6638 defaults are assumed",
+}
 
 PROFILES: Final[Mapping[str, ServerProfile]] = MappingProxyType(
     {
-        "cyrus": ServerProfile(
-            name="cyrus",
-            server_header=("cyrus",),
-            sync_token_form=None,
-            schedules=True,
-            answer_time_param="X-DTSTAMP",
-            reply_drops_schedule_status=True,
-            reschedule_resets_student_copy=True,
-            schedules_from_any_calendar=True,
-            replies_in_any_calendar=True,
-            organizer_match_ignores_case=True,
-            organizer_change_allowed=False,
-            force_send_reaches="that",
-            keeps_attendee_note=False,
-            notes=(
-                "schedules only when ORGANIZER is one of the login's addresses; "
-                "records each answer's time (X-DTSTAMP)"
-            ),
-        ),
-        "xandikos": ServerProfile(
-            name="xandikos",
-            server_header=("xandikos", "aiohttp"),
-            sync_token_form=r"[0-9a-f]{40}",
-            schedules=True,
-            answer_time_param=None,
-            reply_drops_schedule_status=False,
-            reschedule_resets_student_copy=False,
-            schedules_from_any_calendar=True,
-            replies_in_any_calendar=False,
-            organizer_match_ignores_case=False,
-            organizer_change_allowed=True,
-            force_send_reaches="all",
-            keeps_attendee_note=False,
-            notes=(
-                "multi-user mode only; answers come back only into the schedule-default "
-                "calendar; addresses match exactly (case too); a reschedule leaves the "
-                "students' own answers in their calendars"
-            ),
-        ),
-        "radicale": ServerProfile(
-            name="radicale",
-            server_header=("radicale",),
-            sync_token_form=None,
-            schedules=False,
-            answer_time_param=None,
-            reply_drops_schedule_status=False,
-            reschedule_resets_student_copy=False,
-            schedules_from_any_calendar=False,
-            replies_in_any_calendar=False,
-            organizer_match_ignores_case=False,
-            organizer_change_allowed=True,
-            force_send_reaches="that",
-            keeps_attendee_note=False,
-            notes='no scheduling: use scheduling.mode = "imip"',
-        ),
-        "generic": GENERIC,
+        name: ServerProfile(
+            name=name,
+            notes=_NOTES[name],
+            **{field: values[column] for field, values in _BEHAVIOUR.items()},
+        )
+        for column, name in enumerate(_SERVERS)
     }
 )
+GENERIC: Final = PROFILES["generic"]
 
 
 def detect_profile(server_header: str | None, sync_token: str | None) -> ServerProfile:

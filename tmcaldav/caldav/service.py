@@ -13,7 +13,7 @@ import os
 import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import quote, unquote, urljoin, urlsplit
 from xml.sax.saxutils import escape
 
@@ -58,6 +58,8 @@ from tmcaldav.retry import parse_retry_after
 from tmcaldav.tls import certificate_advice
 
 log = logging.getLogger(__name__)
+
+_Error = TypeVar("_Error", bound=CalendarError)
 
 # -- data --------------------------------------------------------------------------------
 
@@ -203,6 +205,13 @@ class CalendarService:
         if self.server_header is None:
             self.server_header = response.headers.get("Server")
         return response
+
+    def _error(
+        self, kind: type[_Error], message: str, url: str | None = None, **details: Any
+    ) -> _Error:
+        """A typed error naming the URL (the calendar's unless given) and the login user
+        (``details``: the kind's own fields, e.g. a ServerError's status)."""
+        return kind(message, url=url or self.url, user=self._settings.username, **details)
 
     # -- connecting ----------------------------------------------------------------------
 
@@ -461,10 +470,10 @@ class CalendarService:
         props = self._propfind_one(url, PROPFIND.format(props="<d:getetag/>"), "reading an ETag")
         etag = props.get(DAV + "getetag")
         if not isinstance(etag, str) or not etag:
-            raise ServerError(
+            raise self._error(
+                ServerError,
                 f"the CalDAV server gave no ETag for {url}: it cannot be used for safe updates",
                 url=url,
-                user=self._settings.username,
             )
         return etag
 
@@ -478,19 +487,17 @@ class CalendarService:
         then calls ``changes_since(None)`` for a full listing.
         """
         if not self.supports_sync:
-            raise CalendarError(
+            raise self._error(
+                CalendarError,
                 f"the calendar {self.url} does not support sync-collection (RFC 6578): "
                 "use changes_by_listing() for this server",
-                url=self.url,
-                user=self._settings.username,
             )
         # caldav quietly takes a "fake-" token as its own and lists the whole calendar
         # through a search, whatever disable_fallback says: treat it as unknown.
         if sync_token is not None and (not sync_token or sync_token.startswith("fake-")):
-            raise InvalidSyncToken(
+            raise self._error(
+                InvalidSyncToken,
                 f"the sync token {sync_token!r} was not issued by {self.url}: do a full sync",
-                url=self.url,
-                user=self._settings.username,
             )
         tree = self._report(
             SYNC_COLLECTION.format(token=escape(sync_token or "")),
@@ -499,11 +506,10 @@ class CalendarService:
         )
         token = tree.findtext(DAV + "sync-token")
         if not token:
-            raise ServerError(
+            raise self._error(
+                ServerError,
                 f"the CalDAV server answered the sync request for {self.url} without a "
                 "sync token: the server or a proxy in front of it is misbehaving",
-                url=self.url,
-                user=self._settings.username,
             )
         calendar_href = _href_of(self.url)
         deleted: set[str] = set()
@@ -550,22 +556,20 @@ class CalendarService:
             with contextlib.suppress(Exception):
                 conditions = set(dav_error.parse_preconditions(response.raw))
             if VALID_SYNC_TOKEN in conditions or response.status == 412:
-                raise InvalidSyncToken(
+                raise self._error(
+                    InvalidSyncToken,
                     f"the CalDAV server at {self.url} no longer knows the sync token: "
                     "do a full sync",
-                    url=self.url,
-                    user=self._settings.username,
                 )
         if response.status != 207:
             self._raise_for_status(response.status, action, self.url, response)
         tree = response.tree
         if tree is None or tree.tag != DAV + "multistatus":
             kind = response.headers.get("Content-Type") or "no content type"
-            raise ServerError(
+            raise self._error(
+                ServerError,
                 f"the CalDAV server at {self.url} sent a malformed answer while {action} "
                 f"({kind}): check the server, or a proxy in front of it",
-                url=self.url,
-                user=self._settings.username,
                 status=response.status,
             )
         return tree
@@ -654,11 +658,10 @@ class CalendarService:
                 )
                 continue
             if not etag:
-                raise ServerError(
+                raise self._error(
+                    ServerError,
                     f"the CalDAV server at {self.url} sent {href} without an ETag: "
                     "it cannot be used for safe updates",
-                    url=self.url,
-                    user=self._settings.username,
                 )
             gone.discard(href)
             unreadable.pop(href, None)
@@ -728,12 +731,12 @@ class CalendarService:
         # at all means HTML, a login portal or some other non-WebDAV answer.
         if not results:
             kind = response.headers.get("Content-Type") or "no content type"
-            raise ServerError(
+            raise self._error(
+                ServerError,
                 f"the server at {url} answered {action} with something that is not WebDAV "
                 f"XML ({response.status}, {kind}): check that [caldav] url points at the "
                 "CalDAV server and not at a web page or login portal",
                 url=url,
-                user=self._settings.username,
                 status=response.status,
             )
         return list(results)
@@ -747,10 +750,10 @@ class CalendarService:
         # Some servers answer with an href spelled differently; one answer is ours.
         if len(results) == 1:
             return dict(results[0].properties)
-        raise ServerError(
+        raise self._error(
+            ServerError,
             f"the CalDAV server at {url} did not describe that URL while {action}",
             url=url,
-            user=self._settings.username,
         )
 
     @contextlib.contextmanager
@@ -768,12 +771,12 @@ class CalendarService:
                 if not limit.fired:
                     raise
                 # The watchdog cut the connection: say so, not "connection reset".
-                raise Unreachable(
+                raise self._error(
+                    Unreachable,
                     f"the CalDAV server at {url} did not answer within {timeout:g} s while "
                     f"{action} (the whole answer must arrive in that time): check that it "
                     "is up and not overloaded, or raise [caldav] timeout",
                     url=url,
-                    user=self._settings.username,
                 ) from exc
 
     @contextlib.contextmanager
@@ -791,31 +794,31 @@ class CalendarService:
             )
         except dav_error.DAVError as exc:
             if VALID_SYNC_TOKEN in exc.preconditions or (sync_token_given and exc.status == 412):
-                raise InvalidSyncToken(
+                raise self._error(
+                    InvalidSyncToken,
                     f"the CalDAV server at {url} no longer knows the sync token: do a full sync",
                     url=url,
-                    user=self._settings.username,
                 ) from exc
             status = exc.status
             if status is None and isinstance(exc, dav_error.NotFoundError):
                 status = 404
             if status is None:
-                raise ServerError(
+                raise self._error(
+                    ServerError,
                     f"the CalDAV server at {url} gave an unusable answer while {action} "
                     f"({exc.reason}): check the server's logs",
                     url=url,
-                    user=self._settings.username,
                 ) from exc
             self._raise_for_status(
                 status, action, url, None, preconditions=exc.preconditions, cause=exc
             )
         except http.exceptions.Timeout as exc:
-            raise Unreachable(
+            raise self._error(
+                Unreachable,
                 f"the CalDAV server at {url} did not answer within "
                 f"{self._settings.timeout:g} s while {action}: check that it is up, or raise "
                 "the timeout",
                 url=url,
-                user=self._settings.username,
             ) from exc
         except http.exceptions.SSLError as exc:
             advice = certificate_advice(
@@ -825,17 +828,17 @@ class CalendarService:
                 ca_file=self._settings.tls_ca_file,
                 name_key="url",
             )
-            raise Unreachable(
+            raise self._error(
+                Unreachable,
                 f"{advice} (while {action} at {url})",
                 url=url,
-                user=self._settings.username,
             ) from exc
         except (http.exceptions.RequestException, OSError) as exc:
-            raise Unreachable(
+            raise self._error(
+                Unreachable,
                 f"cannot reach the CalDAV server at {url} while {action} "
                 f"({type(exc).__name__}): check [caldav] url and that the server is running",
                 url=url,
-                user=self._settings.username,
             ) from exc
         except (
             SyntaxError,
@@ -850,11 +853,11 @@ class CalendarService:
             # the others are caldav tripping over an answer that is not the multistatus it
             # expected (an HTML login page gives a TypeError; caldav's own sanity checks
             # raise AssertionError outside its PRODUCTION mode).
-            raise ServerError(
+            raise self._error(
+                ServerError,
                 f"the CalDAV server at {url} sent a malformed answer while {action} "
                 f"({type(exc).__name__}): check the server, or a proxy in front of it",
                 url=url,
-                user=self._settings.username,
             ) from exc
 
     def _raise_for_status(

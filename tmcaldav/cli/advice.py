@@ -5,8 +5,8 @@ from __future__ import annotations
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import ID, cli, emit_json, json_option, pass_app
-from tmcaldav.cli.export import check_formats, csv_option, emit_csv
+from tmcaldav.cli.base import ID, cli, json_option, pass_app
+from tmcaldav.cli.export import check_formats, csv_option, emit_for_scripts, script_formats
 from tmcaldav.words import plural
 
 #: The CSV columns of `suggestions` and `report no-shows` (their JSON fields).
@@ -53,11 +53,7 @@ def suggestions(
         # Advice that time made untrue (the session ended) is not shown as open.
         withdraw_due(db, utcnow())
         rows = list_suggestions(db, session_key=session_key, include_decided=everything)
-    if as_json:
-        emit_json(rows)
-    elif as_csv:
-        emit_csv(rows, SUGGESTION_COLUMNS)
-    else:
+    if not emit_for_scripts(rows, as_json, as_csv, SUGGESTION_COLUMNS):
         click.echo(render_suggestions(rows) if rows else "no suggestions")
 
 
@@ -96,22 +92,16 @@ def report() -> None:
 
 
 @report.command("no-shows")
-@json_option
-@csv_option
+@script_formats
 @pass_app
 def report_no_shows(app: App, as_json: bool, as_csv: bool) -> None:
     """Students who missed sessions, and how many of those they had accepted."""
     from tmcaldav.cli.render import table
     from tmcaldav.store.reports import no_show_report
 
-    check_formats(as_json, as_csv)
     with app.store.transaction() as db:
         rows = no_show_report(db)
-    if as_json:
-        emit_json(rows)
-        return
-    if as_csv:
-        emit_csv(rows, NO_SHOW_COLUMNS)
+    if emit_for_scripts(rows, as_json, as_csv, NO_SHOW_COLUMNS):
         return
     header = ("EMAIL", "NAME", "SESSIONS", "ACCEPTED", "NO-SHOWS", "ACCEPTED BUT ABSENT")
     click.echo(
@@ -152,8 +142,7 @@ FORECAST_COLUMNS = (
 
 @report.command("forecast")
 @click.argument("key", required=False)
-@json_option
-@csv_option
+@script_formats
 @pass_app
 def report_forecast(app: App, key: str | None, as_json: bool, as_csv: bool) -> None:
     """Expected turnout of each upcoming session (or of KEY): how many will likely come,
@@ -162,22 +151,15 @@ def report_forecast(app: App, key: str | None, as_json: bool, as_csv: bool) -> N
     from tmcaldav.store.model import utcnow
     from tmcaldav.store.outcomes import forecast_report
 
-    check_formats(as_json, as_csv)
     with app.store.scratch() as db:
         report = forecast_report(db, utcnow(), key)
-    if as_json:
-        emit_json(report.rows)
-        return
-    if as_csv:
-        # The JSON's fields, one row per student (a session with nobody: one row).
-        emit_csv(
-            (
-                {**{k: v for k, v in r.items() if k != "students"}, **student}
-                for r in report.rows
-                for student in (r["students"] or [{}])
-            ),
-            FORECAST_COLUMNS,
-        )
+    # CSV: the JSON's fields, one row per student (a session with nobody: one row).
+    per_student = (
+        {**{k: v for k, v in r.items() if k != "students"}, **student}
+        for r in report.rows
+        for student in (r["students"] or [{}])
+    )
+    if emit_for_scripts(report.rows, as_json, as_csv, FORECAST_COLUMNS, per_student):
         return
     model = report.model
     click.echo(

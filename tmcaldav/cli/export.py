@@ -10,18 +10,23 @@ formula (CSV injection).
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, ParamSpec, TypeVar
 
 import click
 
+from tmcaldav.cli.base import emit_json, json_option
 from tmcaldav.errors import UsageError
 
 csv_option = click.option(
     "--csv", "as_csv", is_flag=True, help="Print CSV (RFC 4180, UTF-8, header row)."
 )
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 # What a spreadsheet may take for the start of a formula.
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
@@ -31,6 +36,18 @@ def check_formats(as_json: bool, as_csv: bool) -> None:
     """UsageError when both --json and --csv are asked for."""
     if as_json and as_csv:
         raise UsageError("choose one of --json and --csv")
+
+
+def script_formats(command: Callable[P, R]) -> Callable[P, R]:
+    """The options `--json` and `--csv` of a listing command, refused together before the
+    command does anything (it prints with `emit_for_scripts`)."""
+
+    @functools.wraps(command)
+    def checked(*args: P.args, **kwargs: P.kwargs) -> R:
+        check_formats(bool(kwargs["as_json"]), bool(kwargs["as_csv"]))
+        return command(*args, **kwargs)
+
+    return json_option(csv_option(checked))
 
 
 def cell(value: Any) -> str:
@@ -77,3 +94,20 @@ def to_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = ()) -> st
 def emit_csv(rows: Iterable[Mapping[str, Any]], columns: Sequence[str] = ()) -> None:
     """Print rows as CSV on standard output."""
     click.echo(to_csv(rows, columns), nl=False)
+
+
+def emit_for_scripts(
+    data: Any,
+    as_json: bool,
+    as_csv: bool,
+    columns: Sequence[str],
+    csv_rows: Iterable[Mapping[str, Any]] | None = None,
+) -> bool:
+    """Print `data` as JSON, or as CSV (its rows, or `csv_rows` where one row of the JSON
+    becomes several), when `--json` or `--csv` asks for it; False when neither does and
+    the caller prints its text."""
+    if as_json:
+        emit_json(data)
+    elif as_csv:
+        emit_csv(data if csv_rows is None else csv_rows, columns)
+    return as_json or as_csv

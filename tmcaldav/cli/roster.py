@@ -10,7 +10,7 @@ import click
 
 from tmcaldav.app import App
 from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
-from tmcaldav.cli.export import check_formats, csv_option, emit_csv
+from tmcaldav.cli.export import emit_for_scripts, script_formats
 from tmcaldav.domain import CAPACITY_MAX
 from tmcaldav.words import plural
 
@@ -225,22 +225,16 @@ STUDENT_COLUMNS = (
 
 
 @session.command("list")
-@json_option
-@csv_option
+@script_formats
 @pass_app
 def session_list(app: App, as_json: bool, as_csv: bool) -> None:
     """List sessions, soonest first, with the count of each calendar status."""
     from tmcaldav.cli.render import counts_line, table
     from tmcaldav.store.pages import session_list
 
-    check_formats(as_json, as_csv)
     with app.store.scratch() as db:
         rows = session_list(db)
-    if as_json:
-        emit_json(rows)
-        return
-    if as_csv:
-        emit_csv(rows, SESSION_COLUMNS)
+    if emit_for_scripts(rows, as_json, as_csv, SESSION_COLUMNS):
         return
     header = ("KEY", "TITLE", "START", "TZ", "SEATS", "WAIT", "STATUS", "CALENDAR", "ANSWERS")
     click.echo(
@@ -273,8 +267,7 @@ def _seats(row: dict[str, Any]) -> str:
 
 @session.command("show")
 @click.argument("key")
-@json_option
-@csv_option
+@script_formats
 @pass_app
 def session_show(app: App, key: str, as_json: bool, as_csv: bool) -> None:
     """The session page: every student with the Calendar column, and the counts.
@@ -285,14 +278,10 @@ def session_show(app: App, key: str, as_json: bool, as_csv: bool) -> None:
     from tmcaldav.store.model import utcnow
     from tmcaldav.store.outcomes import session_page_with_forecast
 
-    check_formats(as_json, as_csv)
     with app.store.scratch() as db:
         page = session_page_with_forecast(db, key, utcnow())
-    if as_json:
-        emit_json(page)
-    elif as_csv:
-        emit_csv(({"session": page["key"], **s} for s in page["students"]), STUDENT_COLUMNS)
-    else:
+    students = ({"session": page["key"], **s} for s in page["students"])
+    if not emit_for_scripts(page, as_json, as_csv, STUDENT_COLUMNS, students):
         click.echo(render_page(page))
 
 

@@ -8,6 +8,7 @@ migration is not needed to read them with any SQL tool.
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 from sqlalchemy import (
@@ -42,16 +43,6 @@ from tmcaldav.domain import (
 
 ENROLLMENT_STATUSES = values(EnrollmentStatus)
 CALENDAR_STATUSES = values(CalendarStatus)
-SESSION_STATUSES = values(SessionStatus)
-CALENDAR_STATES = values(CalendarState)
-RESPONSE_SOURCES = values(ResponseSource)
-DELIVERY_STATES = values(DeliveryState)
-SUGGESTION_STATES = values(SuggestionState)
-DAEMON_ROLES = values(DaemonRole)
-NOTICE_STATES = values(NoticeState)
-REMINDER_CHANNELS = values(ReminderChannel)
-SERVER_DELIVERIES = values(ServerDelivery)
-ANSWER_EVIDENCE = values(AnswerEvidence)
 
 
 def utcnow() -> datetime:
@@ -76,12 +67,16 @@ class UTCDateTime(TypeDecorator[datetime]):
         return None if value is None else value.replace(tzinfo=UTC)
 
 
-def _in(column: str, values: tuple[str, ...]) -> str:
-    return f"{column} IN ({', '.join(repr(v) for v in values)})"
+def _in(column: str, allowed: type[StrEnum] | tuple[str, ...]) -> str:
+    """The CHECK condition that `column` holds one of the `allowed` values (a vocabulary
+    of tmcaldav.domain, or the strings themselves)."""
+    names = values(allowed) if isinstance(allowed, type) else allowed
+    return f"{column} IN ({', '.join(repr(v) for v in names)})"
 
 
 class Base(DeclarativeBase):
-    """Base of all models; constraint names are fixed so migrations can name them."""
+    """Base of all models: every table is keyed by an integer ``id``; constraint names are
+    fixed so migrations can name them."""
 
     metadata = MetaData(
         naming_convention={
@@ -94,19 +89,42 @@ class Base(DeclarativeBase):
     )
     type_annotation_map = {datetime: UTCDateTime()}  # noqa: RUF012 - read by SQLAlchemy
 
+    # sort_order: the first column, as the migrations create it.
+    id: Mapped[int] = mapped_column(primary_key=True, sort_order=-1)
+
+
+class OfEnrollment:
+    """A row that belongs to one enrollment (an answer, a note, a mail, ...) and goes
+    when the enrollment is deleted."""
+
+    enrollment_id: Mapped[int] = mapped_column(
+        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
+    )
+
+
+class Outgoing:
+    """A mail tmcaldav sends, tried again until it goes: its state (pending, sent,
+    failed, ...: each table checks its own), the attempts, the last error, when to try
+    next (each table's "due" index is on state and next_attempt_at) and when it went."""
+
+    state: Mapped[str] = mapped_column(String(20), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    next_attempt_at: Mapped[datetime | None]
+    sent_at: Mapped[datetime | None]
+
 
 class TrainingSession(Base):
     """One scheduled training, published as one CalDAV event."""
 
     __tablename__ = "training_sessions"
     __table_args__ = (
-        CheckConstraint(_in("status", SESSION_STATUSES), name="status"),
-        CheckConstraint(_in("calendar_state", CALENDAR_STATES), name="calendar_state"),
+        CheckConstraint(_in("status", SessionStatus), name="status"),
+        CheckConstraint(_in("calendar_state", CalendarState), name="calendar_state"),
         CheckConstraint("capacity IS NULL OR capacity >= 0", name="capacity"),
         CheckConstraint("end_at > start_at", name="times"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(200), unique=True)
     title: Mapped[str] = mapped_column(String(500))
     course: Mapped[str | None] = mapped_column(String(200))
@@ -139,7 +157,6 @@ class Person(Base):
 
     __tablename__ = "people"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)
     name: Mapped[str | None] = mapped_column(String(300))
     phone: Mapped[str | None] = mapped_column(String(50))
@@ -154,16 +171,15 @@ class Enrollment(Base):
     __tablename__ = "enrollments"
     __table_args__ = (
         UniqueConstraint("session_id", "person_id", name="session_person"),
-        CheckConstraint(_in("status", ENROLLMENT_STATUSES), name="status"),
-        CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
+        CheckConstraint(_in("status", EnrollmentStatus), name="status"),
+        CheckConstraint(_in("calendar_status", CalendarStatus), name="calendar_status"),
         CheckConstraint(
-            "calendar_seen IS NULL OR " + _in("calendar_seen", CALENDAR_STATUSES),
+            "calendar_seen IS NULL OR " + _in("calendar_seen", CalendarStatus),
             name="calendar_seen",
         ),
-        CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
+        CheckConstraint(_in("delivery_status", ServerDelivery), name="delivery_status"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(ForeignKey("training_sessions.id", ondelete="CASCADE"))
     person_id: Mapped[int] = mapped_column(ForeignKey("people.id", ondelete="RESTRICT"))
     status: Mapped[str] = mapped_column(String(20), default="enrolled")
@@ -201,20 +217,16 @@ class Enrollment(Base):
     )
 
 
-class Response(Base):
+class Response(OfEnrollment, Base):
     """One answer as it was seen: the history behind the Calendar column."""
 
     __tablename__ = "responses"
     __table_args__ = (
-        CheckConstraint(_in("calendar_status", CALENDAR_STATUSES), name="calendar_status"),
-        CheckConstraint(_in("source", RESPONSE_SOURCES), name="source"),
-        CheckConstraint(_in("evidence", ANSWER_EVIDENCE), name="evidence"),
+        CheckConstraint(_in("calendar_status", CalendarStatus), name="calendar_status"),
+        CheckConstraint(_in("source", ResponseSource), name="source"),
+        CheckConstraint(_in("evidence", AnswerEvidence), name="evidence"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     calendar_status: Mapped[str] = mapped_column(String(20))
     responded_at: Mapped[datetime]
     observed_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -229,7 +241,7 @@ class Response(Base):
     enrollment: Mapped[Enrollment] = relationship(back_populates="responses")
 
 
-class ScheduleCheck(Base):
+class ScheduleCheck(OfEnrollment, Base):
     """What the CalDAV server said it did with one student's invitation (server mode).
 
     Written after each write that should reach the student (invite, resend, reschedule,
@@ -239,13 +251,9 @@ class ScheduleCheck(Base):
 
     __tablename__ = "schedule_checks"
     __table_args__ = (
-        CheckConstraint(_in("delivery_status", SERVER_DELIVERIES), name="delivery_status"),
+        CheckConstraint(_in("delivery_status", ServerDelivery), name="delivery_status"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     checked_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The event's SEQUENCE as written.
     sequence: Mapped[int | None]
@@ -258,15 +266,11 @@ class ScheduleCheck(Base):
     enrollment: Mapped[Enrollment] = relationship(back_populates="schedule_checks")
 
 
-class Note(Base):
+class Note(OfEnrollment, Base):
     """A follow-up note on an enrollment ("phoned, will come")."""
 
     __tablename__ = "notes"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     text: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     author: Mapped[str | None] = mapped_column(String(100))
@@ -278,9 +282,8 @@ class Suggestion(Base):
     """Advice from a plugin; the dedupe key keeps the same advice from being given twice."""
 
     __tablename__ = "suggestions"
-    __table_args__ = (CheckConstraint(_in("state", SUGGESTION_STATES), name="state"),)
+    __table_args__ = (CheckConstraint(_in("state", SuggestionState), name="state"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     session_id: Mapped[int] = mapped_column(
         ForeignKey("training_sessions.id", ondelete="CASCADE"), index=True
     )
@@ -308,7 +311,6 @@ class Outbox(Base):
     __tablename__ = "outbox"
     __table_args__ = (Index("ix_outbox_pending", "done_at"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     # Unique per change: hooks and webhook receivers use it as an idempotency key.
     event_id: Mapped[str] = mapped_column(String(100), unique=True)
     hook: Mapped[str] = mapped_column(String(50))
@@ -328,7 +330,6 @@ class SyncState(Base):
 
     __tablename__ = "sync_state"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     calendar_url: Mapped[str] = mapped_column(String(1000), unique=True)
     sync_token: Mapped[str | None] = mapped_column(String(1000))
     ctag: Mapped[str | None] = mapped_column(String(300))
@@ -339,7 +340,7 @@ class SyncState(Base):
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
-class Delivery(Base):
+class Delivery(OfEnrollment, Outgoing, Base):
     """One iMIP message to one attendee (imip mode): what was sent, or why it failed.
 
     A delivery that is `sent` is never sent again, except on purpose (`invite --resend`).
@@ -347,24 +348,15 @@ class Delivery(Base):
 
     __tablename__ = "deliveries"
     __table_args__ = (
-        CheckConstraint(_in("state", DELIVERY_STATES), name="state"),
+        CheckConstraint(_in("state", DeliveryState), name="state"),
         Index("ix_deliveries_due", "state", "next_attempt_at"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     # REQUEST, CANCEL (or a REFRESH answered with a REQUEST).
     method: Mapped[str] = mapped_column(String(20))
     sequence: Mapped[int]
     # Why it is sent: invite, update, reschedule, cancel, remove, resend or refresh.
     reason: Mapped[str | None] = mapped_column(String(20))
-    state: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime | None]
-    sent_at: Mapped[datetime | None]
     message_id: Mapped[str | None] = mapped_column(String(300))
     # Where the message goes when it is not the person's address now: the CANCEL to an
     # address that `person edit --email` replaced.
@@ -372,16 +364,12 @@ class Delivery(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
-class Reminder(Base):
+class Reminder(OfEnrollment, Base):
     """A reminder sent to one student (`tmcaldav remind`): when, and how it travelled."""
 
     __tablename__ = "reminders"
-    __table_args__ = (CheckConstraint(_in("channel", REMINDER_CHANNELS), name="channel"),)
+    __table_args__ = (CheckConstraint(_in("channel", ReminderChannel), name="channel"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
-    enrollment_id: Mapped[int] = mapped_column(
-        ForeignKey("enrollments.id", ondelete="CASCADE"), index=True
-    )
     sent_at: Mapped[datetime] = mapped_column(default=utcnow)
     channel: Mapped[str] = mapped_column(String(10))
     # The calendar status the student had when reminded, and the event's SEQUENCE.
@@ -389,7 +377,7 @@ class Reminder(Base):
     sequence: Mapped[int]
 
 
-class Notice(Base):
+class Notice(Outgoing, Base):
     """A plain-text mail to the administrator that a plugin asked for (a digest, an alert).
 
     The unique key makes it once: the same notice is stored, and sent, one time.
@@ -397,22 +385,16 @@ class Notice(Base):
 
     __tablename__ = "notices"
     __table_args__ = (
-        CheckConstraint(_in("state", NOTICE_STATES), name="state"),
+        CheckConstraint(_in("state", NoticeState), name="state"),
         Index("ix_notices_due", "state", "next_attempt_at"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     key: Mapped[str] = mapped_column(String(500), unique=True)
     plugin: Mapped[str] = mapped_column(String(100))
     subject: Mapped[str] = mapped_column(String(500))
     body: Mapped[str] = mapped_column(Text)
     # Addresses; empty: the organizer's mailbox ([scheduling] organizer_email).
     recipients: Mapped[list[str]] = mapped_column(JSON, default=list)
-    state: Mapped[str] = mapped_column(String(20), default="pending")
-    attempts: Mapped[int] = mapped_column(default=0)
-    last_error: Mapped[str | None] = mapped_column(Text)
-    next_attempt_at: Mapped[datetime | None]
-    sent_at: Mapped[datetime | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -421,7 +403,6 @@ class MailRefusal(Base):
 
     __tablename__ = "mail_refusals"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     received_at: Mapped[datetime] = mapped_column(default=utcnow)
     sender: Mapped[str | None] = mapped_column(String(320))
     message_id: Mapped[str | None] = mapped_column(String(300))
@@ -439,7 +420,6 @@ class WebUser(Base):
     __tablename__ = "web_users"
     __table_args__ = (CheckConstraint(_in("role", WEB_ROLES), name="role"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(100), unique=True)
     role: Mapped[str] = mapped_column(String(20), default="viewer")
     # scrypt$N$r$p$salt$hash (base64): never the password itself.
@@ -456,7 +436,6 @@ class ApiToken(Base):
 
     __tablename__ = "api_tokens"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(
         ForeignKey("web_users.id", ondelete="CASCADE"), index=True
     )
@@ -497,7 +476,6 @@ class Change(Base):
 
     __tablename__ = "changes"
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     # No foreign key: a deleted session's last change must still be seen.
     session_id: Mapped[int | None] = mapped_column(index=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -514,7 +492,6 @@ class SyncRetry(Base):
     __tablename__ = "sync_retries"
     __table_args__ = (UniqueConstraint("sync_state_id", "href", name="state_href"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     sync_state_id: Mapped[int] = mapped_column(ForeignKey("sync_state.id", ondelete="CASCADE"))
     href: Mapped[str] = mapped_column(String(1000))
     first_seen_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -536,7 +513,6 @@ class PluginAttempt(Base):
         Index("ix_plugin_attempts_parked", "parked_at"),
     )
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     outbox_id: Mapped[int] = mapped_column(ForeignKey("outbox.id", ondelete="CASCADE"))
     plugin: Mapped[str] = mapped_column(String(100))
     hook: Mapped[str] = mapped_column(String(50))
@@ -555,9 +531,8 @@ class DaemonRecord(Base):
     """
 
     __tablename__ = "daemons"
-    __table_args__ = (CheckConstraint(_in("role", DAEMON_ROLES), name="role"),)
+    __table_args__ = (CheckConstraint(_in("role", DaemonRole), name="role"),)
 
-    id: Mapped[int] = mapped_column(primary_key=True)
     host: Mapped[str] = mapped_column(String(255))
     pid: Mapped[int]
     role: Mapped[str] = mapped_column(String(20))

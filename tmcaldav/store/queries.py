@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from typing import TypeVar
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from tmcaldav.domain import PAGE_RANK, CalendarStatus, EnrollmentStatus, SessionStatus
 from tmcaldav.store.engine import NotFoundError
@@ -89,28 +90,28 @@ def waitlist_positions(session: TrainingSession) -> dict[int, int]:
 
 def history(db: Session, enrollment: Enrollment) -> Sequence[Response]:
     """Every recorded answer of one enrollment, in the order they were observed."""
-    return db.scalars(
-        select(Response)
-        .where(Response.enrollment_id == enrollment.id)
-        .order_by(Response.observed_at, Response.id)
-    ).all()
+    return _of_enrollment(db, Response, enrollment, Response.observed_at)
 
 
 def reminders(db: Session, enrollment: Enrollment) -> Sequence[Reminder]:
     """Every reminder sent to one enrollment, oldest first."""
-    return db.scalars(
-        select(Reminder)
-        .where(Reminder.enrollment_id == enrollment.id)
-        .order_by(Reminder.sent_at, Reminder.id)
-    ).all()
+    return _of_enrollment(db, Reminder, enrollment, Reminder.sent_at)
 
 
 def schedule_history(db: Session, enrollment: Enrollment) -> Sequence[ScheduleCheck]:
     """What the server said about delivering one student's invitation, oldest first."""
+    return _of_enrollment(db, ScheduleCheck, enrollment, ScheduleCheck.checked_at)
+
+
+_Row = TypeVar("_Row", Response, Reminder, ScheduleCheck)
+
+
+def _of_enrollment(
+    db: Session, table: type[_Row], enrollment: Enrollment, at: InstrumentedAttribute[datetime]
+) -> Sequence[_Row]:
+    """One enrollment's rows of `table`, by their time `at` (the id breaks ties)."""
     return db.scalars(
-        select(ScheduleCheck)
-        .where(ScheduleCheck.enrollment_id == enrollment.id)
-        .order_by(ScheduleCheck.checked_at, ScheduleCheck.id)
+        select(table).where(table.enrollment_id == enrollment.id).order_by(at, table.id)
     ).all()
 
 

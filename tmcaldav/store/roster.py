@@ -231,19 +231,15 @@ def _apply_fields(session: TrainingSession, fields: SessionFields) -> None:
         # A new zone alone keeps the wall-clock times: "09:00, but in London" moves
         # the session (a reschedule) unless both zones agree on that day.
         old_zone = zone(session.tz)
-        start = wall_time(
-            start.astimezone(old_zone).replace(tzinfo=None),
-            new_zone,
-            tz,
-            fold=fields.fold,
-            what="start",
-        )
-        end = wall_time(
-            end.astimezone(old_zone).replace(tzinfo=None),
-            new_zone,
-            tz,
-            fold=fields.fold,
-            what="end",
+        start, end = (
+            wall_time(
+                at.astimezone(old_zone).replace(tzinfo=None),
+                new_zone,
+                tz,
+                fold=fields.fold,
+                what=what,
+            )
+            for at, what in ((start, "start"), (end, "end"))
         )
     if fields.start is not None:
         start = parse_time(fields.start, tz, fold=fields.fold, what="start")
