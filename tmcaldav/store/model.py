@@ -456,10 +456,13 @@ class WebThrottle(Base):
     """
 
     __tablename__ = "web_throttles"
-    __table_args__ = (Index("ix_web_throttles_last_at", "last_at"),)
+    __table_args__ = (
+        UniqueConstraint("scope", "key", name="scope_key"),
+        Index("ix_web_throttles_last_at", "last_at"),
+    )
 
-    scope: Mapped[str] = mapped_column(String(20), primary_key=True)
-    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(20))
+    key: Mapped[str] = mapped_column(String(64))
     hits: Mapped[int]
     # When the current count started (a window's start) and when it last grew.
     started_at: Mapped[datetime]

@@ -23,12 +23,14 @@ def upgrade() -> None:
     """Apply this revision."""
     op.create_table(
         "web_throttles",
+        sa.Column("id", sa.Integer(), nullable=False),
         sa.Column("scope", sa.String(length=20), nullable=False),
         sa.Column("key", sa.String(length=64), nullable=False),
         sa.Column("hits", sa.Integer(), nullable=False),
         sa.Column("started_at", tmcaldav.store.model.UTCDateTime(), nullable=False),
         sa.Column("last_at", tmcaldav.store.model.UTCDateTime(), nullable=False),
-        sa.PrimaryKeyConstraint("scope", "key", name=op.f("pk_web_throttles")),
+        sa.PrimaryKeyConstraint("id", name=op.f("pk_web_throttles")),
+        sa.UniqueConstraint("scope", "key", name="scope_key"),
     )
     op.create_index("ix_web_throttles_last_at", "web_throttles", ["last_at"], unique=False)
 
