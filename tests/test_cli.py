@@ -159,11 +159,10 @@ def test_session_edit(tm: Cli) -> None:
 
 def test_session_add_bad_input(tm: Cli) -> None:
     seed(tm)
+    # A valid hour of TM-2 (not yet in the store); each case spoils one thing.
+    hour = ["--title", "x", "--start", "2026-12-01T09:00", "--end", "2026-12-01T10:00"]
     cases = [
-        (
-            ["TM-1", "--title", "x", "--start", "2026-12-01T09:00", "--end", "2026-12-01T10:00"],
-            "already exists",
-        ),
+        (["TM-1", *hour], "already exists"),
         (
             ["TM-2", "--title", "x", "--start", "2026-12-01T09:00", "--end", "2026-12-01T08:00"],
             "must be after the start",
@@ -172,38 +171,12 @@ def test_session_add_bad_input(tm: Cli) -> None:
             ["TM-2", "--title", "x", "--start", "soon", "--end", "2026-12-01T08:00"],
             "not an ISO 8601 time",
         ),
+        (["TM-2", *hour, "--tz", "Mars/Base"], "unknown time zone"),
         (
-            [
-                "TM-2",
-                "--title",
-                "x",
-                "--start",
-                "2026-12-01T09:00",
-                "--end",
-                "2026-12-01T10:00",
-                "--tz",
-                "Mars/Base",
-            ],
-            "unknown time zone",
-        ),
-        (
-            [
-                "TM-2",
-                "--title",
-                "x",
-                "--start",
-                "2026-12-01T09:00",
-                "--end",
-                "2026-12-01T10:00",
-                "--capacity",
-                "-1",
-            ],
+            ["TM-2", *hour, "--capacity", "-1"],
             "capacity must be between 0 and 100,000 seats (got -1)",
         ),
-        (
-            ["K" * 201, "--title", "x", "--start", "2026-12-01T09:00", "--end", "2026-12-01T10:00"],
-            "the session key is too long (201 characters; at most 200)",
-        ),
+        (["K" * 201, *hour], "the session key is too long (201 characters; at most 200)"),
     ]
     for args, message in cases:
         result = tm("session", "add", *args)
