@@ -192,6 +192,9 @@ class CalendarService:
         #: The login's calendar addresses (``calendar-user-address-set``), as the server
         #: spells them, without ``mailto:``; empty when the server publishes none.
         self.user_addresses: tuple[str, ...] = ()
+        #: The login's scheduling inbox (RFC 6638 ``schedule-inbox-URL``), a URL ending in
+        #: "/"; None when the server names none.
+        self.inbox_url: str | None = None
         #: The server's ``Server`` header, as first seen.
         self.server_header: str | None = None
         self.profile: ServerProfile = profile_named("generic")
@@ -349,9 +352,13 @@ class CalendarService:
             if settings.profile is not None
             else detect_profile(self.server_header, token if isinstance(token, str) else None)
         )
-        self.schedules = self.profile.schedules and bool(
-            principal.get(CALDAV + "schedule-inbox-URL")
-        )
+        inbox = principal.get(CALDAV + "schedule-inbox-URL")
+        if isinstance(inbox, list):
+            inbox = inbox[0] if inbox else None
+        if inbox:
+            # Xandikos names its inbox without the "/" of a collection.
+            self.inbox_url = urljoin(principal_url, inbox).rstrip("/") + "/"
+        self.schedules = self.profile.schedules and self.inbox_url is not None
 
     def _find_schedule_default(self, principal_url: str, principal: dict[str, Any]) -> None:
         # RFC 6638 puts schedule-default-calendar-URL on the scheduling inbox; some
@@ -542,15 +549,19 @@ class CalendarService:
             unreadable=fetched.unreadable,
         )
 
-    def _report(self, body: str, action: str, *, sync_token_given: bool = False) -> Any:
-        """One REPORT (Depth 1) on the calendar; returns the parsed multistatus.
+    def _report(
+        self, body: str, action: str, *, sync_token_given: bool = False, url: str | None = None
+    ) -> Any:
+        """One REPORT (Depth 1) on the calendar (or the collection at ``url``); returns the
+        parsed multistatus.
 
         Built and parsed here rather than through caldav's object layer: a poll's cost
         should be the server's, not the client's (caldav builds an object per event).
         """
+        url = url or self.url
         headers = {"Depth": "1", "Content-Type": "application/xml; charset=utf-8"}
-        with self._translate(action, self.url, sync_token_given=sync_token_given):
-            response = self._client.request(self.url, "REPORT", body, headers)
+        with self._translate(action, url, sync_token_given=sync_token_given):
+            response = self._client.request(url, "REPORT", body, headers)
         if response.status in (403, 412) and sync_token_given:
             conditions: set[str] = set()
             with contextlib.suppress(Exception):
@@ -562,14 +573,15 @@ class CalendarService:
                     "do a full sync",
                 )
         if response.status != 207:
-            self._raise_for_status(response.status, action, self.url, response)
+            self._raise_for_status(response.status, action, url, response)
         tree = response.tree
         if tree is None or tree.tag != DAV + "multistatus":
             kind = response.headers.get("Content-Type") or "no content type"
             raise self._error(
                 ServerError,
-                f"the CalDAV server at {self.url} sent a malformed answer while {action} "
+                f"the CalDAV server at {url} sent a malformed answer while {action} "
                 f"({kind}): check the server, or a proxy in front of it",
+                url=url,
                 status=response.status,
             )
         return tree
@@ -617,6 +629,34 @@ class CalendarService:
             unreadable=fetched.unreadable,
         )
 
+    # -- the scheduling inbox (RFC 6638 §2.2) -----------------------------------------------
+
+    def inbox_listing(self) -> dict[str, str]:
+        """The objects in the login's scheduling inbox: href → ETag (one PROPFIND).
+
+        Listed, not queried: Xandikos answers a calendar-query on its inbox with 500.
+        Empty when the server names no inbox.
+        """
+        if self.inbox_url is None:
+            return {}
+        results = self._propfind(self.inbox_url, LISTING_PROPS, 1, "listing the scheduling inbox")
+        inbox_href = _href_of(self.inbox_url).rstrip("/")
+        listing: dict[str, str] = {}
+        for result in results:
+            href = _href_of(result.href)
+            if href.rstrip("/") == inbox_href or DAV + "collection" in (
+                result.properties.get(DAV + "resourcetype") or ()
+            ):
+                continue
+            listing[href] = str(result.properties.get(DAV + "getetag") or "")
+        return listing
+
+    def read_inbox(self, hrefs: Iterable[str]) -> Fetched:
+        """Read objects of the scheduling inbox with one calendar-multiget REPORT on it."""
+        if self.inbox_url is None:
+            return Fetched((), set(), ())
+        return self._fetch(sorted({_href_of(h) for h in hrefs}), self.inbox_url)
+
     def fetch(self, hrefs: Iterable[str]) -> Fetched:
         """Read the objects at ``hrefs`` with one calendar-multiget REPORT.
 
@@ -625,11 +665,11 @@ class CalendarService:
         """
         return self._fetch(sorted({_href_of(h) for h in hrefs}))
 
-    def _fetch(self, hrefs: list[str]) -> Fetched:
+    def _fetch(self, hrefs: list[str], url: str | None = None) -> Fetched:
         if not hrefs:
             return Fetched((), set(), ())
         body = MULTIGET.format(hrefs="".join(f"<d:href>{escape(h)}</d:href>" for h in hrefs))
-        tree = self._report(body, "fetching changed events")
+        tree = self._report(body, "fetching changed events", url=url)
         events: list[StoredEvent] = []
         unreadable: dict[str, Unreadable] = {}
         gone = set(hrefs)
