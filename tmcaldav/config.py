@@ -162,6 +162,9 @@ class CaldavConfig(ServerLogin):
     # Plain http:// to a host other than this machine sends the password in clear
     # text: refused unless set to true (and then warned about at every start).
     allow_insecure_http: bool = False
+    # Server mode: read the REPLYs the server leaves in the organizer's scheduling inbox
+    # (answer times, students' comments) and delete them once applied.
+    read_schedule_inbox: bool = True
 
     def fetch_token(self) -> str:
         """Run token_command and return the access token it prints (SecretError if not)."""

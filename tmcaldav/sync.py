@@ -19,11 +19,27 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
-from tmcaldav.caldav import CalendarService, Changes, InvalidSyncToken, StoredEvent, Unreadable
+from tmcaldav.caldav import (
+    CalendarError,
+    CalendarService,
+    Changes,
+    InvalidSyncToken,
+    NotFound,
+    StoredEvent,
+    Unreadable,
+)
 from tmcaldav.config import Config
-from tmcaldav.domain import ANSWERS, MAX_CLOCK_SKEW, AnswerEvidence, normalise_address
+from tmcaldav.domain import (
+    ANSWERS,
+    MAX_CLOCK_SKEW,
+    NOTE_MAX,
+    AnswerEvidence,
+    clip,
+    normalise_address,
+)
 from tmcaldav.errors import TmcaldavError
 from tmcaldav.hooks.outbox import ResponseEvent, to_row
+from tmcaldav.imip import message as imip
 from tmcaldav.logs import few
 from tmcaldav.store import Store
 from tmcaldav.store.model import (
@@ -121,6 +137,9 @@ class AnswerChange:
     reason: str | None = None
     # Where `dtstamp` comes from (AnswerEvidence); None: the apply step decides.
     evidence: str | None = None
+    # The server's copy already shows a later state (a REPLY read after the student
+    # answered again, or after a reschedule): kept in the history only.
+    superseded: bool = False
 
     @property
     def fires_hooks(self) -> bool:
@@ -342,6 +361,11 @@ def apply_answers(
     student accepts in the calendar what they said on the phone) is recorded but fires
     no hooks: nothing changed.
 
+    A change that is the answer shown, at its SEQUENCE, but with the time the shown
+    answer lacked (the REPLY in the scheduling inbox of a server that keeps no answer
+    time) dates that answer instead: its history row and the enrollment get the change's
+    time and evidence. A `superseded` change goes into the history only.
+
     `on_server` (default: every source but `manual`) says whether the answer is in the
     server's copy. One that is not (recorded by hand) keeps, in `calendar_seen`, what
     the server still holds, so the poll does not take that for news; the next answer
@@ -373,6 +397,8 @@ def apply_answers(
             change.dtstamp,
         ):
             continue
+        if on_server and _dates_shown_answer(db, enrollment, change):
+            continue
         old = enrollment.calendar_status
         when = (responded_at or {}).get(change.enrollment_id) or change.dtstamp or observed_at
         evidence = AnswerEvidence.OBSERVED if when is observed_at else change.evidence
@@ -390,7 +416,7 @@ def apply_answers(
             )
         )
         count += 1
-        if not is_newer(
+        if change.superseded or not is_newer(
             (change.sequence, change.dtstamp),
             (enrollment.answer_sequence, enrollment.answer_dtstamp),
         ):
@@ -419,6 +445,42 @@ def apply_answers(
     return count
 
 
+def _dates_shown_answer(db: Session, enrollment: Enrollment, change: AnswerChange) -> bool:
+    """Give the answer shown its own time, when `change` is that answer with a time.
+
+    An answer read from a server that keeps no answer time (Xandikos) was dated when it
+    was seen; the student's REPLY, read later, is the same answer (same status and
+    SEQUENCE) with its real time. That time replaces the observed one in the answer's
+    history row and on the enrollment: one answer, one row, no hooks. True when done.
+    """
+    if (
+        change.dtstamp is None
+        or enrollment.answer_dtstamp is not None
+        or enrollment.responded_at is None
+        or enrollment.calendar_seen is not None
+        or (enrollment.calendar_status, enrollment.answer_sequence)
+        != (change.new, change.sequence)
+    ):
+        return False
+    row = db.scalars(
+        select(Response)
+        .where(
+            Response.enrollment_id == enrollment.id,
+            Response.calendar_status == change.new,
+            Response.sequence == change.sequence,
+            Response.dtstamp.is_(None),
+        )
+        .order_by(Response.id.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return False
+    row.responded_at = enrollment.responded_at = change.dtstamp
+    row.dtstamp = enrollment.answer_dtstamp = change.dtstamp
+    row.evidence = change.evidence
+    return True
+
+
 # ---- the poll ------------------------------------------------------------------------------
 
 
@@ -440,6 +502,8 @@ class PollResult:
     seconds: float
     # Sessions' objects that could not be read: kept in the retry list for the next polls.
     retrying: list[str] = field(default_factory=list)
+    # What reading the scheduling inbox did (server mode); None when it was not read.
+    inbox: InboxResult | None = None
 
     def summary(self) -> str:
         """One line for people and for systemd's STATUS=."""
@@ -455,6 +519,13 @@ class PollResult:
             text += f"; {plural(len(self.skipped), 'unreadable event')} skipped"
             if self.retrying:
                 text += f" ({len(self.retrying)} of ours read again next poll)"
+        if self.inbox is not None and self.inbox.replies:
+            text += f"; {plural(self.inbox.replies, 'reply', 'replies')} read from the inbox"
+        if self.inbox is not None and self.inbox.left:
+            text += (
+                f"; {plural(len(self.inbox.left), 'reply', 'replies')} left in the inbox "
+                "(see the log)"
+            )
         return text
 
 
@@ -548,20 +619,43 @@ def load_state(db: Session, key: str) -> SyncState:
 
 
 class Poller:
-    """Polls one calendar into one store."""
+    """Polls one calendar into one store.
+
+    With `read_inbox`, each poll also reads the REPLYs a scheduling server left in the
+    organizer's scheduling inbox (see `read_inbox`).
+    """
 
     def __init__(
-        self, store: Store, calendar: CalendarService, organizer: str, key: str | None = None
+        self,
+        store: Store,
+        calendar: CalendarService,
+        organizer: str,
+        key: str | None = None,
+        *,
+        read_inbox: bool = False,
     ):
         self.store = store
         self.calendar = calendar
         self.organizer = normalise_address(organizer)
         self.key = key or calendar.url
+        self.reads_inbox = read_inbox and calendar.schedules
+        # Inbox objects not applied, by href: (ETag, why; None: not a REPLY). Read again
+        # only when their ETag changes, and logged once.
+        self._left: dict[str, tuple[str, str | None]] = {}
+        self._inbox_failure: str | None = None
 
     @classmethod
     def for_config(cls, config: Config, store: Store, calendar: CalendarService) -> Poller:
         """The poller the CLI and the daemon use for a configuration."""
-        return cls(store, calendar, config.scheduling.organizer_email, state_key(config))
+        return cls(
+            store,
+            calendar,
+            config.scheduling.organizer_email,
+            state_key(config),
+            read_inbox=config.scheduling.mode == "server"
+            and config.caldav is not None
+            and config.caldav.read_schedule_inbox,
+        )
 
     def _state(self, db: Session) -> SyncState:
         return load_state(db, self.key)
@@ -588,8 +682,89 @@ class Poller:
             return self.calendar.changes_since(None), ctag
 
     def poll(self, *, accept_empty: bool = False) -> PollResult:
-        """One poll: fetch the changes (and what earlier polls could not read), diff,
-        apply in one transaction with the new sync token and the retry list."""
+        """One poll: the calendar's changes, then (with `read_inbox`) the REPLYs in the
+        organizer's scheduling inbox, so that an answer and its REPLY meet in one poll."""
+        started = time.perf_counter()
+        result = self._poll_calendar(accept_empty=accept_empty)
+        if not self.reads_inbox:
+            return result
+        inbox = self.read_inbox()
+        return replace(
+            result,
+            answers=result.answers + inbox.answers,
+            inbox=inbox,
+            seconds=time.perf_counter() - started,
+        )
+
+    def read_inbox(self) -> InboxResult:
+        """Apply the REPLYs in the organizer's scheduling inbox, then delete them there.
+
+        A scheduling server applies each student's answer to the organizer's copy, but
+        keeps the REPLY's DTSTAMP (Xandikos' only answer time) and the student's comment
+        only in the REPLY it leaves in the organizer's inbox (docs/servers.md). RFC 6638
+        leaves processed inbox objects to the client: an applied REPLY is deleted, so
+        the inbox stays small and an idle poll costs one PROPFIND. What cannot be applied
+        (an unknown UID, a stranger, malformed iCalendar) is left there, logged once, and
+        not read again until it changes; objects that are no REPLY are left alone.
+        An inbox the server cannot give is logged, and the calendar's poll stands.
+        """
+        try:
+            listing = self.calendar.inbox_listing()
+            self._left = {h: v for h, v in self._left.items() if listing.get(h) == v[0]}
+            wanted = [h for h in listing if h not in self._left]
+            fetched = self.calendar.read_inbox(wanted)
+        except CalendarError as e:
+            if str(e) != self._inbox_failure:
+                log.warning(
+                    "could not read the scheduling inbox (%s); answers still come from the "
+                    "events, and the inbox is tried again every poll",
+                    e,
+                )
+            self._inbox_failure = str(e)
+            return InboxResult(left=self._left_reasons())
+        self._inbox_failure = None
+        now = utcnow()
+        replies: list[tuple[StoredEvent, imip.Reply]] = []
+        with self.store.scratch() as db:
+            for stored in fetched.events:
+                verdict = inbox_reply(db, stored.body, self.organizer, now)
+                if isinstance(verdict, imip.Reply):
+                    replies.append((stored, verdict))
+                else:
+                    self._leave(stored.href, stored.etag, verdict)
+        for problem in fetched.unreadable:
+            self._leave(problem.href, listing.get(problem.href, ""), problem.reason)
+        answers = notes = 0
+        if replies:
+            with self.store.transaction() as db:
+                answers, notes = apply_inbox_replies(db, [r for _, r in replies], now)
+            for stored, _ in replies:
+                self._remove(stored)
+        return InboxResult(len(replies), answers, notes, self._left_reasons())
+
+    def _leave(self, href: str, etag: str, reason: str | None) -> None:
+        self._left[href] = (etag, reason)
+        if reason is None:
+            log.debug("%s in the scheduling inbox is no REPLY; left there", href)
+        else:
+            log.warning("left %s in the scheduling inbox: %s", href, reason)
+
+    def _left_reasons(self) -> tuple[str, ...]:
+        return tuple(f"{h} ({why})" for h, (_, why) in sorted(self._left.items()) if why)
+
+    def _remove(self, stored: StoredEvent) -> None:
+        """Delete an applied REPLY; one that cannot be deleted is read again next poll,
+        which records nothing twice."""
+        try:
+            self.calendar.delete(stored.href, stored.etag)
+        except NotFound:
+            pass
+        except CalendarError as e:
+            log.warning("could not delete the applied REPLY %s from the inbox: %s", stored.href, e)
+
+    def _poll_calendar(self, *, accept_empty: bool) -> PollResult:
+        """Fetch the changes (and what earlier polls could not read), diff, apply in one
+        transaction with the new sync token and the retry list."""
         started = time.perf_counter()
         with self.store.scratch() as db:
             row = db.execute(
@@ -742,6 +917,122 @@ class Poller:
             deleted=tuple(sorted(set(changes.deleted) | fetched.gone)),
             unreadable=changes.unreadable + fetched.unreadable,
         )
+
+
+# ---- the scheduling inbox (server mode) -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class InboxResult:
+    """What one read of the organizer's scheduling inbox did."""
+
+    #: REPLYs applied (and deleted from the inbox).
+    replies: int = 0
+    #: History rows they added (answers, and older answers kept in the history only).
+    answers: int = 0
+    #: Students' comments kept as notes.
+    notes: int = 0
+    #: REPLYs left in the inbox, each "href (why)".
+    left: tuple[str, ...] = ()
+
+
+def inbox_reply(db: Session, body: str, organizer: str, now: datetime) -> imip.Reply | str | None:
+    """The validated REPLY in one inbox object; why it cannot be applied; or None when
+    it is no REPLY (an invitation to the organizer's login is not ours to handle).
+
+    The checks of a mailed REPLY (`imip.validate`): a published session's UID, our
+    ORGANIZER, exactly one ATTENDEE, who is an invited student. Two differ: the server
+    delivered it for the student it authenticated, so there is no From to match, and
+    its SEQUENCE is the student's copy's, which Cyrus rewrites (docs/servers.md): the
+    session's own SEQUENCE stands in for it.
+    """
+    from tmcaldav.imip.replies import known_event
+
+    try:
+        state = ical.read_event(body)
+    except ical.ICalError as e:
+        return f"not readable iCalendar ({e})"
+    if state.method != "REPLY":
+        return None
+    event = known_event(db, state.uid)
+    itip = imip.ItipObject(
+        "REPLY",
+        replace(state, sequence=event.sequence) if event is not None else state,
+        imip.CalendarPart(body.encode("utf-8"), "REPLY", tuple(state.attendees)[:1] or (None,)),
+        len(state.attendees),
+    )
+    decision = imip.validate(itip, event, organizer=organizer, now=now)
+    return decision.reason if isinstance(decision, imip.Refusal) else decision
+
+
+def apply_inbox_replies(
+    db: Session, replies: Iterable[imip.Reply], now: datetime
+) -> tuple[int, int]:
+    """Record REPLYs read from the scheduling inbox; returns (history rows, notes).
+
+    The poll that ran just before has read the organizer's copy, where the server
+    applied each REPLY when it delivered it. So a REPLY
+    - already in the history (same answer and DTSTAMP) adds nothing;
+    - giving the answer shown dates it, when the server kept no time of its own;
+    - giving another answer, sent before the state shown was observed, is older news
+      (the student answered again, or a reschedule reset it): history only;
+    - sent later is the student's answer, arrived between the two reads.
+    Each goes through `apply_answers` (source "poll", evidence reply-dtstamp); comments
+    become notes (cut to NOTE_MAX).
+    """
+    replies = sorted(replies, key=lambda r: (r.dtstamp is None, r.dtstamp or now))
+    ids = {r.enrollment_id for r in replies}
+    enrollments = {e.id: e for e in db.scalars(select(Enrollment).where(Enrollment.id.in_(ids)))}
+    recorded: set[tuple[int, str, datetime | None]] = set()
+    observed: dict[int, datetime] = {}
+    for enrollment_id, status, stamp, seen in db.execute(
+        select(
+            Response.enrollment_id, Response.calendar_status, Response.dtstamp, Response.observed_at
+        ).where(Response.enrollment_id.in_(ids))
+    ):
+        recorded.add((enrollment_id, status, stamp))
+        observed[enrollment_id] = max(seen, observed.get(enrollment_id, seen))
+    changes: list[AnswerChange] = []
+    notes: list[StudentNote] = []
+    for reply in replies:
+        enrollment = enrollments.get(reply.enrollment_id)
+        if enrollment is None:
+            continue
+        if reply.comment:
+            notes.append(
+                StudentNote(
+                    enrollment.id, reply.session_key, reply.email, clip(reply.comment, NOTE_MAX)
+                )
+            )
+        if (enrollment.id, reply.calendar_status, reply.dtstamp) in recorded:
+            continue
+        shown = enrollment.calendar_seen or enrollment.calendar_status
+        if shown == reply.calendar_status and enrollment.answer_dtstamp is not None:
+            continue  # the server's own answer time was recorded with it (Cyrus)
+        last_seen = observed.get(enrollment.id)
+        changes.append(
+            AnswerChange(
+                enrollment_id=enrollment.id,
+                session_key=reply.session_key,
+                email=reply.email,
+                old=enrollment.calendar_status,
+                new=reply.calendar_status,
+                sequence=(
+                    enrollment.answer_sequence
+                    if shown == reply.calendar_status and enrollment.answer_sequence is not None
+                    else reply.sequence
+                ),
+                dtstamp=reply.dtstamp,
+                enrollment_status=enrollment.status,
+                evidence=AnswerEvidence.REPLY_DTSTAMP if reply.dtstamp else AnswerEvidence.OBSERVED,
+                superseded=shown != reply.calendar_status
+                and reply.dtstamp is not None
+                and last_seen is not None
+                and reply.dtstamp <= last_seen,
+            )
+        )
+    answers = apply_answers(db, changes, source="poll", observed_at=now)
+    return answers, add_student_notes(db, notes, now)
 
 
 def _uid_in(changes: Changes, href: str) -> str | None:
