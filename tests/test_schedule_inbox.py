@@ -14,6 +14,7 @@ from pathlib import Path
 
 import icalendar
 
+from tests import test_scheduling_servers as dav
 from tests.scheduling_servers import (
     SchedulingServer,
     cyrus_server_fixture,  # noqa: F401 - fixture
@@ -21,18 +22,6 @@ from tests.scheduling_servers import (
     xandikos_server_fixture,  # noqa: F401 - fixture
 )
 from tests.test_scheduling_e2e import Office
-from tests.test_scheduling_servers import (
-    _attendees,
-    answer_as,
-    attendee,
-    copy_of,
-    edit,
-    inbox_messages,
-    new_uid,
-    publish,
-    put,
-    vevent,
-)
 from tmcaldav.app import App
 from tmcaldav.caldav.profiles import PROFILES
 from tmcaldav.store import Store
@@ -46,24 +35,24 @@ def _user(email: str) -> str:
 def _reply_stamps(server: SchedulingServer, uid: str) -> dict[str, datetime]:
     """Each student's REPLY DTSTAMP in the organizer's inbox (the latest per student)."""
     stamps = {}
-    for text in inbox_messages(server, server.organizer, uid):
-        event = vevent(text)
-        (replier,) = _attendees(event)
+    for text in dav.inbox_messages(server, server.organizer, uid):
+        event = dav.vevent(text)
+        replier = event["ATTENDEE"]  # a REPLY names exactly one
         stamps[str(replier).removeprefix("mailto:")] = event.decoded("DTSTAMP").astimezone(UTC)
     return stamps
 
 
 def _answer_with_comment(server: SchedulingServer, email: str, uid: str, comment: str) -> None:
     """The student accepts and writes a COMMENT on the event, as Apple Calendar does."""
-    copy = copy_of(server, _user(email), uid)
+    copy = dav.copy_of(server, _user(email), uid)
 
     def accept(event: icalendar.cal.Component) -> None:
-        for line in _attendees(event):
+        for line in event["ATTENDEE"]:  # the four students: a list
             if str(line) == f"mailto:{email}":
                 line.params["PARTSTAT"] = "ACCEPTED"
         event.add("COMMENT", comment)
 
-    assert put(server, _user(email), copy, edit(copy.text, accept)) in (200, 204)
+    assert dav.put(server, _user(email), copy, dav.edit(copy.text, accept)) in (200, 204)
 
 
 def _answers(office: Office, email: str) -> list[tuple[str, str, str]]:
@@ -86,9 +75,9 @@ def test_reply_brings_note_and_answer_time(
     office.tm.ok("invite", office.key, "--all-enrolled")
     uid = office.uid
     s1, s2, s3, s4 = office.students
-    answer_as(server, _user(s1), uid, "DECLINED", **{"X-RESPONSE-COMMENT": "Ill, sorry"})
+    dav.answer_as(server, _user(s1), uid, "DECLINED", **{"X-RESPONSE-COMMENT": "Ill, sorry"})
     _answer_with_comment(server, s2, uid, "I will bring my laptop")
-    answer_as(server, _user(s3), uid, "TENTATIVE")
+    dav.answer_as(server, _user(s3), uid, "TENTATIVE")
     stamps = _reply_stamps(server, uid)
     assert set(stamps) == {s1, s2, s3}
 
@@ -106,12 +95,12 @@ def test_reply_brings_note_and_answer_time(
         answered = datetime.fromisoformat(responded)
         assert answered == datetime.fromisoformat(rows[email]["responded_at"])
         if profile.answer_time_param:
-            stamp = attendee(stored, email).params[profile.answer_time_param]
+            stamp = dav.attendee(stored, email).params[profile.answer_time_param]
             server_time = datetime.strptime(stamp, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
             assert (answered, evidence) == (server_time, "server-dtstamp")
         else:
             assert (answered, evidence) == (stamps[email], "reply-dtstamp")
-    assert inbox_messages(server, server.organizer, uid) == []
+    assert dav.inbox_messages(server, server.organizer, uid) == []
 
     before = {email: office.history(email) for email in office.students}
     again = office.tm.ok("sync")
@@ -130,9 +119,9 @@ def test_answer_given_twice_between_polls(
     office.tm.ok("invite", office.key, "--all-enrolled")
     uid = office.uid
     email = office.students[0]
-    answer_as(server, _user(email), uid, "ACCEPTED")
-    answer_as(server, _user(email), uid, "DECLINED")
-    assert len(inbox_messages(server, server.organizer, uid)) == 2
+    dav.answer_as(server, _user(email), uid, "ACCEPTED")
+    dav.answer_as(server, _user(email), uid, "DECLINED")
+    assert len(dav.inbox_messages(server, server.organizer, uid)) == 2
     office.tm.ok("sync")
     row = office.rows()[email]
     assert row["calendar"] == "declined"
@@ -140,7 +129,7 @@ def test_answer_given_twice_between_polls(
     assert sorted(status for status, _, _ in answers) == ["accepted", "declined"]
     (declined,) = [a for a in answers if a[0] == "declined"]
     assert datetime.fromisoformat(declined[1]) == datetime.fromisoformat(row["responded_at"])
-    assert inbox_messages(server, server.organizer, uid) == []
+    assert dav.inbox_messages(server, server.organizer, uid) == []
     office.tm.ok("sync")
     assert _answers(office, email) == answers
 
@@ -152,16 +141,16 @@ def test_reply_for_unknown_event_is_left_and_reported(
     another client) stays in the inbox, logged with the reason, at every sync."""
     server = scheduling_server
     office = Office(server, tmp_path, server.address(server.organizer))
-    uid = new_uid()
-    publish(server, uid)
-    answer_as(server, server.students[0], uid, "ACCEPTED")
-    (reply,) = inbox_messages(server, server.organizer, uid)
+    uid = dav.new_uid()
+    dav.publish(server, uid)
+    dav.answer_as(server, server.students[0], uid, "ACCEPTED")
+    (reply,) = dav.inbox_messages(server, server.organizer, uid)
     for _ in range(2):
         output = office.tm.ok("sync").output
         assert "1 reply left in the inbox (see the log)" in output
         assert "in the scheduling inbox: no published session has the UID" in output
         assert uid in output
-        assert inbox_messages(server, server.organizer, uid) == [reply]
+        assert dav.inbox_messages(server, server.organizer, uid) == [reply]
 
 
 def test_switched_off_and_what_it_costs(
@@ -177,10 +166,10 @@ def test_switched_off_and_what_it_costs(
     office.tm.ok("invite", office.key, "--all-enrolled")
     uid = office.uid
     email = office.students[0]
-    answer_as(server, _user(email), uid, "DECLINED", **{"X-RESPONSE-COMMENT": "Away"})
+    dav.answer_as(server, _user(email), uid, "DECLINED", **{"X-RESPONSE-COMMENT": "Away"})
     office.tm.ok("sync")
     assert office.rows()[email]["notes"] == []
-    assert len(inbox_messages(server, server.organizer, uid)) == 1
+    assert len(dav.inbox_messages(server, server.organizer, uid)) == 1
 
     idle = {}
     for reads in (False, True):
@@ -197,7 +186,7 @@ def test_switched_off_and_what_it_costs(
             app.close()
     assert idle[True] == idle[False] + 1, idle
     assert [n["text"] for n in office.rows()[email]["notes"]] == ["Away"]
-    assert inbox_messages(server, server.organizer, uid) == []
+    assert dav.inbox_messages(server, server.organizer, uid) == []
 
 
 def test_unreadable_inbox_object_is_refused(tmp_path: Path) -> None:

@@ -141,6 +141,31 @@ class AnswerChange:
     # answered again, or after a reschedule): kept in the history only.
     superseded: bool = False
 
+    @classmethod
+    def of(
+        cls,
+        enrollment: Enrollment,
+        new: str,
+        sequence: int,
+        dtstamp: datetime | None,
+        *,
+        session_key: str,
+        email: str,
+        evidence: str | None = None,
+    ) -> AnswerChange:
+        """`enrollment`'s answer becoming `new` (what it shows now is the `old` one)."""
+        return cls(
+            enrollment.id,
+            session_key,
+            email,
+            old=enrollment.calendar_status,
+            new=new,
+            sequence=sequence,
+            dtstamp=dtstamp,
+            enrollment_status=enrollment.status,
+            evidence=evidence,
+        )
+
     @property
     def fires_hooks(self) -> bool:
         """A reschedule reset is the organizer's doing, not an answer: no hooks."""
@@ -936,6 +961,20 @@ class InboxResult:
     left: tuple[str, ...] = ()
 
 
+def reply_answer(reply: imip.Reply, enrollment: Enrollment) -> AnswerChange:
+    """The answer a validated REPLY gives (mailed, or read from the scheduling inbox)."""
+    return AnswerChange.of(
+        enrollment,
+        reply.calendar_status,
+        reply.sequence,
+        reply.dtstamp,
+        session_key=reply.session_key,
+        email=reply.email,
+        # The REPLY's own DTSTAMP is the most direct evidence there is.
+        evidence=AnswerEvidence.REPLY_DTSTAMP if reply.dtstamp else AnswerEvidence.OBSERVED,
+    )
+
+
 def inbox_reply(db: Session, body: str, organizer: str, now: datetime) -> imip.Reply | str | None:
     """The validated REPLY in one inbox object; why it cannot be applied; or None when
     it is no REPLY (an invitation to the organizer's login is not ours to handle).
@@ -1010,27 +1049,19 @@ def apply_inbox_replies(
         if shown == reply.calendar_status and enrollment.answer_dtstamp is not None:
             continue  # the server's own answer time was recorded with it (Cyrus)
         last_seen = observed.get(enrollment.id)
-        changes.append(
-            AnswerChange(
-                enrollment_id=enrollment.id,
-                session_key=reply.session_key,
-                email=reply.email,
-                old=enrollment.calendar_status,
-                new=reply.calendar_status,
-                sequence=(
-                    enrollment.answer_sequence
-                    if shown == reply.calendar_status and enrollment.answer_sequence is not None
-                    else reply.sequence
-                ),
-                dtstamp=reply.dtstamp,
-                enrollment_status=enrollment.status,
-                evidence=AnswerEvidence.REPLY_DTSTAMP if reply.dtstamp else AnswerEvidence.OBSERVED,
-                superseded=shown != reply.calendar_status
-                and reply.dtstamp is not None
-                and last_seen is not None
-                and reply.dtstamp <= last_seen,
-            )
-        )
+        change = reply_answer(reply, enrollment)
+        if shown == reply.calendar_status and enrollment.answer_sequence is not None:
+            # The answer shown, at the SEQUENCE it was recorded with: its time, dated.
+            change = replace(change, sequence=enrollment.answer_sequence)
+        elif (
+            shown != reply.calendar_status
+            and reply.dtstamp is not None
+            and last_seen is not None
+            and reply.dtstamp <= last_seen
+        ):
+            # Another answer, sent before the state shown was observed: older news.
+            change = replace(change, superseded=True)
+        changes.append(change)
     answers = apply_answers(db, changes, source="poll", observed_at=now)
     return answers, add_student_notes(db, notes, now)
 

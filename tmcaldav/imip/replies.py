@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from tmcaldav.caldav import CalendarError
 from tmcaldav.config import Config
-from tmcaldav.domain import NOTE_MAX, REASON_MAX, AnswerEvidence, clip
+from tmcaldav.domain import NOTE_MAX, REASON_MAX, clip
 from tmcaldav.errors import TryLater
 from tmcaldav.hooks.suggestions import record_suggestion
 from tmcaldav.imip import message as imip
@@ -36,7 +36,7 @@ from tmcaldav.store.model import (
     Suggestion,
     TrainingSession,
 )
-from tmcaldav.sync import AnswerChange, apply_answers, is_newer
+from tmcaldav.sync import apply_answers, is_newer, reply_answer
 
 log = logging.getLogger(__name__)
 
@@ -204,21 +204,9 @@ def _reply(
             return refuse(store, message, f"it could not be applied: {e}", now)
     with store.transaction() as db:
         enrollment = _enrollment(db, reply)
-        change = AnswerChange(
-            enrollment_id=enrollment.id,
-            session_key=reply.session_key,
-            email=reply.email,
-            old=enrollment.calendar_status,
-            new=reply.calendar_status,
-            sequence=reply.sequence,
-            dtstamp=reply.dtstamp,
-            enrollment_status=enrollment.status,
-            # The REPLY's own DTSTAMP is the most direct evidence there is.
-            evidence=AnswerEvidence.REPLY_DTSTAMP if reply.dtstamp else AnswerEvidence.OBSERVED,
-        )
         apply_answers(
             db,
-            [change],
+            [reply_answer(reply, enrollment)],
             source="imip",
             observed_at=now,
             responded_at={enrollment.id: reply.dtstamp or now},
