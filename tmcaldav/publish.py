@@ -17,7 +17,6 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
@@ -35,7 +34,6 @@ from tmcaldav.errors import Refused, TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
 from tmcaldav.store.model import (
     Enrollment,
-    Person,
     Reminder,
     Response,
     TrainingSession,
@@ -623,36 +621,30 @@ class Publisher:
                 invited=frozenset(newly),
             )
 
+        # The enrollments as the recording transaction left them (with this write's
+        # deliveries): read after its commit, so an invite loads the session no third time.
+        recorded: list[Enrollment] = []
+
         def record(db: Session, session: TrainingSession, written: Written | None) -> None:
             now = utcnow()
             for e in session.enrollments:
                 if e.person.email in newly:
                     e.invited_at = now
                     e.calendar_reason = None
+            recorded[:] = session.enrollments
 
         self._run(key, prepare, record, guard, preview)
         if preview is not None:
             return Invitation(list(newly), list(picked_emails), {})
-        undelivered: dict[str, ical.ScheduleResult] = {}
-        if self.config.scheduling.mode == "server":
-            # Only the failures, read as plain columns: an invite must not load the
-            # whole session again.
-            with self.store.scratch() as db:
-                rows = db.execute(
-                    select(Person.email, Enrollment.schedule_status)
-                    .join(Enrollment, Enrollment.person_id == Person.id)
-                    .join(TrainingSession, TrainingSession.id == Enrollment.session_id)
-                    .where(
-                        TrainingSession.key == key,
-                        Enrollment.delivery_status == ServerDelivery.NOT_DELIVERED,
-                        Enrollment.calendar_status == "invited",
-                    )
-                )
-                undelivered = {
-                    email: ical.read_schedule_status(status)
-                    for email, status in rows
-                    if email in picked_emails
-                }
+        server_mode = self.config.scheduling.mode == "server"
+        undelivered = {
+            e.person.email: ical.read_schedule_status(e.schedule_status)
+            for e in recorded
+            if server_mode
+            and e.person.email in picked_emails
+            and e.delivery_status == ServerDelivery.NOT_DELIVERED
+            and e.calendar_status == "invited"
+        }
         return Invitation(list(newly), list(picked_emails), undelivered)
 
     def edit(self, key: str, fields: SessionFields) -> set[str]:
