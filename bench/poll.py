@@ -24,6 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RawClient, bench_config, radicale, ratio_line, seed
 from tests.scenario import StudentSide
 from tmcaldav import ical, sync
+from tmcaldav.app import open_store
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
 from tmcaldav.store.model import SyncState, TrainingSession
@@ -66,7 +67,7 @@ def main() -> None:
     args = parser.parse_args()
     with radicale() as (server, folder):
         config = bench_config(server, folder)
-        store = Store(config.store.url)
+        store = open_store(config.store.url)
         store.upgrade()
         keys = seed(store, args.sessions, args.students, invited=True)
         publisher = Publisher(config, store)

@@ -22,9 +22,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.common import RawClient, bench_config, radicale, seed
 from bench.poll import SYNC, current_token
 from tests.scenario import StudentSide
+from tmcaldav.app import open_store
 from tmcaldav.daemon import Daemon
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store
 from tmcaldav.store.model import TrainingSession
 
 
@@ -54,7 +54,7 @@ def main() -> None:
             f'username = "{server.organizer}"\npassword_file = "{pw}"\n'
             'calendar = "trainings"\n[scheduling]\norganizer_email = "training@example.org"\n'
         )
-        store = Store(config.store.url)
+        store = open_store(config.store.url)
         store.upgrade()
         keys = seed(store, args.sessions, args.students, invited=True)
         publisher = Publisher(config, store)

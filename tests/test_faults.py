@@ -19,11 +19,12 @@ import pytest
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.test_daemon import DaemonProcess
+from tmcaldav.app import open_store
 from tmcaldav.caldav import Unreachable
 from tmcaldav.config import load_config
 from tmcaldav.localhost import wait_for
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.model import Response, SyncRetry, utcnow
 from tmcaldav.sync import Poller
 from tmcaldav.testing import FaultProxy, RadicaleServer
@@ -52,7 +53,7 @@ def tm(tmp_path: Path, radicale_server: RadicaleServer) -> Cli:
 
 
 def href_of(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.transaction() as db:
             href = get_session(db, key).href
@@ -72,7 +73,7 @@ class Polling:
 
     def __init__(self, tm: Cli):
         config = load_config(tm.config)
-        self.store = Store(config.store.url)
+        self.store = open_store(config.store.url)
         self.publisher = Publisher(config, self.store)
         from tmcaldav.sync import state_key
 

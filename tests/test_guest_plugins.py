@@ -22,9 +22,10 @@ import pytest
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.test_daemon import DaemonProcess
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.localhost import wait_for
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.model import Outbox, PluginAttempt
 from tmcaldav.testing import RadicaleServer
 
@@ -114,7 +115,7 @@ def sync(tm: Cli, timeout: float = 120) -> subprocess.CompletedProcess[str]:
 
 
 def answer(tm: Cli, server: RadicaleServer, answers: dict[str, str]) -> None:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.transaction() as db:
             href = get_session(db, "TM-1").href
@@ -130,7 +131,7 @@ def calls(log: Path) -> Counter[tuple[str, str]]:
 
 
 def attempts(tm: Cli) -> list[tuple[str, str, int, bool, bool]]:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.scratch() as db:
             return sorted(
@@ -142,7 +143,7 @@ def attempts(tm: Cli) -> list[tuple[str, str, int, bool, bool]]:
 
 
 def pending(tm: Cli) -> int:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.scratch() as db:
             return db.query(Outbox).filter(Outbox.done_at.is_(None)).count()

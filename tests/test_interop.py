@@ -28,11 +28,11 @@ from tests.auth_proxy import AuthProxy, start_auth_proxy
 from tests.conftest import Cli, write_config
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tmcaldav import ical
-from tmcaldav.app import App
+from tmcaldav.app import App, open_store
 from tmcaldav.caldav.profiles import GENERIC, PROFILES, detect_profile
 from tmcaldav.config import ConfigError, load_config, parse_config
 from tmcaldav.domain import AnswerEvidence, ServerDelivery
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.engine import _alembic_config, head_revision
 from tmcaldav.store.model import Base
 from tmcaldav.sync import KnownEnrollment, KnownSession, ServerEvent, diff
@@ -349,7 +349,7 @@ def test_valid_login_settings() -> None:
 
 
 def test_migration_0007_matches_the_models_and_goes_down_and_up(store_url: str) -> None:
-    store = Store(store_url)
+    store = open_store(store_url)
     try:
         assert store.upgrade() == head_revision()
         with store.engine.connect() as connection:
@@ -369,7 +369,7 @@ def test_migration_0007_matches_the_models_and_goes_down_and_up(store_url: str) 
 
 
 def _href(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.transaction() as db:
             href = get_session(db, key).href

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_session, cli_for
+from tmcaldav.app import open_store
 from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
@@ -202,9 +203,9 @@ def _calls(log: Path) -> list[dict[str, str]]:
 
 def _href(tm: Cli) -> str:
     from tmcaldav.config import load_config
-    from tmcaldav.store import Store, get_session
+    from tmcaldav.store import get_session
 
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.transaction() as db:
             href = get_session(db, "TM-1").href

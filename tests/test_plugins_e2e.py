@@ -14,8 +14,9 @@ import pytest
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_session, cli_for
 from tests.webhook_receiver import Receiver, receiving
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.model import utcnow
 from tmcaldav.testing import RadicaleServer
 
@@ -114,7 +115,7 @@ def state(tm: Cli, key: str = "TM-1") -> dict[str, tuple[str, str]]:
 
 
 def href(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.transaction() as db:
             found = get_session(db, key).href
