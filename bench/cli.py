@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 from bench.common import seed
-from tmcaldav.store import Store
+from tmcaldav.app import open_store
 
 FLOOR = (
     "import click, sqlalchemy\n"
@@ -51,7 +51,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="tmcaldav-bench-cli-") as tmp:
         folder = Path(tmp)
         url = f"sqlite:///{folder / 'store.db'}"
-        store = Store(url)
+        store = open_store(url)
         store.upgrade()
         keys = seed(store, 1000, 30)
         store.close()

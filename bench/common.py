@@ -19,6 +19,7 @@ from urllib.parse import urljoin
 
 import niquests
 
+from tmcaldav.app import open_store
 from tmcaldav.config import Config, parse_config
 from tmcaldav.publish import Publisher
 from tmcaldav.store import Store
@@ -122,7 +123,7 @@ def published_calendar(sessions: int, students: int) -> Iterator[PublishedCalend
     """A Radicale, a store seeded with `sessions` × `students` (invited), all published."""
     with radicale() as (server, folder):
         config = bench_config(server, folder)
-        store = Store(config.store.url)
+        store = open_store(config.store.url)
         store.upgrade()
         keys = seed(store, sessions, students, invited=True)
         publisher = Publisher(config, store)

@@ -34,6 +34,7 @@ from tests.conftest import Cli
 from tests.postgres import start_postgres
 from tests.scenario import add_session, cli_for
 from tests.test_daemon import DaemonProcess
+from tmcaldav.app import open_store
 from tmcaldav.localhost import wait_for
 from tmcaldav.testing import start_radicale
 
@@ -86,10 +87,9 @@ def fence_cost(
     from sqlalchemy import text
 
     from tmcaldav.standby import Lease
-    from tmcaldav.store import Store
     from tmcaldav.store.lock import StoreLock
 
-    store = Store(url)
+    store = open_store(url)
     with store.engine.begin() as c:
         c.execute(text("CREATE TABLE IF NOT EXISTS bench_fence (n integer)"))
         c.execute(text("INSERT INTO bench_fence VALUES (0)"))

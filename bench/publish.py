@@ -20,9 +20,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.common import RawClient, bench_config, radicale, ratio_line, seed
 from tmcaldav import ical
+from tmcaldav.app import open_store
 from tmcaldav.caldav import resource_name
 from tmcaldav.publish import Plan, Publisher, merge_attendees, snapshot
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 
 
 def main() -> None:
@@ -33,7 +34,7 @@ def main() -> None:
     args = parser.parse_args()
     with radicale() as (server, folder):
         config = bench_config(server, folder)
-        store = Store(config.store.url)
+        store = open_store(config.store.url)
         store.upgrade()
         keys = seed(store, args.sessions, args.students)
         publisher = Publisher(config, store)

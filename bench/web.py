@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import httpx
 
 from bench.common import seed
+from tmcaldav.app import open_store
 from tmcaldav.localhost import HOST, free_port, wait_for
 from tmcaldav.store import Store, get_session
 from tmcaldav.store.model import Note, Response, Suggestion, utcnow
@@ -82,7 +83,7 @@ def make_store(folder: Path, sessions: int, students: int, *, big: bool) -> Path
     """An upgraded store with a web user; returns its config file."""
     folder.mkdir()
     url = f"sqlite:///{folder / 'store.db'}"
-    store = Store(url)
+    store = open_store(url)
     store.upgrade()
     seed(store, sessions, students, invited=True)
     if big:
@@ -176,7 +177,7 @@ def main() -> None:
         small = Web(make_store(folder / "small", 10, 30, big=False))
         large_config = make_store(folder / "large", 1000, 30, big=True)
         large = Web(large_config)
-        store = Store(large_config.read_text().split('"')[1])
+        store = open_store(large_config.read_text().split('"')[1])
         try:
             with store.scratch() as db:
                 shown = len(get_session(db, BIG).enrollments)

@@ -21,6 +21,7 @@ from selenium.webdriver.support.ui import WebDriverWait
 from tests.conftest import Cli
 from tests.scenario import StudentSide, cli_for
 from tests.web_support import PASSWORDS, Process, WebServer, add_users
+from tmcaldav.app import open_store
 from tmcaldav.localhost import wait_for
 from tmcaldav.radicale import RadicaleServer, start_radicale
 from tmcaldav.store import Store, get_session
@@ -154,7 +155,7 @@ def open_site(tmp: Path) -> Iterator[Site]:
               "dee@example.org", "zed@example.org")
         tm.ok("enroll", KEY, "eve@example.org", "--waitlist")
         tm.ok("invite", KEY, "ann@example.org", "bob@example.org", "zed@example.org")
-        store = Store(f"sqlite:///{tmp / 'store.db'}")
+        store = open_store(f"sqlite:///{tmp / 'store.db'}")
         daemon = Process(tm.config, tmp / "daemon.log", "run")
         started.append(daemon)
         web = WebServer(tm.config, tmp / "web.log")

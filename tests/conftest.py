@@ -13,6 +13,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from tests.postgres import PostgresServer, PostgresUnavailable, start_postgres
+from tmcaldav.app import open_store
 from tmcaldav.cli import cli
 from tmcaldav.store import Store
 
@@ -41,8 +42,8 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 @pytest.fixture
 def store(store_url: str) -> Iterator[Store]:
-    """An upgraded store."""
-    s = Store(store_url)
+    """An upgraded store, with the checks the application installs (`open_store`)."""
+    s = open_store(store_url)
     s.upgrade()
     yield s
     s.close()

@@ -24,6 +24,7 @@ from tests.imip_support import parse, smtp_section
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.test_verbs import future, href_of, students
 from tests.web_support import WebServer
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.links import LinkState, link_key, make_token, read_token, verify
 from tmcaldav.localhost import HOST, free_port
@@ -112,7 +113,7 @@ class World:
     public: str
 
     def store(self) -> Store:
-        return Store(load_config(self.tm.config).store.url)
+        return open_store(load_config(self.tm.config).store.url)
 
 
 PEOPLE = {"ann@example.org": "Ann Lee", "bob@example.org": "Bob Müller"}

@@ -18,11 +18,12 @@ from tests.imip_support import reply_bytes, smtp_section
 from tests.itip_method_support import as_method
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.test_mail import World, maildir_world, setup_cli
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.domain import REASON_MAX
 from tmcaldav.imip.message import MAX_MESSAGE_BYTES
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.model import Delivery, MailRefusal
 from tmcaldav.sync import Poller
 from tmcaldav.testing import RadicaleServer
@@ -41,7 +42,7 @@ def test_five_thousand_strangers_make_one_line_per_poll(
     tm.ok("enroll", "TM-1", "ann@example.org")
     tm.ok("invite", "TM-1", "--all-enrolled")
     config = load_config(tm.config)
-    store = Store(config.store.url)
+    store = open_store(config.store.url)
     with store.transaction() as db:
         href = get_session(db, "TM-1").href
     assert href

@@ -9,7 +9,8 @@ import pytest
 
 from tests.conftest import Cli, write_config
 from tests.scenario import add_session
-from tmcaldav.store import Store, get_session
+from tmcaldav.app import open_store
+from tmcaldav.store import get_session
 
 CONTRACT_SESSION_FIELDS = {
     "key",
@@ -380,7 +381,7 @@ def test_store_without_schema_says_upgrade(tmp_path: Path) -> None:
 
 def test_db_upgrade_is_idempotent(tm: Cli, store_url: str) -> None:
     assert "is at revision" in tm.ok("db", "upgrade").output
-    store = Store(store_url)
+    store = open_store(store_url)
     assert {
         "training_sessions",
         "people",
@@ -397,7 +398,7 @@ def test_db_upgrade_is_idempotent(tm: Cli, store_url: str) -> None:
 
 def test_times_are_aware_after_a_round_trip(tm: Cli, store_url: str) -> None:
     seed(tm)
-    store = Store(store_url)
+    store = open_store(store_url)
     with store.transaction() as db:
         session = get_session(db, "TM-1")
         assert session.start_at.utcoffset() is not None

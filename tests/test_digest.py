@@ -17,6 +17,7 @@ from tests.imip_support import parse, smtp_section
 from tests.plugin_world import config_for, dispatcher_for, seed
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.test_verbs import future, href_of
+from tmcaldav.app import open_store
 from tmcaldav.notices import send_notices, store_notice
 from tmcaldav.store import Store
 from tmcaldav.store.model import Notice, Outbox
@@ -117,7 +118,7 @@ def test_notices_never_go_to_students(
     tm = digest_cli(tmp_path, radicale_server, extra)
     tm.ok("sync")
     assert smtp_sink.received == []
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     with store.transaction() as db:
         notices = db.scalars(select(Notice)).all()
         assert [(n.state, n.next_attempt_at) for n in notices] == [("failed", None)]
@@ -127,7 +128,7 @@ def test_notices_never_go_to_students(
 
 def test_notices_wait_for_smtp_and_are_retried(tmp_path: Path, smtp_sink: SmtpSink) -> None:
     url = f"sqlite:///{tmp_path / 's.db'}"
-    store = Store(url)
+    store = open_store(url)
     store.upgrade()
     with store.transaction() as db:
         assert store_notice(db, "digest", "k1", "Subject", "Text\n", ()) is not None

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Cli, write_config
+from tmcaldav.app import open_store
 from tmcaldav.cli.export import cell, to_csv
 from tmcaldav.config import load_config
 from tmcaldav.invitations import FIELDS, check_template
-from tmcaldav.store import Store
 from tmcaldav.store.model import Suggestion
 from tmcaldav.store.roster import SessionFields, add_session, enroll
 
@@ -79,7 +79,7 @@ def test_csv_session_list_and_show_parse_back_with_formulas_escaped(tm: Cli) -> 
 
 def test_csv_suggestions_and_no_shows(tm: Cli, store_url: str) -> None:
     seed(tm)
-    store = Store(store_url)
+    store = open_store(store_url)
     past = datetime.now(UTC) - timedelta(days=3)
     with store.transaction() as db:
         add_session(

@@ -20,11 +20,11 @@ from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.store_support import session_href
 from tests.test_daemon import DaemonProcess
+from tmcaldav.app import open_store
 from tmcaldav.caldav import Unreachable
 from tmcaldav.config import load_config
 from tmcaldav.localhost import wait_for
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store
 from tmcaldav.store.model import Response, SyncRetry, utcnow
 from tmcaldav.sync import Poller
 from tmcaldav.testing import FaultProxy, RadicaleServer
@@ -62,7 +62,7 @@ class Polling:
 
     def __init__(self, tm: Cli):
         config = load_config(tm.config)
-        self.store = Store(config.store.url)
+        self.store = open_store(config.store.url)
         self.publisher = Publisher(config, self.store)
         from tmcaldav.sync import state_key
 

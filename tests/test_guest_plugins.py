@@ -25,9 +25,9 @@ from tests.plugin_file_support import (
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.store_support import session_href
 from tests.test_daemon import DaemonProcess
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.localhost import wait_for
-from tmcaldav.store import Store
 from tmcaldav.store.model import Outbox, PluginAttempt
 from tmcaldav.testing import RadicaleServer
 
@@ -85,7 +85,7 @@ def calls(log: Path) -> Counter[tuple[str, str]]:
 
 
 def attempts(tm: Cli) -> list[tuple[str, str, int, bool, bool]]:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.scratch() as db:
             return sorted(
@@ -97,7 +97,7 @@ def attempts(tm: Cli) -> list[tuple[str, str, int, bool, bool]]:
 
 
 def pending(tm: Cli) -> int:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     try:
         with store.scratch() as db:
             return db.query(Outbox).filter(Outbox.done_at.is_(None)).count()

@@ -29,11 +29,10 @@ from tests.conftest import Cli, write_config
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.store_support import session_href
 from tmcaldav import ical
-from tmcaldav.app import App
+from tmcaldav.app import App, open_store
 from tmcaldav.caldav.profiles import GENERIC, PROFILES, detect_profile
 from tmcaldav.config import ConfigError, parse_config
 from tmcaldav.domain import AnswerEvidence, ServerDelivery
-from tmcaldav.store import Store
 from tmcaldav.store.engine import _alembic_config, head_revision
 from tmcaldav.store.model import Base
 from tmcaldav.sync import KnownEnrollment, KnownSession, ServerEvent, diff
@@ -350,7 +349,7 @@ def test_valid_login_settings() -> None:
 
 
 def test_migration_0007_matches_the_models_and_goes_down_and_up(store_url: str) -> None:
-    store = Store(store_url)
+    store = open_store(store_url)
     try:
         assert store.upgrade() == head_revision()
         with store.engine.connect() as connection:

@@ -28,6 +28,7 @@ from tests.imip_support import (
 from tests.itip_method_support import as_method, next_day_counter
 from tests.plugin_world import Recorder, config_for, dispatcher_for, seed
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.imip import deliveries
 from tmcaldav.imip.service import MailService
@@ -61,7 +62,7 @@ class World:
     def __init__(self, tm: Cli, server: RadicaleServer):
         self.tm = tm
         self.config = load_config(tm.config)
-        self.store = Store(self.config.store.url)
+        self.store = open_store(self.config.store.url)
         self.publisher = Publisher(self.config, self.store)
         self.mail = MailService(self.config, self.store, self.publisher)
         self.mail.attach()

@@ -10,9 +10,10 @@ import pytest
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.testing import RadicaleServer
 
 EMAILS = ["ann@example.org", "bob@example.org", "cy@example.org"]
@@ -38,7 +39,7 @@ def page(tm: Cli, key: str = "TM-1") -> dict:
 
 
 def href_of(tm: Cli, key: str = "TM-1") -> str:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     with store.transaction() as db:
         href = get_session(db, key).href
     store.close()
@@ -232,7 +233,7 @@ def test_race_between_read_and_put_loses_nothing(
     tm.ok("invite", "TM-1", "ann@example.org")
     href = href_of(tm)
     config = load_config(tm.config)
-    store = Store(config.store.url)
+    store = open_store(config.store.url)
     publisher = Publisher(config, store)
     calendar = publisher.calendar
     real_update = calendar.update
@@ -454,7 +455,7 @@ def test_event_left_by_a_lost_store_write_is_adopted(
     tm.ok("invite", "TM-1", "ann@example.org")
     href = href_of(tm)
     student.answer(href, {"ann@example.org": "ACCEPTED"})
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     with store.transaction() as db:
         session = get_session(db, "TM-1")
         session.uid = session.href = session.etag = None
@@ -475,7 +476,7 @@ def test_store_changed_during_the_write_is_reconciled_by_the_next_poll(
     from tmcaldav.sync import Poller
 
     config = load_config(tm.config)
-    store = Store(config.store.url)
+    store = open_store(config.store.url)
     publisher = Publisher(config, store)
     calendar = publisher.calendar
     real_create = calendar.create

@@ -22,9 +22,8 @@ from tests.scheduling_servers import (
     xandikos_server_fixture,  # noqa: F401 - fixture
 )
 from tests.test_scheduling_e2e import Office
-from tmcaldav.app import App
+from tmcaldav.app import App, open_store
 from tmcaldav.caldav.profiles import PROFILES
-from tmcaldav.store import Store
 from tmcaldav.sync import inbox_reply
 
 
@@ -193,7 +192,7 @@ def test_unreadable_inbox_object_is_refused(tmp_path: Path) -> None:
     """Malformed iCalendar in the inbox is named, not applied; an object that is no
     REPLY (an invitation to the office's login) is not ours to judge (no server needed:
     neither reaches the store)."""
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     now = datetime.now(UTC)
     request = "BEGIN:VCALENDAR\nMETHOD:REQUEST\nBEGIN:VEVENT\nUID:x\nEND:VEVENT\nEND:VCALENDAR\n"
     try:

@@ -32,6 +32,7 @@ from tests.test_scheduling_servers import (
     prop_text,
     vevent,
 )
+from tmcaldav.app import open_store
 from tmcaldav.caldav.profiles import PROFILES
 
 START = "2027-03-01T09:00"
@@ -124,9 +125,9 @@ class Office:
 
     def _href(self) -> str:
         from tmcaldav.config import load_config
-        from tmcaldav.store import Store, get_session
+        from tmcaldav.store import get_session
 
-        store = Store(load_config(self.config).store.url)
+        store = open_store(load_config(self.config).store.url)
         try:
             with store.transaction() as db:
                 href = get_session(db, self.key).href

@@ -19,7 +19,7 @@ from tests.conftest import Cli
 from tests.postgres import PostgresServer
 from tests.scenario import StudentSide, cli_for
 from tests.test_daemon import RECORDER, DaemonProcess, calendars, history, invite_students
-from tmcaldav.app import App
+from tmcaldav.app import App, open_store
 from tmcaldav.localhost import wait_for
 from tmcaldav.store import Store
 from tmcaldav.testing import FaultProxy, RadicaleServer
@@ -113,7 +113,7 @@ def fired(hook_log: Path) -> list[list[str]]:
 
 
 def store_of(tm: Cli) -> Store:
-    return Store(App(str(tm.config)).config.store.url)
+    return open_store(App(str(tm.config)).config.store.url)
 
 
 def test_kill_9_of_the_active_while_answers_arrive_standby_takes_over(

@@ -18,6 +18,7 @@ import pytest
 from tests.conftest import Cli, write_config
 from tests.scenario import radicale_config
 from tests.test_daemon import DaemonProcess
+from tmcaldav.app import open_store
 from tmcaldav.store import Store
 from tmcaldav.store.lock import AlreadyRunning, StoreLock
 from tmcaldav.testing import RadicaleServer
@@ -37,12 +38,12 @@ UNDER_UMASK_000 = textwrap.dedent(
     from sqlalchemy import text
     from tmcaldav.imip.transport import MaildirInbox
     from tmcaldav.config import MaildirConfig
-    from tmcaldav.store import Store
+    from tmcaldav.app import open_store
     from tmcaldav.store.lock import StoreLock
 
     url, maildir = sys.argv[1], Path(sys.argv[2])
-    Store(url).upgrade()
-    store = Store(url)
+    open_store(url).upgrade()
+    store = open_store(url)
     lock = StoreLock(store, role="daemon")
     lock.acquire()
     with store.transaction() as db:  # the -wal and -shm files exist while it is open
@@ -101,12 +102,12 @@ def test_doctor_warns_about_files_others_can_read(tmp_path: Path) -> None:
 
 
 def test_a_lost_race_names_the_sync_that_won(store_url: str) -> None:
-    store = Store(store_url)
+    store = open_store(store_url)
     store.upgrade()
     holder = StoreLock(store, role="sync")
     holder.acquire()
     try:
-        loser = StoreLock(Store(store_url), role="sync")
+        loser = StoreLock(open_store(store_url), role="sync")
         with pytest.raises(AlreadyRunning) as caught:
             loser.acquire()
         message = str(caught.value)
@@ -119,7 +120,7 @@ def test_a_lost_race_names_the_sync_that_won(store_url: str) -> None:
 
 
 def test_the_loser_waits_for_the_winner_to_write_its_name(tmp_path: Path) -> None:
-    store = Store(f"sqlite:///{tmp_path / 'store.db'}")
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
     lock_file = tmp_path / "store.db.lock"
     # The winner has the lock but has not written its name yet (the race in the issue).
     fd = os.open(lock_file, os.O_RDWR | os.O_CREAT, 0o600)
@@ -162,12 +163,12 @@ def test_sync_beside_a_running_daemon_is_told_it_polls_by_itself(
 WRITER = textwrap.dedent(
     """
     import sys, time
-    from tmcaldav.store import Store
+    from tmcaldav.app import open_store
     from tmcaldav.store.roster import add_person
     url, who = sys.argv[1], sys.argv[2]
     failures = 0
     for i in range(12):
-        store = Store(url)  # a new process's first connection, as each CLI command opens
+        store = open_store(url)  # a new process's first connection, as each CLI command opens
         try:
             with store.transaction() as db:
                 add_person(db, f"{who}{i}@example.org", who)
@@ -184,7 +185,7 @@ WRITER = textwrap.dedent(
 
 def test_sqlite_writers_under_contention_wait_instead_of_failing(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'store.db'}"
-    Store(url).upgrade()
+    open_store(url).upgrade()
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, url, f"w{n}"],
@@ -195,7 +196,7 @@ def test_sqlite_writers_under_contention_wait_instead_of_failing(tmp_path: Path)
     outputs = [w.communicate(timeout=120)[0] for w in writers]
     assert all("failures 0" in out for out in outputs), outputs
     assert "database is locked" not in "".join(outputs)
-    store = Store(url)
+    store = open_store(url)
     from tmcaldav.store import list_people
 
     with store.scratch() as db:

@@ -11,6 +11,8 @@ store.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import textwrap
 from datetime import timedelta
 from pathlib import Path
@@ -355,3 +357,31 @@ def test_long_reasons_wrap_at_word_ends(tm: Cli, student: StudentSide) -> None:
     words = set(row["reason"].replace(";", " ").split())
     printed = set(text.replace(";", " ").split())
     assert words <= printed  # every word whole, none cut
+
+
+LAYERING = textwrap.dedent(
+    """
+    import sys
+    from tmcaldav.store import Store
+    Store(sys.argv[1]).close()
+    assert not [m for m in sys.modules if m.startswith("tmcaldav.hooks")], "store loaded hooks"
+    from tmcaldav.app import open_store
+    store = open_store(sys.argv[1])
+    assert "tmcaldav.hooks.premises" in sys.modules
+    store.close()
+    print("ok")
+    """
+)
+
+
+def test_the_store_knows_no_hooks_and_the_composition_root_installs_the_premises(
+    tmp_path: Path,
+) -> None:
+    # A fresh interpreter: this one has long imported the hooks.
+    done = subprocess.run(
+        [sys.executable, "-c", LAYERING, f"sqlite:///{tmp_path / 'store.db'}"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.stdout.strip() == "ok", done.stderr

@@ -25,6 +25,7 @@ from tmcaldav_plugins.waitlist import WaitlistPlugin
 
 from tests.plugin_world import answer, dispatcher_for, seed
 from tests.scenario import radicale_config
+from tmcaldav.app import open_store
 from tmcaldav.config import Config, load_config
 from tmcaldav.domain import SEAT_STATUSES
 from tmcaldav.errors import TmcaldavError
@@ -99,7 +100,7 @@ class World:
     def __init__(self, folder: Path, config: Config, calendar: Any):
         n = next(self.counter)
         self.key = f"PROP-{n}"
-        self.store = Store(f"sqlite:///{folder / f'prop-{n}.db'}")
+        self.store = open_store(f"sqlite:///{folder / f'prop-{n}.db'}")
         self.store.upgrade()
         self.publisher = Publisher(config, self.store, calendar)
         seed(self.store, self.key, enrolled=ENROLLED, waitlisted=WAITING, capacity=CAPACITY,

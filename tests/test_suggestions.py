@@ -16,6 +16,7 @@ from tmcaldav_plugins.waitlist import WaitlistPlugin
 
 from tests.conftest import Cli
 from tests.plugin_world import answer, config_for, dispatcher_for, seed
+from tmcaldav.app import open_store
 from tmcaldav.config import Config, load_config
 from tmcaldav.hooks.suggestions import SuggestionError, apply_suggestion
 from tmcaldav.publish import Publisher
@@ -29,7 +30,7 @@ CONTRACT = {"id", "session", "email", "kind", "reason", "plugin", "state", "crea
 @pytest.fixture
 def store(tm: Cli) -> Iterator[Store]:
     """The CLI's store, for seeding (closed afterwards: PostgreSQL waits for clients)."""
-    opened = Store(load_config(tm.config).store.url)
+    opened = open_store(load_config(tm.config).store.url)
     yield opened
     opened.close()
 

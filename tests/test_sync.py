@@ -12,9 +12,10 @@ import pytest
 from tests.conftest import Cli
 from tests.plugin_world import NAMES
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.model import SyncState
 from tmcaldav.sync import EmptyCalendar, Poller
 from tmcaldav.testing import FaultProxy, RadicaleServer
@@ -42,7 +43,7 @@ class World:
 
     def __init__(self, tm: Cli, student: StudentSide):
         self.config = load_config(tm.config)
-        self.store = Store(self.config.store.url)
+        self.store = open_store(self.config.store.url)
         self.publisher = Publisher(self.config, self.store)
         self.poller = Poller(
             self.store, self.publisher.calendar, self.config.scheduling.organizer_email

@@ -17,9 +17,10 @@ from sqlalchemy import select
 
 from tests.scenario import StudentSide
 from tmcaldav import sync
+from tmcaldav.app import open_store
 from tmcaldav.config import parse_config
 from tmcaldav.publish import Publisher
-from tmcaldav.store import Store, get_session
+from tmcaldav.store import get_session
 from tmcaldav.store.model import Enrollment, Person, Response, TrainingSession
 from tmcaldav.store.roster import SessionFields
 from tmcaldav.testing import RadicaleServer
@@ -61,7 +62,7 @@ def make_machine(server: RadicaleServer, folder: Path) -> type[RuleBasedStateMac
                     "scheduling": {"organizer_email": "training@example.org"},
                 }
             )
-            self.store = Store(self.config.store.url)
+            self.store = open_store(self.config.store.url)
             self.store.upgrade()
             with self.store.transaction() as db:
                 session = TrainingSession(

@@ -17,6 +17,7 @@ from sqlalchemy import func, select
 
 from tests.conftest import Cli
 from tests.scenario import StudentSide, add_people, add_session, cli_for
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
 from tmcaldav.store import Store, get_session
 from tmcaldav.store.model import (
@@ -116,7 +117,7 @@ def students(tm: Cli, key: str = "TM-1") -> dict[str, dict]:
 
 
 def store_of(tm: Cli) -> Store:
-    return Store(load_config(tm.config).store.url)
+    return open_store(load_config(tm.config).store.url)
 
 
 def href_of(tm: Cli, key: str = "TM-1") -> str:

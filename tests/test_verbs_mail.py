@@ -19,8 +19,8 @@ from tests.conftest import Cli
 from tests.imip_support import parse, reply_bytes, smtp_section
 from tests.scenario import StudentSide, add_people, add_session, cli_for
 from tests.test_verbs import future, href_of, students
+from tmcaldav.app import open_store
 from tmcaldav.config import load_config
-from tmcaldav.store import Store
 from tmcaldav.store.model import Delivery, Reminder
 from tmcaldav.testing import RadicaleServer
 from tmcaldav.testing_mail import ReceivedMail, SmtpSink
@@ -76,7 +76,7 @@ def method_of(mail: ReceivedMail) -> str:
 
 
 def count(tm: Cli, model: type) -> int:
-    store = Store(load_config(tm.config).store.url)
+    store = open_store(load_config(tm.config).store.url)
     with store.transaction() as db:
         n = db.scalar(select(func.count()).select_from(model)) or 0
     store.close()

@@ -17,6 +17,7 @@ from tests.conftest import Cli
 from tests.plugin_world import config_for, dispatcher_for
 from tests.scenario import StudentSide, cli_for
 from tests.web_support import PASSWORDS, WebServer, add_users, browser_client, csrf_of
+from tmcaldav.app import open_store
 from tmcaldav.localhost import wait_for
 from tmcaldav.radicale import RadicaleServer, start_radicale
 from tmcaldav.store import Store, get_session
@@ -81,7 +82,7 @@ def world(
         for email, name in STUDENTS.items():
             tm.ok("person", "add", email, "--name", name)
         web = WebServer(tm.config, tmp / "web.log")
-        store = Store(url)
+        store = open_store(url)
         try:
             yield World(tm, web, radicale, store, tokens)
         finally:

@@ -28,6 +28,7 @@ from tests.scenario import StudentSide, add_session, cli_for
 from tests.test_daemon import STUDENTS, DaemonProcess
 from tests.test_standby import href
 from tests.web_support import PASSWORDS, WebServer, add_users, csrf_of
+from tmcaldav.app import open_store
 from tmcaldav.localhost import wait_for
 from tmcaldav.store import Store, get_session
 from tmcaldav.store.model import Change
@@ -65,7 +66,7 @@ def nodes(
     add_session(tm, "TM-1", start="2027-01-04T09:00", end="2027-01-04T12:00")
     tm.ok("enroll", "TM-1", *STUDENTS)
     tm.ok("invite", "TM-1", "--all-enrolled")
-    store = Store(url)
+    store = open_store(url)
     started: list[WebServer] = []
     try:
         # The same config on both nodes: the same store and the same cookie key.

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 from tests.conftest import Cli, write_config
 from tests.plugin_world import answer, seed
 from tests.web_support import WebServer, add_users
+from tmcaldav.app import open_store
 from tmcaldav.config import ConfigError, parse_config
 from tmcaldav.store import Store, get_enrollment, get_session
 from tmcaldav.store.changes import changed_since, changes_after, latest_change
@@ -37,7 +38,7 @@ def test_user_add_list_token_remove(tm: Cli, store_url: str) -> None:
     ]
     token = tm.ok("user", "token", "boss").stdout.strip()
     assert token.startswith("tmc_") and len(token) > 40
-    store = Store(store_url)
+    store = open_store(store_url)
     with store.scratch() as db:
         user = db.scalars(select(WebUser).where(WebUser.name == "boss")).one()
         # Only hashes are kept: neither the password nor the token is in the store.

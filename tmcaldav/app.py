@@ -30,6 +30,16 @@ if TYPE_CHECKING:
     from tmcaldav.sync import Poller, PollResult
 
 
+def open_store(url: str) -> Store:
+    """The store behind `url` with the checks every unit of work must pass: a change that
+    makes a suggestion untrue withdraws it in the same transaction, whoever makes the
+    change (`tmcaldav.hooks.premises`). Every store that services write to is built here."""
+    from tmcaldav.hooks.premises import keep_suggestions_true
+    from tmcaldav.store import Store
+
+    return Store(url, checks=(keep_suggestions_true,))
+
+
 class App:
     """The services of one configuration, each built on first use.
 
@@ -60,9 +70,7 @@ class App:
     @cached_property
     def store(self) -> Store:
         """The store, checked to be at the current schema (StoreUnavailable if not)."""
-        from tmcaldav.store import Store
-
-        store = Store(self.config.store.url)
+        store = open_store(self.config.store.url)
         store.check_schema()
         return store
 

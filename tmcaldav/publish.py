@@ -16,8 +16,8 @@ import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import datetime
+from typing import TypedDict, Unpack
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tmcaldav import ical
@@ -33,9 +33,9 @@ from tmcaldav.config import Config, ConfigError
 from tmcaldav.domain import ServerDelivery, normalise_address
 from tmcaldav.errors import Refused, TmcaldavError
 from tmcaldav.store import NotFoundError, Store, get_enrollment, get_session
+from tmcaldav.store.facts import session_facts
 from tmcaldav.store.model import (
     Enrollment,
-    Person,
     Reminder,
     Response,
     TrainingSession,
@@ -58,13 +58,36 @@ class PublishError(TmcaldavError):
     """A publish that could not be done; the store is unchanged."""
 
 
-
-
 # A check run before a change is made: first on the snapshot (`final` False: it must
 # only read, as that transaction may not write), then in the transaction that records
 # the change (`final` True), where it may lock rows, refuse (Refused) or record more
 # with the change (a suggestion marked applied).
 Guard = Callable[[Session, bool], None]
+
+
+#: An operation's change to the store and its plan for the event (None: nothing to
+#: write). It runs twice: on the snapshot, then for real in the recording transaction.
+Prepare = Callable[[Session, TrainingSession], "Plan | None"]
+#: An operation's record of the write (None when there was none), after `Prepare`.
+Record = Callable[[Session, TrainingSession, "Written | None"], None]
+
+
+@dataclass(frozen=True)
+class _Operation:
+    """One publishing operation on one session (see `Publisher._run`)."""
+
+    key: str
+    prepare: Prepare
+    record: Record
+    guard: Guard | None = None
+
+    def prepared(self, db: Session, *, final: bool) -> tuple[TrainingSession, Plan | None]:
+        """The guard, then `prepare` on the session: on the snapshot (`final` False) or in
+        the recording transaction (`final` True)."""
+        if self.guard is not None:
+            self.guard(db, final)
+        session = get_session(db, self.key, notes=False)
+        return session, self.prepare(db, session)
 
 
 def connect_calendar(config: Config) -> CalendarService:
@@ -134,20 +157,9 @@ class Snapshot:
 def snapshot(session: TrainingSession) -> Snapshot:
     """Detach a session and its enrollments from the database."""
     return Snapshot(
-        key=session.key,
-        title=session.title,
-        course=session.course,
-        description=session.description,
-        location=session.location,
-        start=session.start_at,
-        end=session.end_at,
-        tz=session.tz,
-        status=session.status,
-        uid=session.uid,
-        href=session.href,
-        etag=session.etag,
-        sequence=session.sequence,
-        calendar_state=session.calendar_state,
+        **session_facts(
+            session, "description", "status", "uid", "href", "etag", "sequence", "calendar_state"
+        ),
         students=tuple(
             Student(e.person.email, e.person.name, e.calendar_seen or e.calendar_status, e.status)
             for e in session.enrollments
@@ -232,6 +244,15 @@ class Written:
         return not self.unrecorded and not self.store_behind
 
 
+class InviteOptions(TypedDict, total=False):
+    """The options of `Publisher.invite` and `Publisher.invite_checked`."""
+
+    all_enrolled: bool
+    resend: bool
+    guard: Guard | None
+    preview: Preview | None
+
+
 @dataclass(frozen=True)
 class Invitation:
     """What `invite` did: who was newly invited, and whose invitation the server says
@@ -306,14 +327,7 @@ class Publisher:
 
         sched = self.config.scheduling
         facts = InvitationFacts(
-            key=snap.key,
-            title=snap.title,
-            course=snap.course,
-            start=snap.start,
-            end=snap.end,
-            tz=snap.tz,
-            location=snap.location,
-            description=snap.description,
+            **session_facts(snap, "description"),
             organizer=sched.organizer_name or sched.organizer_email,
         )
         return ical.EventSpec(
@@ -483,8 +497,8 @@ class Publisher:
     def _run(
         self,
         key: str,
-        prepare: Callable[[Session, TrainingSession], Plan | None],
-        record: Callable[[Session, TrainingSession, Written | None], None],
+        prepare: Prepare,
+        record: Record,
         guard: Guard | None = None,
         preview: Preview | None = None,
     ) -> Written | None:
@@ -495,13 +509,11 @@ class Publisher:
         `preview` (a dry run) the plan is shown to it, on the snapshot, and nothing is
         written anywhere.
         """
+        operation = _Operation(key, prepare, record, guard)
         # Nothing in this first step is kept: the changes are made again, for real,
         # after the write, so the store is not locked while we talk to the server.
         with self.store.scratch() as db:
-            if guard is not None:
-                guard(db, False)
-            session = get_session(db, key, notes=False)
-            plan = prepare(db, session)
+            session, plan = operation.prepared(db, final=False)
             if preview is not None:
                 if plan is not None:
                     sequence = session.sequence + (
@@ -512,7 +524,7 @@ class Publisher:
             snap = snapshot(session)
         written = self.write(snap, plan) if plan is not None else None
         try:
-            published = self._record(key, prepare, record, written, plan, guard)
+            published = self._record(operation, written, plan)
         except (RosterError, NotFoundError, Refused) as e:
             if written is None:
                 raise
@@ -534,48 +546,30 @@ class Publisher:
         return written
 
     def _record(
-        self,
-        key: str,
-        prepare: Callable[[Session, TrainingSession], Plan | None],
-        record: Callable[[Session, TrainingSession, Written | None], None],
-        written: Written | None,
-        plan: Plan | None,
-        guard: Guard | None = None,
+        self, operation: _Operation, written: Written | None, plan: Plan | None
     ) -> Published | None:
         """The third step: make the changes for real and record the write, in one go."""
         published = None
         with self.store.transaction() as db:
-            if guard is not None:
-                guard(db, True)
-            session = get_session(db, key, notes=False)
-            prepare(db, session)
-            record(db, session, written)
+            session, _ = operation.prepared(db, final=True)
+            operation.record(db, session, written)
             if written is not None and plan is not None:
                 _record_event(session, written)
                 _record_delivery(session, written, plan)
-                published = published_for(key, plan, written.sequence)
+                published = published_for(operation.key, plan, written.sequence)
                 db.flush()
                 for listener in self.on_published:
                     listener(db, published)
         return published
 
     def invite(
-        self,
-        key: str,
-        emails: Iterable[str] = (),
-        *,
-        all_enrolled: bool = False,
-        resend: bool = False,
-        guard: Guard | None = None,
-        preview: Preview | None = None,
+        self, key: str, emails: Iterable[str] = (), **options: Unpack[InviteOptions]
     ) -> list[str]:
         """Add students to the event as attendees; returns the addresses newly invited.
 
         With `preview` nothing is written: it is shown the publish that would be made.
         """
-        return self.invite_checked(
-            key, emails, all_enrolled=all_enrolled, resend=resend, guard=guard, preview=preview
-        ).newly
+        return self.invite_checked(key, emails, **options).newly
 
     def invite_checked(
         self,
@@ -623,36 +617,30 @@ class Publisher:
                 invited=frozenset(newly),
             )
 
+        # The enrollments as the recording transaction left them (with this write's
+        # deliveries): read after its commit, so an invite loads the session no third time.
+        recorded: list[Enrollment] = []
+
         def record(db: Session, session: TrainingSession, written: Written | None) -> None:
             now = utcnow()
             for e in session.enrollments:
                 if e.person.email in newly:
                     e.invited_at = now
                     e.calendar_reason = None
+            recorded[:] = session.enrollments
 
         self._run(key, prepare, record, guard, preview)
         if preview is not None:
             return Invitation(list(newly), list(picked_emails), {})
-        undelivered: dict[str, ical.ScheduleResult] = {}
-        if self.config.scheduling.mode == "server":
-            # Only the failures, read as plain columns: an invite must not load the
-            # whole session again.
-            with self.store.scratch() as db:
-                rows = db.execute(
-                    select(Person.email, Enrollment.schedule_status)
-                    .join(Enrollment, Enrollment.person_id == Person.id)
-                    .join(TrainingSession, TrainingSession.id == Enrollment.session_id)
-                    .where(
-                        TrainingSession.key == key,
-                        Enrollment.delivery_status == ServerDelivery.NOT_DELIVERED,
-                        Enrollment.calendar_status == "invited",
-                    )
-                )
-                undelivered = {
-                    email: ical.read_schedule_status(status)
-                    for email, status in rows
-                    if email in picked_emails
-                }
+        server_mode = self.config.scheduling.mode == "server"
+        undelivered = {
+            e.person.email: ical.read_schedule_status(e.schedule_status)
+            for e in recorded
+            if server_mode
+            and e.person.email in picked_emails
+            and e.delivery_status == ServerDelivery.NOT_DELIVERED
+            and e.calendar_status == "invited"
+        }
         return Invitation(list(newly), list(picked_emails), undelivered)
 
     def edit(self, key: str, fields: SessionFields) -> set[str]:

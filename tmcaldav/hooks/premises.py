@@ -5,23 +5,25 @@ and answer (the response it answers, with its time), the session's status, times
 SEQUENCE, the seats and waitlist it counted, the other students whose answers it rests
 on (`SuggestionSpec.because`) and, for offer_other_session, the other session. `broken`
 (pure) says in plain words what no longer holds. `keep_true` runs in the transaction of
-every change to the store (a commit check of `Store`): open suggestions whose premise
-broke are withdrawn there and then, with the reason, and an outbox row tells plugins
-(`on_suggestion_withdrawn`). Applying re-checks the premise inside its own transaction
-(`tmcaldav.hooks.suggestions`). The passing of time (a session ends) is checked by
-`withdraw_due` on every tick and before suggestions are listed.
+every change to the store (`keep_suggestions_true`, the check the composition root
+installs on the `Store`): open suggestions whose premise broke are withdrawn there and
+then, with the reason, and an outbox row tells plugins (`on_suggestion_withdrawn`).
+Applying re-checks the premise inside its own transaction (`tmcaldav.hooks.suggestions`).
+The passing of time (a session ends) is checked by `withdraw_due` on every tick and
+before suggestions are listed.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import Select, bindparam, event, select
+from sqlalchemy.orm import Session, sessionmaker
 
 from tmcaldav.domain import ANSWERS, SuggestionKind, SuggestionState
 from tmcaldav.hooks.views import ResponseChange, SessionView, StudentView, SuggestionView
@@ -349,31 +351,55 @@ def keep_true(db: Session, now: datetime | None = None) -> int:
     return withdrawn
 
 
+def keep_suggestions_true(sessions: sessionmaker[Session]) -> None:
+    """Make every unit of work of a store keep its suggestions true (a `Store` check):
+    the sessions each flush changes are noted, and before the commit `keep_true` runs."""
+    event.listen(sessions, "before_flush", _before_flush)
+    event.listen(sessions, "before_commit", _before_commit)
+
+
+def _before_flush(db: Session, _context: object, _instances: object) -> None:
+    touched_by_flush(db)
+
+
+def _before_commit(db: Session) -> None:
+    keep_true(db)
+
+
+@functools.cache
+def _open_advice() -> Select[Any]:
+    """Open suggestions with a premise about the sessions `ids`, and every open offer (it
+    names another session). Built once: this runs in every transaction that changes a
+    session, mostly to find nothing."""
+    from tmcaldav.store.model import Suggestion
+
+    return select(Suggestion.session_id, Suggestion.kind, Suggestion.details).where(
+        Suggestion.state == SuggestionState.OPEN,
+        Suggestion.premise.is_not(None),
+        Suggestion.session_id.in_(bindparam("ids", expanding=True))
+        | (Suggestion.kind == SuggestionKind.OFFER_OTHER_SESSION),
+    )
+
+
 def withdraw_broken(db: Session, session_ids: set[int], now: datetime) -> int:
     """Check the open suggestions of these sessions (and the offers that name them)."""
     from tmcaldav.hooks.snapshots import build_session_view
-    from tmcaldav.store.model import Suggestion, TrainingSession
+    from tmcaldav.store.model import TrainingSession
 
-    keys = set(db.scalars(select(TrainingSession.key).where(TrainingSession.id.in_(session_ids))))
-    rows = db.execute(
-        select(Suggestion.id, Suggestion.session_id, Suggestion.kind, Suggestion.details).where(
-            Suggestion.state == SuggestionState.OPEN,
-            Suggestion.premise.is_not(None),
-            # Only these sessions' advice, and offers (which name another session): a
-            # commit must not read every open suggestion of the store.
-            Suggestion.session_id.in_(session_ids)
-            | (Suggestion.kind == SuggestionKind.OFFER_OTHER_SESSION),
+    rows = db.execute(_open_advice(), {"ids": sorted(session_ids)}).all()
+    if not rows:
+        return 0  # the common case: one query, nothing to check
+    wanted = {r.session_id for r in rows if r.session_id in session_ids}
+    if any(r.kind == SuggestionKind.OFFER_OTHER_SESSION for r in rows):
+        keys = set(
+            db.scalars(select(TrainingSession.key).where(TrainingSession.id.in_(session_ids)))
         )
-    ).all()
-    wanted = {
-        r.session_id
-        for r in rows
-        if r.session_id in session_ids
-        or (
-            r.kind == SuggestionKind.OFFER_OTHER_SESSION
+        wanted |= {
+            r.session_id
+            for r in rows
+            if r.kind == SuggestionKind.OFFER_OTHER_SESSION
             and (r.details or {}).get("session") in keys
-        )
-    }
+        }
     applying = db.info.get(APPLYING)
     cause = db.info.get(CAUSE)
     count = 0

@@ -18,22 +18,30 @@ from tmcaldav.hooks.views import (
     SuggestionView,
 )
 from tmcaldav.store import page_order, waitlist_positions
+from tmcaldav.store.facts import session_facts
 from tmcaldav.store.model import Enrollment, Person, Response, Suggestion, TrainingSession
+
+# The view fields that are stored columns of the same name, by the row they are read from.
+_PERSON_COLUMNS = ("email", "name", "phone")
+_ENROLLMENT_COLUMNS = ("status", "calendar_status", "calendar_reason", "responded_at", "invited_at")
+_SUGGESTION_COLUMNS = (
+    "id", "kind", "reason", "plugin", "state", "dedupe_key",
+    "created_at", "decided_at", "premise", "withdrawn_reason",
+)
+_RESPONSE_COLUMNS = ("calendar_status", "responded_at", "observed_at", "source")
+
+
+def _columns(row: object, names: Iterable[str]) -> dict[str, Any]:
+    """The row's `names`, as keyword arguments for the view fields of the same names."""
+    return {name: getattr(row, name) for name in names}
 
 
 def student_view(enrollment: Enrollment, position: int | None) -> StudentView:
     """Freeze one enrollment."""
-    person = enrollment.person
     return StudentView(
         enrollment_id=enrollment.id,
-        email=person.email,
-        name=person.name,
-        phone=person.phone,
-        status=enrollment.status,
-        calendar_status=enrollment.calendar_status,
-        calendar_reason=enrollment.calendar_reason,
-        responded_at=enrollment.responded_at,
-        invited_at=enrollment.invited_at,
+        **_columns(enrollment.person, _PERSON_COLUMNS),
+        **_columns(enrollment, _ENROLLMENT_COLUMNS),
         waitlist_position=position,
         notes=tuple(NoteView(n.text, n.created_at) for n in enrollment.notes),
     )
@@ -42,19 +50,10 @@ def student_view(enrollment: Enrollment, position: int | None) -> StudentView:
 def suggestion_view(suggestion: Suggestion, session_key: str, email: str | None) -> SuggestionView:
     """Freeze one stored suggestion."""
     return SuggestionView(
-        id=suggestion.id,
         session=session_key,
         email=email,
-        kind=suggestion.kind,
-        reason=suggestion.reason,
-        plugin=suggestion.plugin,
-        state=suggestion.state,
-        dedupe_key=suggestion.dedupe_key,
-        created_at=suggestion.created_at,
-        decided_at=suggestion.decided_at,
         details=suggestion.details or {},
-        premise=suggestion.premise,
-        withdrawn_reason=suggestion.withdrawn_reason,
+        **_columns(suggestion, _SUGGESTION_COLUMNS),
     )
 
 
@@ -63,18 +62,7 @@ def session_view(session: TrainingSession, suggestions: Iterable[Suggestion] = (
     positions = waitlist_positions(session)
     emails = {e.id: e.person.email for e in session.enrollments}
     return SessionView(
-        id=session.id,
-        key=session.key,
-        title=session.title,
-        course=session.course,
-        start=session.start_at,
-        end=session.end_at,
-        tz=session.tz,
-        location=session.location,
-        capacity=session.capacity,
-        status=session.status,
-        calendar_state=session.calendar_state,
-        sequence=session.sequence,
+        **session_facts(session, "id", "capacity", "status", "calendar_state", "sequence"),
         students=tuple(
             student_view(e, positions.get(e.id)) for e in page_order(session, positions)
         ),
@@ -161,14 +149,7 @@ def build_daily_overview(
         tz=tz,
         answers=tuple(
             AnswerView(
-                session=key,
-                title=title,
-                email=email,
-                name=name,
-                calendar_status=r.calendar_status,
-                responded_at=r.responded_at,
-                observed_at=r.observed_at,
-                source=r.source,
+                session=key, title=title, email=email, name=name, **_columns(r, _RESPONSE_COLUMNS)
             )
             for r, email, name, key, title in answers
         ),

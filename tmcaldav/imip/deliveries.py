@@ -25,6 +25,7 @@ from tmcaldav.imip import message as imip
 from tmcaldav.invitations import InvitationFacts, mail_texts
 from tmcaldav.retry import backoff
 from tmcaldav.store import get_session
+from tmcaldav.store.facts import session_facts
 from tmcaldav.store.model import Delivery, Enrollment, TrainingSession
 
 if TYPE_CHECKING:
@@ -221,14 +222,7 @@ def invitation_facts(
     if enrollment is not None and enrollment.status == "waitlisted":
         position = waitlist_positions(session).get(enrollment.id)
     return InvitationFacts(
-        key=session.key,
-        title=session.title,
-        course=session.course,
-        start=session.start_at,
-        end=session.end_at,
-        tz=session.tz,
-        location=session.location,
-        description=session.description,
+        **session_facts(session, "description"),
         organizer=sched.organizer_name or sched.organizer_email,
         student_name=enrollment.person.name if enrollment is not None else None,
         student_email=enrollment.person.email if enrollment is not None else None,

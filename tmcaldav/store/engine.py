@@ -2,6 +2,9 @@
 
 Services open one transaction per unit of work with `Store.transaction()`; it commits
 at the end or rolls back on any error, so the store is never left half-written.
+Checks that every unit of work must pass are given to the store by whoever builds it
+(`checks`): the store knows no layer above it. The composition root
+(`tmcaldav.app.open_store`) gives it the suggestion premises.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import functools
 import logging
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from importlib.resources import files
 from pathlib import Path
@@ -104,16 +107,9 @@ def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
     cursor.close()
 
 
-def _note_touched(session: Session, _context: object, _instances: object) -> None:
-    from tmcaldav.hooks.premises import touched_by_flush
-
-    touched_by_flush(session)
-
-
-def _keep_suggestions_true(session: Session) -> None:
-    from tmcaldav.hooks.premises import keep_true
-
-    keep_true(session)
+#: A check installed on every unit of work of a store: called once with the store's
+#: session factory, it adds its SQLAlchemy listeners (as `watch_changes` does).
+UnitOfWorkCheck = Callable[[sessionmaker[Session]], None]
 
 
 def _alembic_config(engine: Engine, connection: object) -> object:
@@ -146,16 +142,17 @@ def head_revision() -> str:
 
 
 class Store:
-    """The enrollment store behind one SQLAlchemy URL."""
+    """The enrollment store behind one SQLAlchemy URL, with the `checks` every unit of
+    work must pass (see the module's docstring)."""
 
-    def __init__(self, url: str):
+    def __init__(self, url: str, *, checks: Iterable[UnitOfWorkCheck] = ()):
         self.url = url
         self.engine = make_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
-        # Suggestions are part of the store's consistency: the change that makes one
-        # untrue withdraws it in its own transaction, whoever makes the change.
-        event.listen(self._sessions, "before_flush", _note_touched)
-        event.listen(self._sessions, "before_commit", _keep_suggestions_true)
+        # Installed before the change feed: what a check changes at commit (a suggestion
+        # withdrawn) is in the feed too.
+        for install in checks:
+            install(self._sessions)
         # Every unit of work records the sessions it touched, for live pages.
         watch_changes(self._sessions)
         # Installed by an active daemon on PostgreSQL (tmcaldav.standby): run first in
