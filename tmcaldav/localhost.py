@@ -10,6 +10,7 @@ from __future__ import annotations
 import ctypes
 import http.client
 import http.server
+import logging
 import signal
 import socket
 import socketserver
@@ -18,6 +19,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from typing import Self, TypeVar
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 
@@ -85,6 +88,20 @@ class LocalServer:
         self.stop()
 
 
+class _QuietHTTPServer(http.server.ThreadingHTTPServer):
+    """A threading HTTP server whose failed requests go to the log, not to stderr.
+
+    The clients of these servers are killed, time out or refuse certificates on purpose;
+    socketserver's default prints a traceback to stderr from the server's thread, which
+    lands in whatever command output a test is capturing at that moment.
+    """
+
+    daemon_threads = True
+
+    def handle_error(self, request: object, client_address: object) -> None:
+        log.debug("a request from %s failed", client_address, exc_info=True)
+
+
 class ThreadedHTTPServer(LocalServer):
     """An http.server on 127.0.0.1 serving from a daemon thread of this process.
 
@@ -95,8 +112,7 @@ class ThreadedHTTPServer(LocalServer):
     def __init__(self, handler: type[socketserver.BaseRequestHandler], name: str) -> None:
         """Bind (not yet serve) a server whose requests go to `handler`; `name` names the
         thread."""
-        self.server = http.server.ThreadingHTTPServer((HOST, 0), handler)
-        self.server.daemon_threads = True
+        self.server: http.server.ThreadingHTTPServer = _QuietHTTPServer((HOST, 0), handler)
         self._thread = threading.Thread(
             target=self.server.serve_forever,
             # A short poll keeps stop() quick: shutdown waits for the next poll.

@@ -229,8 +229,6 @@ class FaultProxy(LocalServer):
             server.socket = context.wrap_socket(
                 server.socket, server_side=True, do_handshake_on_connect=False
             )
-            # A client refusing our certificate is what TLS tests are about: no traceback.
-            server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         self._http.start()
 
     def stop(self) -> None:
