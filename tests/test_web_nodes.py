@@ -33,7 +33,7 @@ from tmcaldav.localhost import wait_for
 from tmcaldav.store import Store, get_session
 from tmcaldav.store.model import Change
 from tmcaldav.testing import RadicaleServer
-from tmcaldav.web.feed import LISTENER_NAME
+from tmcaldav.web.feed import LISTENER_NAME, ChangeListener
 from tmcaldav.web.throttle import LoginThrottle
 
 POLL = 0.3
@@ -254,3 +254,20 @@ def test_a_login_throttled_on_one_node_is_throttled_on_the_other(nodes: Nodes) -
         "node B to let boss in",
     )
     assert try_login(nodes.a, "boss", "not the password").status_code == 401
+
+
+def test_the_listener_reads_the_store_url_by_its_parts() -> None:
+    """A password with spaces stays one libpq value (its text once made libpq fail, and
+    the failure quoted the password in the log); the URL's own parameters are kept."""
+    from psycopg.conninfo import conninfo_to_dict
+
+    url = (
+        "postgresql+psycopg://tm:correct%20horse%20battery@127.0.0.1:5433/training"
+        "?sslmode=require&options=-c%20search_path%3Dtm"
+    )
+    given = conninfo_to_dict(ChangeListener(url, lambda: None)._conninfo())
+    assert given["password"] == "correct horse battery"
+    assert (given["user"], given["host"], given["port"]) == ("tm", "127.0.0.1", "5433")
+    assert (given["dbname"], given["sslmode"]) == ("training", "require")
+    assert given["application_name"] == LISTENER_NAME
+    assert str(given["options"]).startswith("-c search_path=tm -c tcp_keepalives_idle=")

@@ -20,10 +20,18 @@ from tmcaldav.app import open_store
 from tmcaldav.config import ConfigError, parse_config
 from tmcaldav.store import Store, get_enrollment, get_session
 from tmcaldav.store.changes import changed_since, changes_after, latest_change
-from tmcaldav.store.model import ApiToken, Base, Change, Suggestion, WebUser, utcnow
+from tmcaldav.store.model import (
+    ApiToken,
+    Base,
+    Change,
+    Suggestion,
+    WebThrottle,
+    WebUser,
+    utcnow,
+)
 from tmcaldav.store.reports import answer_timing
 from tmcaldav.web.auth import Proxies, SecretFileError, load_secret
-from tmcaldav.web.throttle import LinkThrottle, LoginThrottle
+from tmcaldav.web.throttle import KEEP_SECONDS, PRUNE_EVERY, LinkThrottle, LoginThrottle
 from tmcaldav.web.users import check_password, hash_password, token_hash
 
 
@@ -154,6 +162,22 @@ def test_logins_wait_longer_after_each_failure(store: Store) -> None:
     assert other_node.wait_needed("eve", "10.0.0.7") == 0
     other_node.failed("eve", "10.0.0.7")
     assert throttle.wait_needed("eve", "10.0.0.7") == 0  # one failure, not five
+
+
+def test_a_long_attack_waits_the_cap_and_old_counts_are_pruned(store: Store) -> None:
+    now = [1_000_000.0]
+    throttle = LoginThrottle(store, cap=8, clock=lambda: now[0])
+    throttle.failed("boss", "10.0.0.1")
+    # Counts add up across nodes and restarts: thousands of failures still wait the cap
+    # (2.0 ** 1024 would overflow).
+    with store.transaction() as db:
+        db.execute(update(WebThrottle).values(hits=5_000))
+    assert throttle.wait_needed("boss", "10.0.0.1") == 8
+    # An hour and more later, the next count (of anyone) deletes the stale rows.
+    now[0] += KEEP_SECONDS + PRUNE_EVERY + 1
+    throttle.failed("eve", "10.0.0.7")
+    with store.scratch() as db:
+        assert db.scalars(select(WebThrottle.hits)).all() == [1, 1]
 
 
 def test_an_answer_link_answers_a_few_times_per_window(store: Store) -> None:

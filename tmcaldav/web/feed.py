@@ -185,12 +185,22 @@ class ChangeListener:
         path is noticed within about DEAD_PEER_AFTER) and a name in pg_stat_activity."""
         from psycopg.conninfo import make_conninfo
 
-        url = make_url(self.url).set(drivername="postgresql")
+        url = make_url(self.url)
+        # From the URL's parts, not its text: a password with spaces or quotes stays one
+        # value, and no rendering of the URL (with its password) can reach a message.
+        parts: dict[str, Any] = url.translate_connect_args(username="user", database="dbname")
         # libpq parameters, all str or int.
         keepalives: dict[str, Any] = keepalive_args(self.url, DEAD_PEER_AFTER)
+        # The URL's own parameters (sslmode, ...); its `options` are in `keepalives` already.
+        query: dict[str, Any] = {
+            key: value for key, value in url.query.items() if key not in keepalives
+        }
         return make_conninfo(
-            url.render_as_string(hide_password=False),
+            "",
+            **parts,
+            **query,
             application_name=LISTENER_NAME,
+            connect_timeout=int(DEAD_PEER_AFTER),
             **keepalives,
         )
 
@@ -206,10 +216,13 @@ class ChangeListener:
         try:
             conninfo = self._conninfo()
         except Exception as e:  # a URL libpq cannot read: the feed keeps polling
-            log.warning("live updates poll the store: cannot LISTEN (%s)", _first_line(e))
+            # The type only: the message of a failed parse may quote the password.
+            log.warning("live updates poll the store: cannot LISTEN (%s)", type(e).__name__)
             return
         failures = 0
         lost_since: float | None = None
+        # When the current connection was made; None while none is.
+        connected_at: float | None = None
         loop = asyncio.get_running_loop()
         while True:
             reason = "the server closed it"
@@ -219,7 +232,7 @@ class ChangeListener:
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening = True
-                    failures = 0
+                    connected_at = loop.time()
                     if lost_since is not None:
                         log.warning(
                             "live updates: listening to the store again after %.1f s",
@@ -233,7 +246,12 @@ class ChangeListener:
             except Exception as e:  # psycopg.Error mostly; whatever it is, listen again
                 reason = _first_line(e)
             self.listening = False
-            failures += 1
+            # A connection that lived a while starts the backoff afresh; one dropped soon
+            # after it was made (an idle limit, a pooler) keeps it growing, so a server
+            # that drops listeners is not asked again twice a second.
+            lived = connected_at is not None and loop.time() - connected_at >= RECONNECT_CAP
+            failures = 1 if lived else failures + 1
+            connected_at = None
             if lost_since is None:
                 lost_since = loop.time()
                 log.warning(

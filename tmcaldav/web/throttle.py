@@ -16,6 +16,7 @@ skew only waits a little more or less.
 from __future__ import annotations
 
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from tmcaldav.store import Store
+from tmcaldav.store.engine import StoreError
 from tmcaldav.store.model import UTCDateTime, WebThrottle
 
 # The scopes of the counts.
@@ -36,6 +38,10 @@ ANSWER_LINK = "answer_link"
 KEEP_SECONDS = 3600.0
 # How often one process deletes the old rows.
 PRUNE_EVERY = 60.0
+# Doublings of a login's wait beyond which it is the cap anyway (2 ** 30 s: decades).
+_MAX_DOUBLINGS = 30
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], float]
 
@@ -87,12 +93,22 @@ class _Counts:
         """The clock's time, in seconds since the epoch."""
         return float(self._clock())
 
-    def prune(self, db: Session, now: float) -> None:
-        """Delete the rows nobody touched for a long time (at most once a minute)."""
+    def prune(self, now: float) -> None:
+        """Delete the rows nobody touched for a long time (at most once a minute).
+
+        In a transaction of its own, after the count's: inside it, two nodes that each
+        held the row they had just counted could wait on each other's deletes. A prune
+        that fails is tried again a minute later; the request it follows stands.
+        """
         if now - self._pruned_at < PRUNE_EVERY:
             return
         self._pruned_at = now
-        db.execute(delete(WebThrottle).where(WebThrottle.last_at < _when(now - KEEP_SECONDS)))
+        stale = WebThrottle.last_at < _when(now - KEEP_SECONDS)
+        try:
+            with self.store.transaction() as db:
+                db.execute(delete(WebThrottle).where(stale))
+        except StoreError as e:
+            log.info("old web throttle counts not pruned yet: %s", e)
 
 
 class LoginThrottle(_Counts):
@@ -129,7 +145,9 @@ class LoginThrottle(_Counts):
         wait = 0.0
         for hits, last_at in rows:
             if hits >= self.FREE:
-                delay = min(self.cap, 2.0 ** (hits - self.FREE))
+                # The exponent is bounded: counts add up across nodes and restarts, and
+                # 2.0 ** 1024 overflows; any exponent past the cap's waits the cap.
+                delay = min(self.cap, 2.0 ** min(hits - self.FREE, _MAX_DOUBLINGS))
                 wait = max(wait, last_at.timestamp() + delay - now)
         return max(wait, 0.0)
 
@@ -139,7 +157,7 @@ class LoginThrottle(_Counts):
         with self.store.transaction() as db:
             for scope, key in self._keys(name, address):
                 bump(db, scope, key, now, WebThrottle.last_at < _when(now - self.FORGET))
-            self.prune(db, now)
+        self.prune(now)
 
     def succeeded(self, name: str, address: str) -> None:
         """Clear the counts after a good login."""
@@ -164,5 +182,5 @@ class LinkThrottle(_Counts):
         with self.store.transaction() as db:
             started_long_ago = WebThrottle.started_at < _when(now - self.window)
             hits = bump(db, ANSWER_LINK, _key(token), now, started_long_ago)
-            self.prune(db, now)
+        self.prune(now)
         return hits <= self.limit
