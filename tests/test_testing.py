@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,7 @@ from caldav.collection import Calendar
 from caldav.davclient import DAVClient
 from caldav.lib.error import DAVError
 
+from tmcaldav.localhost import BodyHandler, ThreadedHTTPServer
 from tmcaldav.process import ServerProcess, start_with_retries
 from tmcaldav.testing import FaultProxy, RadicaleServer, make_client, start_radicale
 
@@ -155,3 +157,27 @@ def test_a_port_clash_is_tried_again_and_other_failures_are_not() -> None:
 
     assert start_with_retries(broken, lambda: None) == "unknown option --frobnicate"
     assert tries == ["!"]
+
+
+def test_a_server_never_started_stops_at_once() -> None:
+    """Stopping a bound server that never served (a set-up failed half-way) must not
+    wait forever for a serve loop that does not run."""
+    server = ThreadedHTTPServer(BodyHandler, "never-started")
+    stopper = threading.Thread(target=server.stop, daemon=True)
+    stopper.start()
+    stopper.join(timeout=5)
+    assert not stopper.is_alive()
+    with pytest.raises(OSError):
+        socket.create_connection(("127.0.0.1", server.port), timeout=1)
+
+
+def test_a_readiness_check_that_raises_leaves_no_process(tmp_path: Path) -> None:
+    sleeper = ServerProcess("sleeper", tmp_path / "sleeper.log")
+
+    def start_once() -> str:
+        sleeper.spawn([sys.executable, "-c", "import time; time.sleep(60)"], cwd=tmp_path)
+        raise RuntimeError("the readiness check itself broke")
+
+    with pytest.raises(RuntimeError, match="broke"):
+        start_with_retries(start_once, sleeper.stop)
+    assert not sleeper.running and sleeper.pid is None

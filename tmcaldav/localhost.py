@@ -131,10 +131,12 @@ class ThreadedHTTPServer(LocalServer):
         self._thread.start()
 
     def stop(self) -> None:
-        """Stop serving and close the listening socket."""
-        self.server.shutdown()
+        """Stop serving (if it ever started) and close the listening socket."""
+        # shutdown() waits for serve_forever to notice: forever, if it never ran.
+        if self._thread.is_alive():
+            self.server.shutdown()
+            self._thread.join(timeout=STOP_TIMEOUT)
         self.server.server_close()
-        self._thread.join(timeout=STOP_TIMEOUT)
 
 
 class BodyHandler(http.server.BaseHTTPRequestHandler):

@@ -59,15 +59,19 @@ class ServerProcess:
         self._log_file = self.log_path.open("ab")
         # What this start writes is what explains its failure, not an earlier start's.
         self._log_offset = self.log_path.stat().st_size
-        self._process = subprocess.Popen(
-            list(args),
-            stdin=subprocess.DEVNULL,
-            stdout=self._log_file,
-            stderr=subprocess.STDOUT,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            **popen_options,
-        )
+        try:
+            self._process = subprocess.Popen(
+                list(args),
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_file,
+                stderr=subprocess.STDOUT,
+                cwd=cwd,
+                env=dict(env) if env is not None else None,
+                **popen_options,
+            )
+        except BaseException:
+            self._close_log()
+            raise
 
     def wait_until_ready(
         self, ready: Callable[[], bool], timeout: float = READY_TIMEOUT, step: float = 0.05
@@ -91,13 +95,18 @@ class ServerProcess:
         """Signal the process (`how`: SIGTERM), wait for it, SIGKILL it if it lingers;
         close the log."""
         process, self._process = self._process, None
-        if process is not None and process.poll() is None:
-            process.send_signal(how)
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=timeout)
+        try:
+            if process is not None and process.poll() is None:
+                process.send_signal(how)
+                try:
+                    process.wait(timeout=timeout)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait(timeout=timeout)
+        finally:
+            self._close_log()
+
+    def _close_log(self) -> None:
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
@@ -132,7 +141,12 @@ def start_with_retries(
     for attempt in range(attempts):
         if attempt:
             time.sleep(0.2)
-        failure = start_once()
+        try:
+            failure = start_once()
+        except BaseException:
+            # A readiness check that raised (or Ctrl-C) must not leave the child running.
+            clean_up()
+            raise
         if not failure:
             return ""
         clean_up()
