@@ -9,12 +9,14 @@ deletes each one it applied; what it cannot apply stays and is reported.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import icalendar
+from sqlalchemy import select
 
 from tests import test_scheduling_servers as dav
+from tests.plugin_world import seed
 from tests.scheduling_servers import (
     SchedulingServer,
     cyrus_server_fixture,  # noqa: F401 - fixture
@@ -24,7 +26,10 @@ from tests.scheduling_servers import (
 from tests.test_scheduling_e2e import Office
 from tmcaldav.app import App, open_store
 from tmcaldav.caldav.profiles import PROFILES
-from tmcaldav.sync import inbox_reply
+from tmcaldav.imip.message import Reply
+from tmcaldav.store import get_enrollment, get_session
+from tmcaldav.store.model import Response
+from tmcaldav.sync import apply_inbox_replies, inbox_reply
 
 
 def _user(email: str) -> str:
@@ -200,5 +205,50 @@ def test_unreadable_inbox_object_is_refused(tmp_path: Path) -> None:
             reason = inbox_reply(db, "not iCalendar at all", "organizer@example.org", now)
             assert str(reason).startswith("not readable iCalendar (")
             assert inbox_reply(db, request, "organizer@example.org", now) is None
+    finally:
+        store.close()
+
+
+def test_reply_to_the_times_before_a_reschedule_is_history_only(tmp_path: Path) -> None:
+    """A REPLY that names the session's former times (an offline client answering the
+    old invitation after the reschedule) is kept in the history and moves nothing; one
+    naming the current times is the answer (no server needed: the store decides)."""
+    store = open_store(f"sqlite:///{tmp_path / 'store.db'}")
+    store.upgrade()
+    start = datetime(2027, 3, 1, 9, tzinfo=UTC)
+    seed(store, enrolled=["ann@example.org"], start=start)
+    with store.transaction() as db:  # rescheduled by an hour: SEQUENCE 1
+        session = get_session(db, "TM-1")
+        session.start_at, session.end_at = start + timedelta(hours=1), start + timedelta(hours=4)
+        session.sequence = 1
+
+    def reply(partstat: str, begins: datetime, sent: datetime) -> str:
+        return (
+            "BEGIN:VCALENDAR\nVERSION:2.0\nPRODID:-//test//EN\nMETHOD:REPLY\nBEGIN:VEVENT\n"
+            f"UID:uid-TM-1\nSEQUENCE:0\nDTSTAMP:{sent:%Y%m%dT%H%M%SZ}\n"
+            f"DTSTART:{begins:%Y%m%dT%H%M%SZ}\nDTEND:{begins + timedelta(hours=3):%Y%m%dT%H%M%SZ}\n"
+            "ORGANIZER:mailto:training@example.org\n"
+            f"ATTENDEE;PARTSTAT={partstat}:mailto:ann@example.org\nEND:VEVENT\nEND:VCALENDAR\n"
+        )
+
+    def apply(body: str) -> str:
+        now = datetime.now(UTC)
+        with store.transaction() as db:
+            verdict = inbox_reply(db, body, "training@example.org", now)
+            assert isinstance(verdict, Reply), verdict
+            apply_inbox_replies(db, [verdict], now)
+        with store.scratch() as db:
+            enrollment = get_enrollment(db, get_session(db, "TM-1"), "ann@example.org")
+            return enrollment.calendar_status
+
+    try:
+        # Sent after the reschedule was made, to the old times: not an answer to the new.
+        assert apply(reply("ACCEPTED", start, datetime.now(UTC))) == "invited"
+        # The answer to the new times (sent a moment later: DTSTAMP has whole seconds).
+        later = datetime.now(UTC) + timedelta(seconds=2)
+        assert apply(reply("DECLINED", start + timedelta(hours=1), later)) == "declined"
+        with store.scratch() as db:
+            history = db.scalars(select(Response.calendar_status).order_by(Response.id)).all()
+        assert history == ["accepted", "declined"]
     finally:
         store.close()

@@ -731,14 +731,12 @@ class Poller:
         the inbox stays small and an idle poll costs one PROPFIND. What cannot be applied
         (an unknown UID, a stranger, malformed iCalendar) is left there, logged once, and
         not read again until it changes; objects that are no REPLY are left alone.
-        An inbox the server cannot give is logged, and the calendar's poll stands.
+        An inbox that cannot be read (or its REPLYs stored) is logged, and the calendar's
+        poll stands.
         """
         try:
-            listing = self.calendar.inbox_listing()
-            self._left = {h: v for h, v in self._left.items() if listing.get(h) == v[0]}
-            wanted = [h for h in listing if h not in self._left]
-            fetched = self.calendar.read_inbox(wanted)
-        except CalendarError as e:
+            result = self._read_inbox()
+        except TmcaldavError as e:  # the server, the store, a password command
             if str(e) != self._inbox_failure:
                 log.warning(
                     "could not read the scheduling inbox (%s); answers still come from the "
@@ -748,10 +746,18 @@ class Poller:
             self._inbox_failure = str(e)
             return InboxResult(left=self._left_reasons())
         self._inbox_failure = None
+        return result
+
+    def _read_inbox(self) -> InboxResult:
+        listing = self.calendar.inbox_listing()
+        self._left = {h: v for h, v in self._left.items() if listing.get(h) == v[0]}
+        wanted = [h for h in listing if h not in self._left]
+        fetched = self.calendar.read_inbox(wanted)
         now = utcnow()
         replies: list[tuple[StoredEvent, imip.Reply]] = []
         with self.store.scratch() as db:
-            for stored in fetched.events:
+            # Only what was asked for: a server's answer names nothing else to delete.
+            for stored in (e for e in fetched.events if e.href in listing):
                 verdict = inbox_reply(db, stored.body, self.organizer, now)
                 if isinstance(verdict, imip.Reply):
                     replies.append((stored, verdict))
@@ -778,14 +784,15 @@ class Poller:
         return tuple(f"{h} ({why})" for h, (_, why) in sorted(self._left.items()) if why)
 
     def _remove(self, stored: StoredEvent) -> None:
-        """Delete an applied REPLY; one that cannot be deleted is read again next poll,
-        which records nothing twice."""
+        """Delete an applied REPLY. One the server will not delete is left like the
+        REPLYs that cannot be applied: reported once, not read again until it changes
+        (reading it again would record nothing new, but would ask the server each poll)."""
         try:
-            self.calendar.delete(stored.href, stored.etag)
+            self.calendar.delete_from_inbox(stored.href, stored.etag)
         except NotFound:
             pass
         except CalendarError as e:
-            log.warning("could not delete the applied REPLY %s from the inbox: %s", stored.href, e)
+            self._leave(stored.href, stored.etag, f"applied, but not deleted: {e}")
 
     def _poll_calendar(self, *, accept_empty: bool) -> PollResult:
         """Fetch the changes (and what earlier polls could not read), diff, apply in one
@@ -983,7 +990,10 @@ def inbox_reply(db: Session, body: str, organizer: str, now: datetime) -> imip.R
     ORGANIZER, exactly one ATTENDEE, who is an invited student. Two differ: the server
     delivered it for the student it authenticated, so there is no From to match, and
     its SEQUENCE is the student's copy's, which Cyrus rewrites (docs/servers.md): the
-    session's own SEQUENCE stands in for it.
+    session's own SEQUENCE stands in for it — when the REPLY answers the session's
+    current times. One that names other times answers a version before a reschedule
+    (an offline client, a late delivery) and gets an older SEQUENCE than the session's,
+    so it reaches the history only.
     """
     from tmcaldav.imip.replies import known_event
 
@@ -994,9 +1004,20 @@ def inbox_reply(db: Session, body: str, organizer: str, now: datetime) -> imip.R
     if state.method != "REPLY":
         return None
     event = known_event(db, state.uid)
+    if event is not None:
+        times = db.execute(
+            select(TrainingSession.start_at, TrainingSession.end_at).where(
+                TrainingSession.uid == state.uid
+            )
+        ).one()
+        earlier = any(
+            given is not None and given != current
+            for given, current in zip((state.start, state.end), times, strict=True)
+        )
+        state = replace(state, sequence=event.sequence - 1 if earlier else event.sequence)
     itip = imip.ItipObject(
         "REPLY",
-        replace(state, sequence=event.sequence) if event is not None else state,
+        state,
         imip.CalendarPart(body.encode("utf-8"), "REPLY", tuple(state.attendees)[:1] or (None,)),
         len(state.attendees),
     )
@@ -1021,7 +1042,14 @@ def apply_inbox_replies(
     """
     replies = sorted(replies, key=lambda r: (r.dtstamp is None, r.dtstamp or now))
     ids = {r.enrollment_id for r in replies}
-    enrollments = {e.id: e for e in db.scalars(select(Enrollment).where(Enrollment.id.in_(ids)))}
+    enrollments: dict[int, Enrollment] = {}
+    sequences: dict[int, int] = {}
+    for found, sequence in db.execute(
+        select(Enrollment, TrainingSession.sequence)
+        .join(TrainingSession, Enrollment.session_id == TrainingSession.id)
+        .where(Enrollment.id.in_(ids))
+    ):
+        enrollments[found.id], sequences[found.id] = found, sequence
     recorded: set[tuple[int, str, datetime | None]] = set()
     observed: dict[int, datetime] = {}
     for enrollment_id, status, stamp, seen in db.execute(
@@ -1050,7 +1078,10 @@ def apply_inbox_replies(
             continue  # the server's own answer time was recorded with it (Cyrus)
         last_seen = observed.get(enrollment.id)
         change = reply_answer(reply, enrollment)
-        if shown == reply.calendar_status and enrollment.answer_sequence is not None:
+        if reply.sequence < sequences[enrollment.id]:
+            # An answer to the session before a reschedule (`inbox_reply`): history only.
+            change = replace(change, superseded=True)
+        elif shown == reply.calendar_status and enrollment.answer_sequence is not None:
             # The answer shown, at the SEQUENCE it was recorded with: its time, dated.
             change = replace(change, sequence=enrollment.answer_sequence)
         elif (

@@ -655,7 +655,21 @@ class CalendarService:
         """Read objects of the scheduling inbox with one calendar-multiget REPORT on it."""
         if self.inbox_url is None:
             return Fetched((), set(), ())
-        return self._fetch(sorted({_href_of(h) for h in hrefs}), self.inbox_url)
+        return self._fetch(sorted({_href_of(h) for h in hrefs}), self.inbox_url, inbox=True)
+
+    def delete_from_inbox(self, href: str, etag: str) -> None:
+        """Delete an object of the scheduling inbox, only if still at `etag`.
+
+        An href outside the inbox is refused, whatever the server listed: the inbox
+        reader deletes what the server named, and must never delete anything else.
+        """
+        inbox = _href_of(self.inbox_url or "").rstrip("/") + "/"
+        href = _href_of(href)
+        if self.inbox_url is None or not href.startswith(inbox) or "/../" in href:
+            raise self._error(
+                ServerError, f"{href} is not in the scheduling inbox {inbox}: not deleted"
+            )
+        self.delete(href, etag)
 
     def fetch(self, hrefs: Iterable[str]) -> Fetched:
         """Read the objects at ``hrefs`` with one calendar-multiget REPORT.
@@ -665,7 +679,7 @@ class CalendarService:
         """
         return self._fetch(sorted({_href_of(h) for h in hrefs}))
 
-    def _fetch(self, hrefs: list[str], url: str | None = None) -> Fetched:
+    def _fetch(self, hrefs: list[str], url: str | None = None, *, inbox: bool = False) -> Fetched:
         if not hrefs:
             return Fetched((), set(), ())
         body = MULTIGET.format(hrefs="".join(f"<d:href>{escape(h)}</d:href>" for h in hrefs))
@@ -696,6 +710,12 @@ class CalendarService:
                 unreadable[href] = Unreadable(
                     href, f"the server sent no calendar data ({failed[:200] or 'none given'})"
                 )
+                continue
+            if not etag and inbox:
+                # An inbox object is read to be deleted with If-Match: without an ETag it
+                # stays, and the other objects are still read.
+                gone.discard(href)
+                unreadable[href] = Unreadable(href, "the server sent it without an ETag")
                 continue
             if not etag:
                 raise self._error(
