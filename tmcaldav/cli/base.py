@@ -11,7 +11,9 @@ import gc
 import importlib
 import json
 import logging
-from typing import Any, NoReturn
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
@@ -19,6 +21,9 @@ from tmcaldav import __version__
 from tmcaldav.app import App
 from tmcaldav.config import config_path
 from tmcaldav.errors import EXIT_FAILED, EXIT_USAGE, TmcaldavError
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +125,29 @@ def cli(ctx: click.Context, config_file: str | None, verbose: int) -> None:
 pass_app = click.make_pass_decorator(App)
 
 
+@contextmanager
+def reading(app: App) -> Iterator[Session]:
+    """A unit of work for a command that only reads: always rolled back (`scratch`).
+
+    Nothing it does is ever committed, so the store it reads is opened without the
+    commit checks of `open_store` (the suggestion premises and the views they import);
+    a store the App has opened already is used as it is.
+    """
+    if "store" in vars(app):
+        with app.store.scratch() as db:
+            yield db
+        return
+    from tmcaldav.store import Store
+
+    store = Store(app.config.store.url)
+    try:
+        store.check_schema()
+        with store.scratch() as db:
+            yield db
+    finally:
+        store.close()
+
+
 def main() -> None:
     """Console entry point."""
     # A command's start-up is mostly imports (SQLAlchemy, the models), which make
@@ -142,4 +170,5 @@ __all__ = [
     "json_option",
     "main",
     "pass_app",
+    "reading",
 ]
