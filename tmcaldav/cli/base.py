@@ -11,8 +11,10 @@ import gc
 import importlib
 import json
 import logging
-from collections.abc import Iterator
+import pkgutil
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -37,8 +39,9 @@ def fail(message: str, code: int = EXIT_FAILED) -> NoReturn:
 
 # The module of `tmcaldav.cli` that adds each top-level command: a command's module is
 # imported when that command runs, so `session list` does not load what `run`, `web` or
-# `plugins` need. `person` and `session` get subcommands from two modules. Help and an
-# unknown name load them all (the list, and "did you mean", stay whole).
+# `plugins` need. `person` and `session` get subcommands from two modules. Help and a
+# name not listed here load every module of the package (the list, "did you mean" and a
+# command whose module is not listed yet stay whole).
 COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("db", "check-config", "run", "doctor", "demo", "plugins"), ("admin",)),
     **dict.fromkeys(("suggestions", "report"), ("advice",)),
@@ -48,14 +51,19 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     **dict.fromkeys(("answer", "remind"), ("verbs",)),
     **dict.fromkeys(("web", "user"), ("web",)),
 }
+# Modules of the package that add no command (`render` would import the store).
+HELPER_MODULES = frozenset({"base", "export", "render"})
 
 
-def load_commands(names: tuple[str, ...] | None = None) -> None:
-    """Import the modules that add the commands `names` (None: every command)."""
-    wanted = COMMAND_MODULES.values() if names is None else map(COMMAND_MODULES.get, names)
-    for modules in wanted:
-        for module in modules or ():
-            importlib.import_module(f"tmcaldav.cli.{module}")
+def load_commands(name: str | None = None) -> None:
+    """Import the modules that add the command `name` (None: every module of the package)."""
+    if name in COMMAND_MODULES:
+        modules: Iterable[str] = COMMAND_MODULES[name]
+    else:
+        package = pkgutil.iter_modules([str(Path(__file__).parent)])
+        modules = (m.name for m in package if m.name not in HELPER_MODULES)
+    for module in modules:
+        importlib.import_module(f"tmcaldav.cli.{module}")
 
 
 class TmcaldavGroup(click.Group):
@@ -64,7 +72,7 @@ class TmcaldavGroup(click.Group):
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         # An unknown name loads every module: click's "did you mean" sees every command.
-        load_commands((cmd_name,) if cmd_name in COMMAND_MODULES else None)
+        load_commands(cmd_name)
         return super().get_command(ctx, cmd_name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
