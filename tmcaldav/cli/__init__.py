@@ -2,17 +2,11 @@
 `--json` or `--csv`.
 
 `base` holds the group and what every command shares; each other module adds the
-commands of one part of the administrator's work. No service imports this package.
+commands of one part of the administrator's work, and is imported when one of its
+commands is asked for (`base.COMMAND_MODULES`): a read command loads only what it uses.
+No service imports this package.
 """
 
-from tmcaldav.cli import (  # noqa: F401 - they add the commands
-    admin,
-    advice,
-    calendar,
-    roster,
-    verbs,
-    web,
-)
 from tmcaldav.cli.base import cli, main
 
 __all__ = ["cli", "main"]

@@ -9,7 +9,14 @@ from typing import Any
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import EXIT_FAILED, cli, emit_json, json_option, pass_app
+from tmcaldav.cli.base import (
+    EXIT_FAILED,
+    cli,
+    collect_as_usual,
+    emit_json,
+    json_option,
+    pass_app,
+)
 from tmcaldav.config import ConfigError, SecretError
 
 # ---- db, config --------------------------------------------------------------------------
@@ -91,6 +98,7 @@ def run(ctx: click.Context, once: bool, standby: bool) -> None:
     # A service logs what it does; -v adds debug output.
     if logging.getLogger("tmcaldav").level > logging.INFO:
         setup_logging(logging.INFO)
+    collect_as_usual()
     app: App = ctx.obj
     if once and standby:
         raise click.UsageError("--once and --standby do not go together: a standby waits")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import ID, cli, json_option, pass_app
+from tmcaldav.cli.base import ID, cli, json_option, pass_app, reading
 from tmcaldav.cli.export import check_formats, csv_option, emit_for_scripts, script_formats
 from tmcaldav.words import plural
 
@@ -151,7 +151,7 @@ def report_forecast(app: App, key: str | None, as_json: bool, as_csv: bool) -> N
     from tmcaldav.store.model import utcnow
     from tmcaldav.store.outcomes import forecast_report
 
-    with app.store.scratch() as db:
+    with reading(app) as db:
         report = forecast_report(db, utcnow(), key)
     # CSV: the JSON's fields, one row per student (a session with nobody: one row).
     per_student = (

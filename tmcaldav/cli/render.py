@@ -28,6 +28,10 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 def shown(text: str) -> str:
     """One line of text for a terminal: line breaks and tabs as spaces, other control
     characters as visible escapes (BEL becomes \\x07)."""
+    if text.isprintable():
+        # No control character, line break or tab: most cells (a list of 1,000 sessions
+        # has 9,000), printed as they are.
+        return text
     text = text.replace("\r\n", " ").replace("\n", " ").replace("\t", " ")
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 

@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import cli, emit_json, json_option, pass_app
+from tmcaldav.cli.base import cli, emit_json, json_option, pass_app, reading
 from tmcaldav.cli.export import emit_for_scripts, script_formats
 from tmcaldav.domain import CAPACITY_MAX
 from tmcaldav.words import plural
@@ -232,7 +232,7 @@ def session_list(app: App, as_json: bool, as_csv: bool) -> None:
     from tmcaldav.cli.render import counts_line, table
     from tmcaldav.store.pages import session_list
 
-    with app.store.scratch() as db:
+    with reading(app) as db:
         rows = session_list(db)
     if emit_for_scripts(rows, as_json, as_csv, SESSION_COLUMNS):
         return
@@ -278,7 +278,7 @@ def session_show(app: App, key: str, as_json: bool, as_csv: bool) -> None:
     from tmcaldav.store.model import utcnow
     from tmcaldav.store.outcomes import session_page_with_forecast
 
-    with app.store.scratch() as db:
+    with reading(app) as db:
         page = session_page_with_forecast(db, key, utcnow())
     students = ({"session": page["key"], **s} for s in page["students"])
     if not emit_for_scripts(page, as_json, as_csv, STUDENT_COLUMNS, students):

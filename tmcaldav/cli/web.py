@@ -7,7 +7,15 @@ import sys
 import click
 
 from tmcaldav.app import App
-from tmcaldav.cli.base import cli, emit_json, fail, json_option, pass_app
+from tmcaldav.cli.base import (
+    cli,
+    collect_as_usual,
+    emit_json,
+    fail,
+    json_option,
+    pass_app,
+    reading,
+)
 from tmcaldav.errors import EXIT_USAGE
 
 
@@ -30,6 +38,7 @@ def web(app: App, listen: str | None) -> None:
 
     if logging.getLogger("tmcaldav").level > logging.INFO:
         setup_logging(logging.INFO)
+    collect_as_usual()
     serve(app, listen=listen)
 
 
@@ -74,7 +83,7 @@ def user_list(app: App, as_json: bool) -> None:
     from tmcaldav.cli.render import table
     from tmcaldav.web.users import list_users
 
-    with app.store.scratch() as db:
+    with reading(app) as db:
         rows = list_users(db)
     if as_json:
         emit_json(rows)
