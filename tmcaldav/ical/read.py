@@ -3,6 +3,7 @@ its own: parsing is the poll's main cost)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,11 @@ _DURATION = re.compile(
 )
 
 _Params = list[list[str]]
+
+# The same students' addresses recur on every event of a calendar (a first full sync
+# reads each of them once per session): normalise each spelling once. A pure function,
+# so a bounded cache changes nothing but the time.
+_address = functools.lru_cache(maxsize=8192)(address_or_none)
 _Property = tuple[str, _Params, str]
 
 
@@ -76,9 +82,8 @@ def _first(values: list[str] | None) -> str | None:
     return values[0] if values else None
 
 
-def _utc_param(params: _Params, name: str) -> datetime | None:
-    """A parameter holding a UTC DATE-TIME (``20261201T002224Z``), or None."""
-    value = _param(params, name)
+def _utc_param(value: str | None) -> datetime | None:
+    """A parameter's value holding a UTC DATE-TIME (``20261201T002224Z``), or None."""
     match = _DATE_TIME.fullmatch(value.strip()) if value else None
     if match is None or not match.group(7):
         return None  # absent, malformed or floating: not an instant
@@ -234,8 +239,9 @@ def _attendees(
     event: _RawEvent, reply_time: datetime | None, answer_time_param: str | None
 ) -> tuple[dict[str, AttendeeState], tuple[str, ...]]:
     parsed: list[AttendeeState] = []
+    answer_time = answer_time_param.upper() if answer_time_param else None
     for _name, params, value in event.all("ATTENDEE"):
-        address = address_or_none(value)
+        address = _address(value)
         if address is None:
             continue  # urn:uuid:..., an Exchange X.500 path, junk: not a student address
         # One pass over the parameters (the first of each name counts): attendee lines
@@ -254,11 +260,13 @@ def _attendees(
                 name=name or None,
                 partstat=partstat,
                 calendar_status=partstat_to_status(partstat),
-                sent_by=address_or_none(_first(found.get("SENT-BY"))),
+                sent_by=_address(_first(found.get("SENT-BY"))),
                 reply_time=None,
                 schedule_status=",".join(statuses).strip() or None if statuses else None,
                 comment=decode_note_param(note) if note is not None else None,
-                answered_at=_utc_param(params, answer_time_param) if answer_time_param else None,
+                answered_at=_utc_param(_first(found.get(answer_time)))
+                if answer_time
+                else None,
             )
         )
     if reply_time is not None and len({state.email for state in parsed}) == 1:
