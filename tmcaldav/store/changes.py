@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import delete, event, inspect, select, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tmcaldav.store.model import (
@@ -106,8 +106,21 @@ def _after_flush(db: Session, _context: Any) -> None:
     for obj in db.deleted:
         _note(touched, obj)
     for obj in db.dirty:
-        if not _noted(touched, obj) and db.is_modified(obj, include_collections=False):
+        if not _noted(touched, obj) and _modified(obj):
             _note(touched, obj)
+
+
+def _modified(obj: object) -> bool:
+    """`Session.is_modified(obj, include_collections=False)`, looking only at the
+    attributes set since the row was loaded: `is_modified` walks every attribute and
+    relationship of the mapper, and a full sync dirties every session."""
+    state = inspect(obj)
+    for key in state.committed_state:
+        if hasattr(state.manager[key].impl, "get_collection"):
+            continue  # a collection: what is in it is rows of their own
+        if state.attrs[key].history.has_changes():
+            return True
+    return False
 
 
 def _on_execute(state: ORMExecuteState) -> None:
