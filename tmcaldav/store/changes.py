@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, inspect, select, text
+from sqlalchemy import delete, event, insert, inspect, select, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tmcaldav.store.model import (
@@ -149,14 +149,13 @@ def _before_commit(db: Session) -> None:
     if postgresql:
         db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
     rows = (
-        [Change(session_id=None)]
+        [{"session_id": None}]
         if touched.everything
-        else [Change(session_id=s) for s in sorted(sessions)]
+        else [{"session_id": s} for s in sorted(sessions)]
     )
-    db.add_all(rows)
-    db.flush()
-    db.info.pop(_PENDING, None)  # the flush above noted nothing that matters
-    newest = rows[-1].id
+    # One INSERT … RETURNING for all rows, not ORM objects and a flush: a full sync
+    # writes a row for every session, and nothing reads these rows back here.
+    newest = max(db.scalars(insert(Change).returning(Change.id), rows))
     if postgresql:
         # Delivered at commit, after the rows are visible; never for a rollback.
         db.execute(
