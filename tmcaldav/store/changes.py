@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, insert, inspect, select, text
+from sqlalchemy import Table, delete, event, insert, inspect, select, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tmcaldav.store.model import (
@@ -153,9 +153,12 @@ def _before_commit(db: Session) -> None:
         if touched.everything
         else [{"session_id": s} for s in sorted(sessions)]
     )
-    # One INSERT … RETURNING for all rows, not ORM objects and a flush: a full sync
-    # writes a row for every session, and nothing reads these rows back here.
-    newest = max(db.scalars(insert(Change).returning(Change.id), rows))
+    # One Core INSERT … RETURNING for all rows, not ORM objects and a flush (nor the
+    # ORM's bulk path): a full sync writes a row for every session, an invite one, and
+    # nothing reads these rows back here.
+    table = Change.__table__
+    assert isinstance(table, Table)
+    newest = max(db.connection().execute(insert(table).returning(table.c.id), rows).scalars())
     if postgresql:
         # Delivered at commit, after the rows are visible; never for a rollback.
         db.execute(
