@@ -94,6 +94,18 @@ def _utc_param(value: str | None) -> datetime | None:
         return None
 
 
+@functools.lru_cache(maxsize=4096)
+def _content_line(line: str) -> _Property:
+    """One unfolded line split by vobject's parser: (upper-cased name, parameters, value).
+
+    Cached by its text: a calendar repeats most of its lines from event to event (the
+    VTIMEZONE, the organizer, a student's attendee line while their answer stands), and
+    splitting lines is most of the parse. The parameters are shared: never change them.
+    """
+    name, params, value, _group = parseLine(line)
+    return name.upper(), params, value
+
+
 def _parse(text: str) -> _RawCalendar:
     """Split ``text`` into the parts we read, with vobject's content-line parser.
 
@@ -111,10 +123,9 @@ def _parse(text: str) -> _RawCalendar:
         if not line.strip():
             continue
         try:
-            name, params, value, _group = parseLine(line, number)
+            name, params, value = _content_line(line)
         except VObjectError as error:
             raise ICalError(f"not iCalendar data: line {number} is not a content line") from error
-        name = name.upper()
         if not stack and not (name == "BEGIN" and value.strip().upper() == "VCALENDAR"):
             raise ICalError(f"not iCalendar data: line {number} should be BEGIN:VCALENDAR")
         seen_calendar = True
