@@ -3,6 +3,7 @@ grammar)."""
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import Counter
 from datetime import datetime
@@ -24,7 +25,14 @@ from tmcaldav.ical.text import (
     _fold,
     normalise_name,
 )
-from tmcaldav.ical.zones import _UTC_ZONES, _utc_text, _vtimezone, _wall_text, _zone
+from tmcaldav.ical.zones import (
+    _UTC_ZONES,
+    _utc_text,
+    _vtimezone_of,
+    _wall_text,
+    _zone,
+    vtimezone_key,
+)
 
 _EVENT_STATUSES = frozenset({"CONFIRMED", "CANCELLED"})
 _ITIP_METHODS = frozenset(
@@ -120,6 +128,43 @@ class _AttendeeLines(_AddressLine):
         return buf or out.getvalue()
 
 
+@functools.lru_cache(maxsize=64)
+def _vtimezone_text(key: tuple[str, int, int, bool]) -> str:
+    """The VTIMEZONE for `key` (see `vtimezone_key`) as vobject writes it in a calendar:
+    made once, as every session of a zone and year carries the same one."""
+    calendar = vobject.iCalendar()
+    calendar.add(_vtimezone_of(*key))
+    text: str = calendar.serialize()
+    begin = text.index("BEGIN:VTIMEZONE\r\n")
+    end = text.index("END:VTIMEZONE\r\n") + len("END:VTIMEZONE\r\n")
+    return text[begin:end]
+
+
+class _Verbatim(Component):  # type: ignore[misc]  # vobject ships no type hints
+    """A component written as text made (and checked by vobject) earlier."""
+
+    def __init__(self, name: str, text: str):
+        super().__init__(name)
+        # Past vobject's __setattr__, which would make a lower-case name a child line.
+        object.__setattr__(self, "text", text)
+
+    def validate(self, *args: object, **kwargs: object) -> bool:
+        return True  # checked when its text was made
+
+    def serialize(
+        self,
+        buf: io.StringIO | None = None,
+        lineLength: int = 75,  # vobject's name for it, kept for keyword callers
+        validate: bool = True,
+        behavior: object = None,
+        *args: object,
+        **kwargs: object,
+    ) -> str | io.StringIO:
+        out = buf or io.StringIO()
+        out.write(self.text)
+        return buf or out.getvalue()
+
+
 def build_calendar(spec: EventSpec, method: str | None = None) -> str:
     """Return a complete VCALENDAR (CRLF, folded at 75 octets) holding the session's VEVENT.
 
@@ -168,7 +213,9 @@ def build_calendar(spec: EventSpec, method: str | None = None) -> str:
     if method is not None:
         calendar.add(ContentLine("METHOD", [], method))
     if zone is not None:
-        calendar.add(_vtimezone(spec.tz, start, end))
+        vtimezone = _Verbatim("VTIMEZONE", _vtimezone_text(vtimezone_key(spec.tz, start, end)))
+        vtimezone.add(ContentLine("TZID", [], spec.tz))  # what vobject looks up in it
+        calendar.add(vtimezone)
 
     event = Component("VEVENT")
     event.add(ContentLine("UID", [], spec.uid))
