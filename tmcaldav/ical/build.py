@@ -75,17 +75,18 @@ class _AddressLine(ContentLine):  # type: ignore[misc]  # vobject ships no type 
     """
 
     def serialize(
-        self,
-        buf: io.StringIO | None = None,
-        lineLength: int = 75,  # vobject's name for it, kept for keyword callers
-        validate: bool = True,
-        behavior: object = None,
-        *args: object,
-        **kwargs: object,
+        self, buf: io.StringIO | None = None, *_args: object, **_kwargs: object
     ) -> str | io.StringIO:
-        out = buf or io.StringIO()
-        out.write(_address_text(self.name, self.params, self.value))
-        return buf or out.getvalue()
+        return _written(buf, _address_text(self.name, self.params, self.value))
+
+
+def _written(buf: io.StringIO | None, text: str) -> str | io.StringIO:
+    """vobject's `serialize` contract (its lineLength and validate do not apply to our
+    own text): append to `buf` and return it, or return the text."""
+    if buf is None:
+        return text
+    buf.write(text)
+    return buf
 
 
 def _address_text(name: str, params: dict[str, list[str]], value: str) -> str:
@@ -115,17 +116,9 @@ class _AttendeeLines(_AddressLine):
         ]
 
     def serialize(
-        self,
-        buf: io.StringIO | None = None,
-        lineLength: int = 75,  # vobject's name for it, kept for keyword callers
-        validate: bool = True,
-        behavior: object = None,
-        *args: object,
-        **kwargs: object,
+        self, buf: io.StringIO | None = None, *_args: object, **_kwargs: object
     ) -> str | io.StringIO:
-        out = buf or io.StringIO()
-        out.write("".join(_address_text(self.name, p, value) for p, value in self.lines))
-        return buf or out.getvalue()
+        return _written(buf, "".join(_address_text(self.name, p, v) for p, v in self.lines))
 
 
 @functools.lru_cache(maxsize=64)
@@ -152,17 +145,9 @@ class _Verbatim(Component):  # type: ignore[misc]  # vobject ships no type hints
         return True  # checked when its text was made
 
     def serialize(
-        self,
-        buf: io.StringIO | None = None,
-        lineLength: int = 75,  # vobject's name for it, kept for keyword callers
-        validate: bool = True,
-        behavior: object = None,
-        *args: object,
-        **kwargs: object,
+        self, buf: io.StringIO | None = None, *_args: object, **_kwargs: object
     ) -> str | io.StringIO:
-        out = buf or io.StringIO()
-        out.write(self.text)
-        return buf or out.getvalue()
+        return _written(buf, self.text)
 
 
 def build_calendar(spec: EventSpec, method: str | None = None) -> str:
