@@ -3,6 +3,7 @@ grammar)."""
 
 from __future__ import annotations
 
+import functools
 import io
 from collections import Counter
 from datetime import datetime
@@ -24,7 +25,14 @@ from tmcaldav.ical.text import (
     _fold,
     normalise_name,
 )
-from tmcaldav.ical.zones import _UTC_ZONES, _utc_text, _vtimezone, _wall_text, _zone
+from tmcaldav.ical.zones import (
+    _UTC_ZONES,
+    _utc_text,
+    _vtimezone_of,
+    _wall_text,
+    _zone,
+    vtimezone_key,
+)
 
 _EVENT_STATUSES = frozenset({"CONFIRMED", "CANCELLED"})
 _ITIP_METHODS = frozenset(
@@ -67,23 +75,79 @@ class _AddressLine(ContentLine):  # type: ignore[misc]  # vobject ships no type 
     """
 
     def serialize(
-        self,
-        buf: io.StringIO | None = None,
-        lineLength: int = 75,  # vobject's name for it, kept for keyword callers
-        validate: bool = True,
-        behavior: object = None,
-        *args: object,
-        **kwargs: object,
+        self, buf: io.StringIO | None = None, *_args: object, **_kwargs: object
     ) -> str | io.StringIO:
-        params = "".join(
-            f";{key}=" + ",".join(f'"{value}"' if key == "CN" else value for value in values)
-            for key, values in sorted(self.params.items())
-        )
-        out = buf or io.StringIO()
-        # Our own fold: vobject's walks every character (most of a 30-attendee event's
-        # build time), and these lines are most of the event.
-        out.write(_fold(f"{self.name}{params}:{self.value}", "\r\n") + "\r\n")
-        return buf or out.getvalue()
+        return _written(buf, _address_text(self.name, self.params, self.value))
+
+
+def _written(buf: io.StringIO | None, text: str) -> str | io.StringIO:
+    """vobject's `serialize` contract (its lineLength and validate do not apply to our
+    own text): append to `buf` and return it, or return the text."""
+    if buf is None:
+        return text
+    buf.write(text)
+    return buf
+
+
+def _address_text(name: str, params: dict[str, list[str]], value: str) -> str:
+    """One ORGANIZER or ATTENDEE line as `_AddressLine` writes it, CRLF-terminated."""
+    text = "".join(
+        f";{key}=" + ",".join(f'"{v}"' if key == "CN" else v for v in values)
+        for key, values in sorted(params.items())
+    )
+    # Our own fold: vobject's walks every character (most of a 30-attendee event's
+    # build time), and these lines are most of the event.
+    return _fold(f"{name}{text}:{value}", "\r\n") + "\r\n"
+
+
+class _AttendeeLines(_AddressLine):
+    """Every ATTENDEE line of the event, written as one `_AddressLine` each would be.
+
+    One vobject line for all of them: building a vobject line costs more than writing
+    its text, and a 30-attendee event is mostly attendees. vobject writes a VEVENT's
+    ATTENDEEs together (its children are grouped by name), so the text is the same.
+    """
+
+    def __init__(self, lines: list[tuple[list[list[str]], str]]):
+        super().__init__("ATTENDEE", [], lines[0][1])
+        # Each line's parameters as vobject keeps them: names upper-cased, in a dict.
+        self.lines = [
+            ({param[0].upper(): param[1:] for param in params}, value) for params, value in lines
+        ]
+
+    def serialize(
+        self, buf: io.StringIO | None = None, *_args: object, **_kwargs: object
+    ) -> str | io.StringIO:
+        return _written(buf, "".join(_address_text(self.name, p, v) for p, v in self.lines))
+
+
+@functools.lru_cache(maxsize=64)
+def _vtimezone_text(key: tuple[str, int, int, bool]) -> str:
+    """The VTIMEZONE for `key` (see `vtimezone_key`) as vobject writes it in a calendar:
+    made once, as every session of a zone and year carries the same one."""
+    calendar = vobject.iCalendar()
+    calendar.add(_vtimezone_of(*key))
+    text: str = calendar.serialize()
+    begin = text.index("BEGIN:VTIMEZONE\r\n")
+    end = text.index("END:VTIMEZONE\r\n") + len("END:VTIMEZONE\r\n")
+    return text[begin:end]
+
+
+class _Verbatim(Component):  # type: ignore[misc]  # vobject ships no type hints
+    """A component written as text made (and checked by vobject) earlier."""
+
+    def __init__(self, name: str, text: str):
+        super().__init__(name)
+        # Past vobject's __setattr__, which would make a lower-case name a child line.
+        object.__setattr__(self, "text", text)
+
+    def validate(self, *args: object, **kwargs: object) -> bool:
+        return True  # checked when its text was made
+
+    def serialize(
+        self, buf: io.StringIO | None = None, *_args: object, **_kwargs: object
+    ) -> str | io.StringIO:
+        return _written(buf, self.text)
 
 
 def build_calendar(spec: EventSpec, method: str | None = None) -> str:
@@ -134,7 +198,9 @@ def build_calendar(spec: EventSpec, method: str | None = None) -> str:
     if method is not None:
         calendar.add(ContentLine("METHOD", [], method))
     if zone is not None:
-        calendar.add(_vtimezone(spec.tz, start, end))
+        vtimezone = _Verbatim("VTIMEZONE", _vtimezone_text(vtimezone_key(spec.tz, start, end)))
+        vtimezone.add(ContentLine("TZID", [], spec.tz))  # what vobject looks up in it
+        calendar.add(vtimezone)
 
     event = Component("VEVENT")
     event.add(ContentLine("UID", [], spec.uid))
@@ -155,6 +221,7 @@ def build_calendar(spec: EventSpec, method: str | None = None) -> str:
             calendar_address(spec.organizer_email),
         )
     )
+    attendee_lines: list[tuple[list[list[str]], str]] = []
     for attendee, address in zip(spec.attendees, addresses, strict=True):
         params = [
             *_name_params(attendee.name),
@@ -167,7 +234,9 @@ def build_calendar(spec: EventSpec, method: str | None = None) -> str:
             params.append(["SCHEDULE-AGENT", "CLIENT"])
         if scheduling_params and address in force_send:
             params.append(["SCHEDULE-FORCE-SEND", "REQUEST"])
-        event.add(_AddressLine("ATTENDEE", params, "mailto:" + address))
+        attendee_lines.append((params, "mailto:" + address))
+    if attendee_lines:
+        event.add(_AttendeeLines(attendee_lines))
     calendar.add(event)
     text: str = calendar.serialize()
     return text

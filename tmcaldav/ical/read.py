@@ -3,6 +3,7 @@ its own: parsing is the poll's main cost)."""
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -31,6 +32,11 @@ _DURATION = re.compile(
 )
 
 _Params = list[list[str]]
+
+# The same students' addresses recur on every event of a calendar (a first full sync
+# reads each of them once per session): normalise each spelling once. A pure function,
+# so a bounded cache changes nothing but the time.
+_address = functools.lru_cache(maxsize=8192)(address_or_none)
 _Property = tuple[str, _Params, str]
 
 
@@ -76,9 +82,8 @@ def _first(values: list[str] | None) -> str | None:
     return values[0] if values else None
 
 
-def _utc_param(params: _Params, name: str) -> datetime | None:
-    """A parameter holding a UTC DATE-TIME (``20261201T002224Z``), or None."""
-    value = _param(params, name)
+def _utc_param(value: str | None) -> datetime | None:
+    """A parameter's value holding a UTC DATE-TIME (``20261201T002224Z``), or None."""
     match = _DATE_TIME.fullmatch(value.strip()) if value else None
     if match is None or not match.group(7):
         return None  # absent, malformed or floating: not an instant
@@ -87,6 +92,18 @@ def _utc_param(params: _Params, name: str) -> datetime | None:
         return datetime(year, month, day, hour, minute, min(second, 59), tzinfo=UTC)
     except (ValueError, OverflowError):
         return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _content_line(line: str) -> _Property:
+    """One unfolded line split by vobject's parser: (upper-cased name, parameters, value).
+
+    Cached by its text: a calendar repeats most of its lines from event to event (the
+    VTIMEZONE, the organizer, a student's attendee line while their answer stands), and
+    splitting lines is most of the parse. The parameters are shared: never change them.
+    """
+    name, params, value, _group = parseLine(line)
+    return name.upper(), params, value
 
 
 def _parse(text: str) -> _RawCalendar:
@@ -106,10 +123,9 @@ def _parse(text: str) -> _RawCalendar:
         if not line.strip():
             continue
         try:
-            name, params, value, _group = parseLine(line, number)
+            name, params, value = _content_line(line)
         except VObjectError as error:
             raise ICalError(f"not iCalendar data: line {number} is not a content line") from error
-        name = name.upper()
         if not stack and not (name == "BEGIN" and value.strip().upper() == "VCALENDAR"):
             raise ICalError(f"not iCalendar data: line {number} should be BEGIN:VCALENDAR")
         seen_calendar = True
@@ -234,8 +250,9 @@ def _attendees(
     event: _RawEvent, reply_time: datetime | None, answer_time_param: str | None
 ) -> tuple[dict[str, AttendeeState], tuple[str, ...]]:
     parsed: list[AttendeeState] = []
+    answer_time = answer_time_param.upper() if answer_time_param else None
     for _name, params, value in event.all("ATTENDEE"):
-        address = address_or_none(value)
+        address = _address(value)
         if address is None:
             continue  # urn:uuid:..., an Exchange X.500 path, junk: not a student address
         # One pass over the parameters (the first of each name counts): attendee lines
@@ -254,11 +271,13 @@ def _attendees(
                 name=name or None,
                 partstat=partstat,
                 calendar_status=partstat_to_status(partstat),
-                sent_by=address_or_none(_first(found.get("SENT-BY"))),
+                sent_by=_address(_first(found.get("SENT-BY"))),
                 reply_time=None,
                 schedule_status=",".join(statuses).strip() or None if statuses else None,
                 comment=decode_note_param(note) if note is not None else None,
-                answered_at=_utc_param(params, answer_time_param) if answer_time_param else None,
+                answered_at=_utc_param(_first(found.get(answer_time)))
+                if answer_time
+                else None,
             )
         )
     if reply_time is not None and len({state.email for state in parsed}) == 1:

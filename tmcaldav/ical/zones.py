@@ -179,12 +179,26 @@ def _vtimezone(zone_name: str, earliest: datetime, latest: datetime) -> Componen
     Onsets that repeat yearly become one STANDARD/DAYLIGHT with an RRULE (the form Outlook
     and most clients expect); irregular ones are listed with RDATE.
     """
+    return _vtimezone_of(*vtimezone_key(zone_name, earliest, latest))
+
+
+def vtimezone_key(
+    zone_name: str, earliest: datetime, latest: datetime
+) -> tuple[str, int, int, bool]:
+    """All that `_vtimezone` depends on: the zone, the years it covers, and whether the
+    zone's state before its first change in them is needed (sessions of one zone and
+    year share a VTIMEZONE)."""
     first_year = max(earliest.year - 1, 2)  # keep clear of datetime.min when offsets apply
     last_year = min(latest.year + 1, 9998)
+    _initial, *changes = _zone_history(zone_name, first_year, last_year)
+    return zone_name, first_year, last_year, not changes or changes[0].instant > earliest
+
+
+def _vtimezone_of(
+    zone_name: str, first_year: int, last_year: int, with_initial: bool
+) -> Component:
     initial, *changes = _zone_history(zone_name, first_year, last_year)
-    observances = changes
-    if not changes or changes[0].instant > earliest:
-        observances = [initial, *changes]
+    observances = [initial, *changes] if with_initial else changes
     groups: dict[tuple[str, timedelta, timedelta, str | None], list[_Observance]] = {}
     for observance in observances:
         key = (observance.kind, observance.offset_from, observance.offset_to, observance.name)

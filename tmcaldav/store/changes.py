@@ -22,7 +22,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import delete, event, select, text
+from sqlalchemy import Table, delete, event, insert, inspect, select, text
 from sqlalchemy.orm import ORMExecuteState, Session, sessionmaker
 
 from tmcaldav.store.model import (
@@ -83,6 +83,22 @@ def _note(touched: _Touched, obj: object) -> None:
         touched.everything = True
 
 
+def _noted(touched: _Touched, obj: object) -> bool:
+    """True when noting `obj` could add nothing: what it would note is noted already, or
+    it is no table of the feed. Checked first, because `is_modified` compares every
+    attribute's history and a unit of work dirties many rows of few sessions (an invite:
+    thirty enrollments of one session; a full sync: every enrollment)."""
+    if touched.everything:
+        return True
+    if isinstance(obj, TrainingSession):
+        return obj.id in touched.sessions
+    if isinstance(obj, Enrollment | Suggestion):
+        return obj.session_id in touched.sessions
+    if isinstance(obj, Response | Note | Delivery):
+        return obj.enrollment_id in touched.enrollments
+    return not isinstance(obj, Person)
+
+
 def _after_flush(db: Session, _context: Any) -> None:
     touched = _touched(db)
     for obj in db.new:
@@ -90,8 +106,21 @@ def _after_flush(db: Session, _context: Any) -> None:
     for obj in db.deleted:
         _note(touched, obj)
     for obj in db.dirty:
-        if db.is_modified(obj, include_collections=False):
+        if not _noted(touched, obj) and _modified(obj):
             _note(touched, obj)
+
+
+def _modified(obj: object) -> bool:
+    """`Session.is_modified(obj, include_collections=False)`, looking only at the
+    attributes set since the row was loaded: `is_modified` walks every attribute and
+    relationship of the mapper, and a full sync dirties every session."""
+    state = inspect(obj)
+    for key in state.committed_state:
+        if hasattr(state.manager[key].impl, "get_collection"):
+            continue  # a collection: what is in it is rows of their own
+        if state.attrs[key].history.has_changes():
+            return True
+    return False
 
 
 def _on_execute(state: ORMExecuteState) -> None:
@@ -120,14 +149,16 @@ def _before_commit(db: Session) -> None:
     if postgresql:
         db.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _ORDER_LOCK})
     rows = (
-        [Change(session_id=None)]
+        [{"session_id": None}]
         if touched.everything
-        else [Change(session_id=s) for s in sorted(sessions)]
+        else [{"session_id": s} for s in sorted(sessions)]
     )
-    db.add_all(rows)
-    db.flush()
-    db.info.pop(_PENDING, None)  # the flush above noted nothing that matters
-    newest = rows[-1].id
+    # One Core INSERT … RETURNING for all rows, not ORM objects and a flush (nor the
+    # ORM's bulk path): a full sync writes a row for every session, an invite one, and
+    # nothing reads these rows back here.
+    table = Change.__table__
+    assert isinstance(table, Table)
+    newest = max(db.connection().execute(insert(table).returning(table.c.id), rows).scalars())
     if postgresql:
         # Delivered at commit, after the rows are visible; never for a rollback.
         db.execute(

@@ -254,5 +254,6 @@ class Store:
         except OperationalError as e:
             raise StoreError(f"store {self.safe_url}: {e.orig}") from e
         finally:
-            session.rollback()
+            # close() rolls the database transaction back and forgets the objects; a
+            # rollback() first would expire every object it is about to forget.
             session.close()

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TypeVar
 
-from sqlalchemy import func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import InstrumentedAttribute, Session, selectinload
 
 from tmcaldav.domain import PAGE_RANK, CalendarStatus, EnrollmentStatus, SessionStatus
@@ -27,18 +28,23 @@ def get_session(
 ) -> TrainingSession:
     """The session with this key, with its enrollments (and their notes, unless told
     otherwise); NotFoundError if there is none."""
-    enrollments = selectinload(TrainingSession.enrollments)
-    stmt = (
-        select(TrainingSession)
-        .where(TrainingSession.key == key)
-        .options(enrollments.selectinload(Enrollment.notes) if notes else enrollments)
-    )
-    if lock:
-        stmt = stmt.with_for_update()
-    found = db.scalars(stmt).one_or_none()
+    found = db.scalars(_session_by_key(lock=lock, notes=notes), {"key": key}).one_or_none()
     if found is None:
         raise NotFoundError(f"no session with key {key!r}; see: tmcaldav session list")
     return found
+
+
+@functools.cache
+def _session_by_key(*, lock: bool, notes: bool) -> Select[TrainingSession]:
+    """`get_session`'s statement, built once: a publish reads its session twice, and
+    building the statement and its loader options costs more than running it."""
+    enrollments = selectinload(TrainingSession.enrollments)
+    stmt = (
+        select(TrainingSession)
+        .where(TrainingSession.key == bindparam("key"))
+        .options(enrollments.selectinload(Enrollment.notes) if notes else enrollments)
+    )
+    return stmt.with_for_update() if lock else stmt
 
 
 def list_sessions(db: Session) -> Sequence[TrainingSession]:
