@@ -11,6 +11,7 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -198,36 +199,63 @@ def student(radicale_server: RadicaleServer) -> StudentSide:
     return StudentSide(radicale_server)
 
 
-def test_sigterm_mid_tick_exits_zero_and_keeps_store_consistent(
+@dataclass
+class MidTick:
+    """A scenario whose daemon reaches Radicale through the fault proxy, so a test can
+    stall a tick and act in the middle of it."""
+
+    scenario: Cli
+    tmp_path: Path
+    daemons: list[DaemonProcess]
+    student: StudentSide
+    faults: FaultProxy
+    server: RadicaleServer
+
+    def config(self, extra: str = "") -> Path:
+        """The scenario's config, polling every 0.3 s through the proxy, plus `extra`."""
+        config = radicale_config(
+            self.tmp_path,
+            self.server,
+            f"sqlite:///{self.tmp_path / 'store.db'}",
+            extra="\n[daemon]\npoll_interval = 0.3\n" + extra,
+        )
+        config.write_text(config.read_text().replace(self.server.url, self.faults.url))
+        return config
+
+    def answer(self, answers: dict[str, str]) -> None:
+        """Students answer in their calendars (PARTSTAT by address)."""
+        self.student.answer(href(self.scenario), answers)
+
+
+@pytest.fixture
+def mid_tick(
     scenario: Cli,
     tmp_path: Path,
     daemons: list[DaemonProcess],
     student: StudentSide,
     radicale_faults: FaultProxy,
     radicale_server: RadicaleServer,
-) -> None:
-    config = radicale_config(
-        tmp_path,
-        radicale_server,
-        f"sqlite:///{tmp_path / 'store.db'}",
-        extra="\n[daemon]\npoll_interval = 0.3\n",
-    )
-    config.write_text(config.read_text().replace(radicale_server.url, radicale_faults.url))
-    student.answer(href(scenario), {"ann@example.org": "DECLINED", "bob@example.org": "ACCEPTED"})
+) -> MidTick:
+    return MidTick(scenario, tmp_path, daemons, student, radicale_faults, radicale_server)
+
+
+def test_sigterm_mid_tick_exits_zero_and_keeps_store_consistent(mid_tick: MidTick) -> None:
+    config = mid_tick.config()
+    mid_tick.answer({"ann@example.org": "DECLINED", "bob@example.org": "ACCEPTED"})
     # The sync REPORT stalls, so the signal lands in the middle of the tick.
-    radicale_faults.stall_next(1.5, count=1)
-    daemon = DaemonProcess(config, tmp_path / "d.log")
-    daemons.append(daemon)
-    wait_for(lambda: any(m == "REPORT" for m, _ in radicale_faults.seen), what="a REPORT")
+    mid_tick.faults.stall_next(1.5, count=1)
+    daemon = DaemonProcess(config, mid_tick.tmp_path / "d.log")
+    mid_tick.daemons.append(daemon)
+    wait_for(lambda: any(m == "REPORT" for m, _ in mid_tick.faults.seen), what="a REPORT")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait() == 0
-    states = calendars(scenario)
+    states = calendars(mid_tick.scenario)
     assert (states["ann@example.org"], states["bob@example.org"]) in (
         ("declined", "accepted"),
         ("invited", "invited"),
     )
     for email in ("ann@example.org", "bob@example.org"):
-        assert len(history(scenario, email)) <= 1
+        assert len(history(mid_tick.scenario, email)) <= 1
 
 
 RECORDER = """
@@ -242,37 +270,25 @@ def on_response(change, session, context):
 """
 
 
-def test_kill_9_mid_tick_then_restart_records_each_answer_once(
-    scenario: Cli,
-    tmp_path: Path,
-    daemons: list[DaemonProcess],
-    student: StudentSide,
-    radicale_faults: FaultProxy,
-    radicale_server: RadicaleServer,
-) -> None:
-    plugins = tmp_path / "plugins"
+def test_kill_9_mid_tick_then_restart_records_each_answer_once(mid_tick: MidTick) -> None:
+    plugins = mid_tick.tmp_path / "plugins"
     plugins.mkdir()
     (plugins / "recorder.py").write_text(RECORDER)
-    hook_log = tmp_path / "hooks.log"
-    config = radicale_config(
-        tmp_path,
-        radicale_server,
-        f"sqlite:///{tmp_path / 'store.db'}",
-        extra=f'\n[daemon]\npoll_interval = 0.3\n\n[plugins]\nenable = ["recorder"]\n'
-        f'plugin_dirs = ["{plugins}"]\n',
-    )
-    config.write_text(config.read_text().replace(radicale_server.url, radicale_faults.url))
-    student.answer(href(scenario), {"ann@example.org": "TENTATIVE", "cy@example.org": "DECLINED"})
-    radicale_faults.stall_next(3, count=1)
+    hook_log = mid_tick.tmp_path / "hooks.log"
+    config = mid_tick.config(f'\n[plugins]\nenable = ["recorder"]\nplugin_dirs = ["{plugins}"]\n')
+    mid_tick.answer({"ann@example.org": "TENTATIVE", "cy@example.org": "DECLINED"})
+    mid_tick.faults.stall_next(3, count=1)
     env = {"TM_HOOK_LOG": str(hook_log)}
-    first = DaemonProcess(config, tmp_path / "d1.log", env)
-    daemons.append(first)
-    wait_for(lambda: any(m == "REPORT" for m, _ in radicale_faults.seen), what="a REPORT")
+    first = DaemonProcess(config, mid_tick.tmp_path / "d1.log", env)
+    mid_tick.daemons.append(first)
+    wait_for(lambda: any(m == "REPORT" for m, _ in mid_tick.faults.seen), what="a REPORT")
     first.process.send_signal(signal.SIGKILL)
     first.wait()
-    second = DaemonProcess(config, tmp_path / "d2.log", env)
-    daemons.append(second)
-    wait_for(lambda: calendars(scenario)["cy@example.org"] == "declined", what="the answers")
+    second = DaemonProcess(config, mid_tick.tmp_path / "d2.log", env)
+    mid_tick.daemons.append(second)
+    wait_for(
+        lambda: calendars(mid_tick.scenario)["cy@example.org"] == "declined", what="the answers"
+    )
     wait_for(
         lambda: hook_log.exists() and len(hook_log.read_text().splitlines()) >= 2, what="the hooks"
     )
@@ -281,7 +297,7 @@ def test_kill_9_mid_tick_then_restart_records_each_answer_once(
     second.signal(signal.SIGTERM)
     assert second.wait() == 0
     for email, answer in (("ann@example.org", "tentative"), ("cy@example.org", "declined")):
-        assert [h["calendar"] for h in history(scenario, email)] == [answer]
+        assert [h["calendar"] for h in history(mid_tick.scenario, email)] == [answer]
     fired = sorted(line.split()[1:] for line in hook_log.read_text().splitlines())
     assert fired == [["ann@example.org", "tentative"], ["cy@example.org", "declined"]]
 
